@@ -1,0 +1,376 @@
+# The SAB memory map: the single source of truth for every offset, size, record size, epoch index,
+# guard policy and tier in this project.
+#
+# Rust constants (src/sab/generated/sab_layout_capnp.rs) are generated from this file by capnpc, and
+# JS constants (web/generated/sab_layout.js) by the project's own emitter over the same compiler
+# request. The integration test `codegen` regenerates both and fails on any difference; run it with
+# INOS_REGENERATE=1 to rewrite them after editing this file.
+#
+# Base: the v2.2 layout of the user's layout document (seed 001), with absolute offsets from 0.
+# Every place where this map differs from v2.2 is marked "DEVIATION" with the reason. All offsets are
+# multiples of 64 (a cache line); the test `layout` walks every region of every tier, arena
+# sub-regions included, and proves that none overlap and that everything fits.
+#
+# Units: offsets and sizes in bytes, counts in records. All multi-byte values are little-endian.
+
+@0xabbc7bc1f67ecf13;
+
+# ---------------------------------------------------------------------------------------------
+# Versions, magic and alignment
+# ---------------------------------------------------------------------------------------------
+
+# Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marks
+# this project's corrected map (the deviations below change offsets, so readers must not mix them).
+const layoutVersion :UInt32 = 3;
+
+# "INOS_SAB" read as a little-endian u64; the first word of the SAB header region.
+const sabMagic :UInt64 = 0x4241535f534f4e49;
+
+const cacheLine :UInt32 = 64;
+const pageSize :UInt32 = 4096;
+const largeAlignment :UInt32 = 65536;
+
+# Smallest and largest SAB (a larger SAB than its tier's size only grows the arena heap).
+const sabSizeMin :UInt64 = 33554432;
+const sabSizeMax :UInt64 = 1073741824;
+
+# ---------------------------------------------------------------------------------------------
+# Record sizes and strides
+# ---------------------------------------------------------------------------------------------
+
+const epochCount :UInt32 = 256;
+const epochSize :UInt32 = 4;
+const birdRecordSize :UInt32 = 236;            # 59 x f32 (reference 2.14)
+const birdRecordFloats :UInt32 = 59;
+const geneRecordSize :UInt32 = 188;            # u32 id, f64 fitness, 44 x f32 (reference 2.14)
+const matrixPartSize :UInt32 = 64;             # one column-major 4x4 f32
+const matrixPartsPerBird :UInt32 = 8;          # part-major planes (reference 2.15)
+const registryEntrySize :UInt32 = 96;
+const registryInlineSlots :UInt32 = 64;
+const registryMaxProbes :UInt32 = 128;
+const capabilityEntrySize :UInt32 = 36;
+const dependencyEntrySize :UInt32 = 16;
+const supervisorHeaderSize :UInt32 = 128;
+const patternRecordSize :UInt32 = 64;
+const patternInlineSlots :UInt32 = 1024;
+const heartbeatSlotSize :UInt32 = 8;
+const arenaQueueEntrySize :UInt32 = 64;
+const arenaQueueSlots :UInt32 = 64;
+const meshEventSlotSize :UInt32 = 1024;
+const meshEventSlots :UInt32 = 48;             # the sab-refinement count, which frees room for guards
+const guardEntrySize :UInt32 = 16;
+const guardEntries :UInt32 = 256;
+const streamControlSize :UInt32 = 64;          # one per ping-pong stream
+const ringControlSize :UInt32 = 128;           # consumer line + producer line, at the start of each ring
+const ringFrameHeaderSize :UInt32 = 8;         # [len u32][sequence stamp u32]
+const ringFrameAlign :UInt32 = 8;
+
+# ---------------------------------------------------------------------------------------------
+# Fixed regions (identical in every tier)
+# ---------------------------------------------------------------------------------------------
+
+# Epoch counters: 256 x u32, index n at byte 4n as in the original.
+# DEVIATION: v2.2 gave "atomic flags" 128 B (32 indices) while the code used indices up to 255, so
+# indices 32 and up landed in the supervisor table, the registry lock and the registry. The epoch
+# region now holds all 256 indices, and the small regions that followed it moved up (below).
+const epochsOffset :UInt32 = 0x000000;
+const epochsSize :UInt32 = 0x400;
+
+# DEVIATION (new): a self-describing header for the JS host and for snapshots:
+# [0] magic u64 | [8] layout version u32 | [12] tier u32 | [16] SAB size u64 | [24] bird capacity u32.
+const sabHeaderOffset :UInt32 = 0x000400;
+const sabHeaderSize :UInt32 = 0x40;
+
+# Supervisor epoch allocation table: allocation bitmap over the supervisor pool, next-index hint,
+# allocated count, then one (id hash u32, epoch index u32) pair per pool slot.
+# DEVIATION: v2.2 had 176 B at 0x80, room for 29 pairs while the pool had 128 indices and the
+# bitmap covered the wrong range. It now has a pair for every pool slot, and moved up by 0x3C0.
+const supervisorAllocOffset :UInt32 = 0x000440;
+const supervisorAllocSize :UInt32 = 0x240;
+
+# Registry lock: [0] state u32 (0 free) | [4] owner u32 | [8] deadline in ms u64.
+# DEVIATION: moved up by 0x550 with the epoch region (was 0x130). v2.2 documented it; the original
+# never used it.
+const registryLockOffset :UInt32 = 0x000680;
+const registryLockSize :UInt32 = 0x10;
+
+# Module registry: 64 inline entries x 96 B. DEVIATION: moved up by 0x580 (was 0x140).
+const registryOffset :UInt32 = 0x0006C0;
+const registrySize :UInt32 = 0x1800;
+
+# Registry bloom filter, 256 B. DEVIATION: moved up by 0x580 (was 0x1940).
+const bloomOffset :UInt32 = 0x001EC0;
+const bloomSize :UInt32 = 0x100;
+
+# Supervisor headers: one 128 B header per supervisor pool slot.
+# DEVIATION: 8 KiB (64 headers) instead of 4 KiB (32), absorbing the 4 KiB syscall table at
+# 0x3000, which nothing read or wrote: syscalls travel as Cap'n Proto frames on the rings.
+const supervisorHeadersOffset :UInt32 = 0x002000;
+const supervisorHeadersSize :UInt32 = 0x2000;
+
+const meshMetricsOffset :UInt32 = 0x004000;
+const meshMetricsSize :UInt32 = 0x100;
+const globalAnalyticsOffset :UInt32 = 0x004100;
+const globalAnalyticsSize :UInt32 = 0x100;
+const economicsOffset :UInt32 = 0x004200;
+const economicsSize :UInt32 = 0x3E00;
+const identityOffset :UInt32 = 0x008000;
+const identitySize :UInt32 = 0x4000;
+const socialGraphOffset :UInt32 = 0x00C000;
+const socialGraphSize :UInt32 = 0x4000;
+
+# Pattern exchange: 1024 x 64 B pattern records.
+const patternExchangeOffset :UInt32 = 0x010000;
+const patternExchangeSize :UInt32 = 0x10000;
+
+# Job history ring.
+const jobHistoryOffset :UInt32 = 0x020000;
+const jobHistorySize :UInt32 = 0x20000;
+
+const coordinationOffset :UInt32 = 0x040000;
+const coordinationSize :UInt32 = 0x10000;
+
+# Rings: each region starts with a 128 B control block (see ring.rs), then the frame data.
+# Inbox: kernel -> units (job requests).
+const inboxOffset :UInt32 = 0x050000;
+const inboxSize :UInt32 = 0x80000;
+# Outbox-host: kernel -> host (job results).
+const outboxHostOffset :UInt32 = 0x0D0000;
+const outboxHostSize :UInt32 = 0x40000;
+# Outbox-kernel: units -> kernel (results and syscalls).
+const outboxKernelOffset :UInt32 = 0x110000;
+const outboxKernelSize :UInt32 = 0x40000;
+
+# ---------------------------------------------------------------------------------------------
+# The arena: from arenaOffset to the end of the SAB
+# ---------------------------------------------------------------------------------------------
+
+const arenaOffset :UInt32 = 0x150000;
+
+# Arena metadata: the first 64 KiB of the arena, never handed out by the allocator.
+const arenaMetadataOffset :UInt32 = 0x150000;
+const arenaMetadataSize :UInt32 = 0x10000;
+
+# Per-module heartbeat slots: [last pulse u32][pulse counter u32] x 256 modules.
+# DEVIATION: 2 KiB instead of 4 KiB; v2.2's 4 KiB diagnostics region contained the bridge metrics.
+const diagnosticsOffset :UInt32 = 0x150000;
+const diagnosticsSize :UInt32 = 0x800;
+
+const bridgeMetricsOffset :UInt32 = 0x150800;
+const bridgeMetricsSize :UInt32 = 0x100;
+
+const arenaRequestQueueOffset :UInt32 = 0x151000;
+const arenaRequestQueueSize :UInt32 = 0x1000;
+const arenaResponseQueueOffset :UInt32 = 0x152000;
+const arenaResponseQueueSize :UInt32 = 0x1000;
+
+# 48 x 1 KiB mesh event slots (the sab-refinement size).
+const meshEventQueueOffset :UInt32 = 0x153000;
+const meshEventQueueSize :UInt32 = 0xC000;
+
+# Region guard table: 256 x 16 B, [lock][last epoch][violations][last owner] (reference 2.12).
+const guardTableOffset :UInt32 = 0x15F000;
+const guardTableSize :UInt32 = 0x1000;
+
+# Bird animation state: reserved, as in v2.2 (the original's boids never used it).
+const birdStateOffset :UInt32 = 0x160000;
+const birdStateSize :UInt32 = 0x1000;
+
+# Ping-pong control: one 64 B control block per stream, birds then matrices.
+# DEVIATION: 128 B instead of 64 B. The original declared one block, never used it, and shared one
+# "active" epoch word (index 22) between both streams; each stream now has its own control words.
+const streamControlOffset :UInt32 = 0x161000;
+const streamControlRegionSize :UInt32 = 0x80;
+const birdStreamControlOffset :UInt32 = 0x161000;
+const matrixStreamControlOffset :UInt32 = 0x161040;
+
+# ---------------------------------------------------------------------------------------------
+# Tiers. DEVIATION: the ping-pong buffers are sized from each tier's maximum bird count (v2.2 used
+# a fixed 10 000 whatever the tier, so counts above it overflowed buffer A into buffer B). Buffers
+# start on page boundaries; the arena heap (the allocator's range) starts after matrix buffer B on a
+# 64 KiB boundary and runs to the end of the SAB. DEVIATION: the dedicated tier's maximum is 100 000
+# birds (the original's computeTierLimits said 50 000; its documents promise 100k+).
+# ---------------------------------------------------------------------------------------------
+
+const tierCount :UInt32 = 4;
+const tierLight :UInt32 = 0;
+const tierModerate :UInt32 = 1;
+const tierHeavy :UInt32 = 2;
+const tierDedicated :UInt32 = 3;
+
+const lightSabSize :UInt64 = 33554432;
+const lightRecommendedBirds :UInt32 = 1000;
+const lightMaxBirds :UInt32 = 2000;
+const lightBirdBufferAOffset :UInt32 = 0x162000;
+const lightBirdBufferBOffset :UInt32 = 0x1D6000;
+const lightBirdBufferSize :UInt32 = 472000;
+const lightMatrixBufferAOffset :UInt32 = 0x24A000;
+const lightMatrixBufferBOffset :UInt32 = 0x344000;
+const lightMatrixBufferSize :UInt32 = 1024000;
+const lightArenaHeapOffset :UInt32 = 0x440000;
+
+const moderateSabSize :UInt64 = 67108864;
+const moderateRecommendedBirds :UInt32 = 2000;
+const moderateMaxBirds :UInt32 = 5000;
+const moderateBirdBufferAOffset :UInt32 = 0x162000;
+const moderateBirdBufferBOffset :UInt32 = 0x283000;
+const moderateBirdBufferSize :UInt32 = 1180000;
+const moderateMatrixBufferAOffset :UInt32 = 0x3A4000;
+const moderateMatrixBufferBOffset :UInt32 = 0x615000;
+const moderateMatrixBufferSize :UInt32 = 2560000;
+const moderateArenaHeapOffset :UInt32 = 0x890000;
+
+const heavySabSize :UInt64 = 134217728;
+const heavyRecommendedBirds :UInt32 = 5000;
+const heavyMaxBirds :UInt32 = 15000;
+const heavyBirdBufferAOffset :UInt32 = 0x162000;
+const heavyBirdBufferBOffset :UInt32 = 0x4C3000;
+const heavyBirdBufferSize :UInt32 = 3540000;
+const heavyMatrixBufferAOffset :UInt32 = 0x824000;
+const heavyMatrixBufferBOffset :UInt32 = 0xF77000;
+const heavyMatrixBufferSize :UInt32 = 7680000;
+const heavyArenaHeapOffset :UInt32 = 0x16D0000;
+
+const dedicatedSabSize :UInt64 = 268435456;
+const dedicatedRecommendedBirds :UInt32 = 15000;
+const dedicatedMaxBirds :UInt32 = 100000;
+const dedicatedBirdBufferAOffset :UInt32 = 0x162000;
+const dedicatedBirdBufferBOffset :UInt32 = 0x17E4000;
+const dedicatedBirdBufferSize :UInt32 = 23600000;
+const dedicatedMatrixBufferAOffset :UInt32 = 0x2E66000;
+const dedicatedMatrixBufferBOffset :UInt32 = 0x5F3A000;
+const dedicatedMatrixBufferSize :UInt32 = 51200000;
+const dedicatedArenaHeapOffset :UInt32 = 0x9010000;
+
+# ---------------------------------------------------------------------------------------------
+# Epoch indices (reference 1.3 numbering, kept for wire compatibility). Counters are bumped with
+# fetch_add(1, Release) and compared with != (wrap-safe); "value" words hold a plain value instead.
+# Each line names writer -> readers in this project.
+# ---------------------------------------------------------------------------------------------
+
+const epochKernelReady :UInt32 = 0;        # value: core plugin sets 1 at startup -> JS host, inspect
+const epochInboxDirty :UInt32 = 1;         # kernel after pushing inbox frames -> unit consumers
+const epochOutboxHostDirty :UInt32 = 2;    # kernel after pushing results -> JS host
+const epochPanicState :UInt32 = 3;         # value: any part on a fatal error -> everyone
+const epochSensor :UInt32 = 4;             # host input sensors -> units
+const epochActor :UInt32 = 5;              # units driving actors -> host
+const epochStorage :UInt32 = 6;            # chunk store after a store -> syscall clients
+const epochSystem :UInt32 = 7;             # master heartbeat: every stream publish -> health engine
+const epochSystemPulse :UInt32 = 8;        # fixed tick (64 Hz default) -> boids unit, supervisors
+const epochSystemVisibility :UInt32 = 9;   # value: JS host, 1 visible / 0 hidden -> pulse
+const epochSystemPowerState :UInt32 = 10;  # value: host, 0 low / 1 normal / 2 high -> scheduler
+# 11-15: reserved for further pulse sources.
+const epochArenaAllocator :UInt32 = 16;    # arena allocator after each alloc/free -> inspect, units
+                                           # DEVIATION: no longer the bump pointer itself
+const epochOutboxMutex :UInt32 = 17;       # retired: the rings reserve by CAS and need no mutex
+const epochInboxMutex :UInt32 = 18;        # retired: see 17
+const epochMetrics :UInt32 = 19;           # bridge/mesh metrics writers -> inspector
+const epochBird :UInt32 = 20;              # boids unit after each bird-stream publish -> matrix unit
+const epochMatrix :UInt32 = 21;            # matrix unit after each matrix publish -> renderer, JS
+const epochPingpongActive :UInt32 = 22;    # retired: DEVIATION, each stream has its own active word
+const epochRegistry :UInt32 = 23;          # registry after each register/unregister -> supervisors
+const epochEvolution :UInt32 = 24;         # boids supervisor after a GA generation -> boids unit
+const epochHealth :UInt32 = 25;            # health engine after each assessment -> root supervisor
+const epochLearning :UInt32 = 26;          # learning engine after a model update -> scheduler
+const epochEconomy :UInt32 = 27;           # economics writers -> inspector
+const epochBirdCount :UInt32 = 28;         # value: boids unit, live bird count -> JS host, inspect
+const epochGlobalMetrics :UInt32 = 29;     # analytics writer -> inspector
+const epochOutboxKernelDirty :UInt32 = 30; # units after pushing results/syscalls -> kernel
+const epochContextIdHash :UInt32 = 31;     # value: core plugin writes the run's context hash
+                                           # -> zombie detection (the original never wrote it)
+const epochDelegatedJob :UInt32 = 32;      # mesh (reserved)
+const epochUserJob :UInt32 = 33;           # job submission -> scheduling engine
+const epochDelegatedChunk :UInt32 = 34;    # mesh (reserved)
+const epochMeshEvent :UInt32 = 35;         # mesh event producer -> JS host
+const epochMeshEventHead :UInt32 = 36;     # value: mesh event consumer counter
+const epochMeshEventTail :UInt32 = 37;     # value: mesh event producer counter
+const epochMeshEventDropped :UInt32 = 38;  # mesh event producer on overflow -> inspect
+# Indices added by this project (39-47):
+const epochScheduling :UInt32 = 39;        # scheduling engine after a dispatch round -> inspector
+const epochSecurity :UInt32 = 40;          # security engine after an audit record -> health
+const epochOptimization :UInt32 = 41;      # optimisation engine after a parameter change -> units
+const epochSupervisorTable :UInt32 = 42;   # supervisor table on alloc/free -> root supervisor
+const epochPatternExchange :UInt32 = 43;   # pattern writers -> learning engine
+const epochJobHistory :UInt32 = 44;        # supervisors after a job record -> learning engine
+const epochPhysics :UInt32 = 45;           # physics unit after a Rapier step -> boids unit
+const epochGuardViolation :UInt32 = 46;    # region guards on each violation -> health, inspector
+const epochSnapshot :UInt32 = 47;          # snapshot writer after a snapshot -> inspector
+# Drone unit indices of the original's TS racing layout (not in its schema); reserved here.
+const epochDroneSensor :UInt32 = 48;
+const epochDroneControl :UInt32 = 49;
+const epochDronePhysics :UInt32 = 50;
+const epochDroneRaceState :UInt32 = 51;
+# Supervisor pool: one epoch per supervisor pool slot, written by that supervisor -> its children.
+# DEVIATION: 64..127 (64 slots, one per inline header). The original's pool 64..191 overlapped its
+# "reserved" 128..255 and ran past its 128-bit bitmap.
+const epochSupervisorPoolFirst :UInt32 = 64;
+const supervisorPoolSize :UInt32 = 64;
+# 128..255: reserved for user-defined epochs.
+const epochReservedFirst :UInt32 = 128;
+
+# ---------------------------------------------------------------------------------------------
+# Region guards (reference 2.12): owner bits, guarded region ids and their policies.
+# ---------------------------------------------------------------------------------------------
+
+const ownerKernel :UInt32 = 1;
+const ownerModule :UInt32 = 2;
+const ownerHost :UInt32 = 4;
+const ownerSystem :UInt32 = 8;
+
+const guardModeSingleWriter :UInt32 = 0;
+const guardModeMultiWriter :UInt32 = 1;
+# A guard with this epoch index has no "epoch advanced after the write" check.
+const guardNoEpoch :UInt32 = 0xFFFFFFFF;
+
+const guardInbox :UInt32 = 0;
+const guardInboxMode :UInt32 = .guardModeSingleWriter;
+const guardInboxWriters :UInt32 = .ownerKernel;
+const guardInboxEpoch :UInt32 = .epochInboxDirty;
+
+const guardOutboxHost :UInt32 = 1;
+const guardOutboxHostMode :UInt32 = .guardModeSingleWriter;
+const guardOutboxHostWriters :UInt32 = .ownerKernel;
+const guardOutboxHostEpoch :UInt32 = .epochOutboxHostDirty;
+
+const guardOutboxKernel :UInt32 = 2;
+const guardOutboxKernelMode :UInt32 = .guardModeMultiWriter;
+const guardOutboxKernelWriters :UInt32 = .ownerModule;
+const guardOutboxKernelEpoch :UInt32 = .epochOutboxKernelDirty;
+
+const guardMeshEventQueue :UInt32 = 3;
+const guardMeshEventQueueMode :UInt32 = .guardModeSingleWriter;
+const guardMeshEventQueueWriters :UInt32 = .ownerKernel;
+const guardMeshEventQueueEpoch :UInt32 = .epochMeshEvent;
+
+const guardArenaRequestQueue :UInt32 = 4;
+const guardArenaRequestQueueMode :UInt32 = .guardModeSingleWriter;
+const guardArenaRequestQueueWriters :UInt32 = .ownerModule;
+const guardArenaRequestQueueEpoch :UInt32 = .epochArenaAllocator;
+
+const guardArenaResponseQueue :UInt32 = 5;
+const guardArenaResponseQueueMode :UInt32 = .guardModeSingleWriter;
+const guardArenaResponseQueueWriters :UInt32 = .ownerKernel;
+const guardArenaResponseQueueEpoch :UInt32 = .guardNoEpoch;
+
+const guardArena :UInt32 = 6;
+const guardArenaMode :UInt32 = .guardModeMultiWriter;
+const guardArenaWriters :UInt32 = 3;  # kernel | module
+const guardArenaEpoch :UInt32 = .guardNoEpoch;
+
+# Guards added by this project:
+const guardBirdStream :UInt32 = 7;
+const guardBirdStreamMode :UInt32 = .guardModeSingleWriter;
+const guardBirdStreamWriters :UInt32 = .ownerModule;
+const guardBirdStreamEpoch :UInt32 = .epochBird;
+
+const guardMatrixStream :UInt32 = 8;
+const guardMatrixStreamMode :UInt32 = .guardModeSingleWriter;
+const guardMatrixStreamWriters :UInt32 = .ownerModule;
+const guardMatrixStreamEpoch :UInt32 = .epochMatrix;
+
+const guardRegistry :UInt32 = 9;
+const guardRegistryMode :UInt32 = .guardModeMultiWriter;
+const guardRegistryWriters :UInt32 = 3;  # kernel | module
+const guardRegistryEpoch :UInt32 = .epochRegistry;
+
+const guardCount :UInt32 = 10;

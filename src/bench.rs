@@ -1,0 +1,325 @@
+//! `inos bench`: the benchmark suite, every comparison measured side by side in one run.
+//!
+//! - Epoch signal-to-wake latency, one way, with a waiter present: on the spin path (the waiter is
+//!   still spinning when the signal lands) and on the parked path (the waiter sleeps in the parking
+//!   lot), next to a crossbeam channel whose receiver is blocked the same way.
+//! - Epoch round trip (signal, the other thread answers on a second epoch) next to a crossbeam
+//!   channel round trip.
+//! - Ring throughput with 64-byte frames between two threads, next to crossbeam's `ArrayQueue`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::sab::generated as g;
+use crate::sab::{EpochIndex, Owner, RingError, RingId, Sab, Tier, Wake};
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Latency {
+    fn from_samples(mut ns: Vec<u64>) -> Self {
+        ns.sort_unstable();
+        let at = |q: f64| ns[((ns.len() - 1) as f64 * q).round() as usize];
+        Self {
+            samples: ns.len(),
+            p50_ns: at(0.50),
+            p99_ns: at(0.99),
+            max_ns: *ns.last().expect("at least one sample"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Throughput {
+    pub items: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub epoch_wake_spin: Latency,
+    pub epoch_wake_parked: Latency,
+    pub crossbeam_wake_parked: Latency,
+    pub epoch_round_trip: Latency,
+    pub crossbeam_round_trip: Latency,
+    pub ring_64b: Throughput,
+    pub array_queue_64b: Throughput,
+    /// ring_64b / array_queue_64b, measured in the same run.
+    pub ring_vs_array_queue: f64,
+}
+
+/// Two spare epoch indices of the user-defined range, so the benchmark disturbs no named epoch.
+const PING: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST).expect("in range");
+const PONG: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST + 1).expect("in range");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Nanoseconds since `base`, comparable across threads (the monotonic clock is system-wide).
+fn since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+fn busy_wait(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// One-way signal-to-wake latency. The waiter announces on PONG that it is about to wait, the
+/// signaller lets `settle` pass (so the waiter is spinning or parked), stamps the time and signals.
+fn epoch_wake(sab: &Sab, samples: usize, waiter_spins: u32, settle: Duration) -> Latency {
+    let base = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let waiter = {
+        let (sab, sent) = (sab.clone(), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            let epochs = sab.epochs();
+            (0..samples)
+                .map(|_| {
+                    let last = epochs.load(PING);
+                    epochs.signal(PONG);
+                    match epochs.wait_with(PING, last, TIMEOUT, waiter_spins) {
+                        Wake::Changed(_) => since(base).saturating_sub(sent.load(Ordering::Acquire)),
+                        Wake::TimedOut => panic!("benchmark waiter timed out"),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let epochs = sab.epochs();
+    let mut seen = epochs.load(PONG);
+    for _ in 0..samples {
+        match epochs.wait_with(PONG, seen, TIMEOUT, u32::MAX) {
+            Wake::Changed(v) => seen = v,
+            Wake::TimedOut => panic!("benchmark signaller timed out"),
+        }
+        busy_wait(settle);
+        sent.store(since(base), Ordering::Release);
+        epochs.signal(PING);
+    }
+    Latency::from_samples(waiter.join().expect("waiter thread"))
+}
+
+/// The same measurement through a crossbeam channel whose receiver is blocked in `recv`.
+fn crossbeam_wake(samples: usize, settle: Duration) -> Latency {
+    let base = Instant::now();
+    let (ping_tx, ping_rx) = crossbeam::channel::bounded::<u64>(1);
+    let (ready_tx, ready_rx) = crossbeam::channel::bounded::<()>(1);
+    let waiter = std::thread::spawn(move || {
+        (0..samples)
+            .map(|_| {
+                ready_tx.send(()).expect("signaller alive");
+                let sent = ping_rx.recv().expect("signaller alive");
+                since(base).saturating_sub(sent)
+            })
+            .collect::<Vec<_>>()
+    });
+    for _ in 0..samples {
+        ready_rx.recv().expect("waiter alive");
+        busy_wait(settle);
+        ping_tx.send(since(base)).expect("waiter alive");
+    }
+    Latency::from_samples(waiter.join().expect("waiter thread"))
+}
+
+/// Round trip: signal PING, the other thread answers on PONG; both sides spin-then-park.
+fn epoch_round_trip(sab: &Sab, samples: usize) -> Latency {
+    let first_ping = sab.epochs().load(PING);
+    let echo = {
+        let sab = sab.clone();
+        std::thread::spawn(move || {
+            let epochs = sab.epochs();
+            let mut seen = first_ping;
+            for _ in 0..samples {
+                match epochs.wait(PING, seen, TIMEOUT) {
+                    Wake::Changed(v) => seen = v,
+                    Wake::TimedOut => panic!("echo thread timed out"),
+                }
+                epochs.signal(PONG);
+            }
+        })
+    };
+    let epochs = sab.epochs();
+    let mut seen = epochs.load(PONG);
+    let ns = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            epochs.signal(PING);
+            match epochs.wait(PONG, seen, TIMEOUT) {
+                Wake::Changed(v) => seen = v,
+                Wake::TimedOut => panic!("round trip timed out"),
+            }
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    echo.join().expect("echo thread");
+    Latency::from_samples(ns)
+}
+
+fn crossbeam_round_trip(samples: usize) -> Latency {
+    let (ping_tx, ping_rx) = crossbeam::channel::bounded::<()>(1);
+    let (pong_tx, pong_rx) = crossbeam::channel::bounded::<()>(1);
+    let echo = std::thread::spawn(move || {
+        for _ in 0..samples {
+            ping_rx.recv().expect("peer alive");
+            pong_tx.send(()).expect("peer alive");
+        }
+    });
+    let ns = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            ping_tx.send(()).expect("peer alive");
+            pong_rx.recv().expect("peer alive");
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    echo.join().expect("echo thread");
+    Latency::from_samples(ns)
+}
+
+/// Frames of 64 bytes from a producer thread to this thread through the SAB inbox ring.
+pub fn ring_throughput(frames: u64) -> Throughput {
+    let sab = Sab::for_tier(Tier::Light);
+    let ring = sab.ring(RingId::Inbox);
+    let mut consumer = ring.consumer().expect("fresh ring has no consumer");
+    let producer = ring.producer(Owner::Kernel).expect("kernel may write the inbox");
+    let start = Instant::now();
+    let thread = std::thread::spawn(move || {
+        let mut frame = [0u8; 64];
+        for i in 0..frames {
+            frame[..8].copy_from_slice(&i.to_le_bytes());
+            loop {
+                match producer.push(&frame) {
+                    Ok(()) => break,
+                    Err(RingError::Full { .. }) => std::hint::spin_loop(),
+                    Err(e) => panic!("ring push failed: {e}"),
+                }
+            }
+        }
+    });
+    let mut buf = [0u8; 64];
+    let mut received = 0;
+    while received < frames {
+        match consumer.read_into(&mut buf) {
+            Ok(Some(_)) => {
+                debug_assert_eq!(u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")), received);
+                received += 1;
+            }
+            Ok(None) => std::hint::spin_loop(),
+            Err(e) => panic!("ring read failed: {e}"),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    thread.join().expect("producer thread");
+    black_box(buf);
+    Throughput {
+        items: frames,
+        seconds,
+        per_second: frames as f64 / seconds,
+    }
+}
+
+/// The same transfer through crossbeam's bounded `ArrayQueue` of 64-byte items.
+pub fn array_queue_throughput(frames: u64) -> Throughput {
+    let queue = Arc::new(crossbeam::queue::ArrayQueue::<[u8; 64]>::new(4096));
+    let start = Instant::now();
+    let thread = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            let mut frame = [0u8; 64];
+            for i in 0..frames {
+                frame[..8].copy_from_slice(&i.to_le_bytes());
+                while queue.push(frame).is_err() {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    };
+    let mut received = 0;
+    while received < frames {
+        match queue.pop() {
+            Some(frame) => {
+                black_box(frame);
+                received += 1;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    thread.join().expect("producer thread");
+    Throughput {
+        items: frames,
+        seconds,
+        per_second: frames as f64 / seconds,
+    }
+}
+
+pub fn measure(quick: bool) -> BenchReport {
+    let samples = if quick { 200 } else { 2000 };
+    let frames = if quick { 200_000 } else { 4_000_000 };
+    let sab = Sab::for_tier(Tier::Light);
+    let spin_settle = Duration::from_micros(2);
+    let park_settle = Duration::from_micros(300);
+    let ring_64b = ring_throughput(frames);
+    let array_queue_64b = array_queue_throughput(frames);
+    BenchReport {
+        epoch_wake_spin: epoch_wake(&sab, samples, u32::MAX, spin_settle),
+        epoch_wake_parked: epoch_wake(&sab, samples, 0, park_settle),
+        crossbeam_wake_parked: crossbeam_wake(samples, park_settle),
+        epoch_round_trip: epoch_round_trip(&sab, samples),
+        crossbeam_round_trip: crossbeam_round_trip(samples),
+        ring_vs_array_queue: ring_64b.per_second / array_queue_64b.per_second,
+        ring_64b,
+        array_queue_64b,
+    }
+}
+
+pub fn run(json: bool, quick: bool) -> Result<(), String> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run `cargo run --release -- bench` for meaningful numbers");
+    }
+    let r = measure(quick);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let lat = |name: &str, l: &Latency| {
+        println!(
+            "  {name:<40} p50 {:>8.2} µs   p99 {:>8.2} µs   max {:>9.2} µs   ({} samples)",
+            l.p50_ns as f64 / 1e3,
+            l.p99_ns as f64 / 1e3,
+            l.max_ns as f64 / 1e3,
+            l.samples
+        )
+    };
+    let thr = |name: &str, t: &Throughput| {
+        println!(
+            "  {name:<40} {:>8.2} M frames/s   ({} frames in {:.3} s)",
+            t.per_second / 1e6,
+            t.items,
+            t.seconds
+        )
+    };
+    println!("epoch signal -> wake (one way, waiter present)");
+    lat("epoch, waiter spinning", &r.epoch_wake_spin);
+    lat("epoch, waiter parked", &r.epoch_wake_parked);
+    lat("crossbeam channel, receiver blocked", &r.crossbeam_wake_parked);
+    println!("round trip");
+    lat("epoch ping-pong", &r.epoch_round_trip);
+    lat("crossbeam channel ping-pong", &r.crossbeam_round_trip);
+    println!("64-byte frames, producer thread -> consumer thread");
+    thr("SAB ring (inbox)", &r.ring_64b);
+    thr("crossbeam ArrayQueue", &r.array_queue_64b);
+    println!("  ring / ArrayQueue: {:.2}x", r.ring_vs_array_queue);
+    Ok(())
+}

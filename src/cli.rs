@@ -1,0 +1,121 @@
+//! The `inos` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sab::{SabLayout, Tier};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inos",
+    version,
+    about = "INOS on Bevy: a shared-memory OS whose parts talk only through one byte arena and epochs",
+    after_help = "Without a subcommand, runs the visual simulator (or, with --headless, a headless run)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print what a snapshot file holds: epochs, region map, rings, streams and guards.
+    Inspect {
+        /// A file written with --snapshot.
+        file: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the benchmark suite (build with --release for meaningful numbers).
+    Bench {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Fewer samples, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Run without a window or GPU, for --ticks fixed ticks, as fast as possible.
+    #[arg(long)]
+    pub headless: bool,
+    /// Device tier: light (32 MiB), moderate (64 MiB), heavy (128 MiB) or dedicated (256 MiB).
+    #[arg(long, default_value = "light")]
+    pub tier: Tier,
+    /// SAB size in MiB, from the tier's size up to 1024; the extra space grows the arena heap.
+    #[arg(long, value_name = "MIB")]
+    pub sab_mib: Option<u32>,
+    /// Number of fixed ticks of a headless run.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ticks: u64,
+    /// Pulse rate in Hz (the fixed timestep).
+    #[arg(long, default_value_t = crate::pulse::DEFAULT_PULSE_HZ, value_parser = parse_hz)]
+    pub hz: f64,
+    /// Write a snapshot of the whole SAB to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Print the headless report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Visual mode: render --frames frames, save a PNG screenshot to FILE, and exit.
+    #[arg(long, value_name = "FILE")]
+    pub screenshot: Option<PathBuf>,
+    /// Frames to render before the screenshot.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub frames: u32,
+}
+
+fn parse_hz(s: &str) -> Result<f64, String> {
+    let hz: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if hz.is_finite() && (1.0..=10_000.0).contains(&hz) {
+        Ok(hz)
+    } else {
+        Err(format!("the pulse rate must be between 1 and 10000 Hz, not {s}"))
+    }
+}
+
+impl RunArgs {
+    /// The SAB layout these arguments ask for.
+    pub fn layout(&self) -> Result<SabLayout, String> {
+        match self.sab_mib {
+            None => Ok(SabLayout::for_tier(self.tier)),
+            Some(mib) => SabLayout::with_size(self.tier, mib as usize * (1 << 20)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Parses the command line and runs it; errors are printed with a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Inspect { file, json }) => crate::inspect::run(&file, json),
+        Some(Command::Bench { json, quick }) => crate::bench::run(json, quick),
+        None if cli.run.headless => crate::headless::run(&cli.run),
+        None => run_visual(&cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(feature = "render")]
+fn run_visual(args: &RunArgs) -> Result<(), String> {
+    crate::render::run(args)
+}
+
+#[cfg(not(feature = "render"))]
+fn run_visual(_args: &RunArgs) -> Result<(), String> {
+    Err("this build has no renderer (built without the `render` feature); use --headless".into())
+}

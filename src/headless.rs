@@ -1,0 +1,139 @@
+//! Headless runs: the core plugins without a window or GPU, driven for a fixed number of ticks as
+//! fast as the machine allows, then a report (and optionally a snapshot).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use serde::Serialize;
+
+use crate::CorePlugins;
+use crate::cli::RunArgs;
+use crate::sab::{EpochIndex, Sab, SabLayout, Tier};
+
+/// A headless app, started: `MinimalPlugins`, the core plugins, and exactly one fixed tick per
+/// further `update`.
+pub fn build_app(layout: SabLayout, pulse_hz: f64) -> App {
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(CorePlugins { layout, pulse_hz })
+        .insert_resource(TimeUpdateStrategy::FixedTimesteps(1));
+    app.finish();
+    app.cleanup();
+    // The first update runs the startup schedules and primes the clock (no fixed step yet); from
+    // then on every update is exactly one tick.
+    app.update();
+    app
+}
+
+#[derive(Debug, Serialize)]
+pub struct EpochValue {
+    pub name: &'static str,
+    pub index: u32,
+    pub value: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeadlessReport {
+    pub tier: Tier,
+    pub sab_size: usize,
+    pub ticks: u64,
+    pub pulse_hz: f64,
+    pub wall_seconds: f64,
+    pub ticks_per_second: f64,
+    /// Named epochs with a non-zero value.
+    pub epochs: Vec<EpochValue>,
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub blake3: String,
+}
+
+/// The named epochs of `sab` whose value is not zero.
+pub fn nonzero_epochs(sab: &Sab) -> Vec<EpochValue> {
+    let epochs = sab.epochs();
+    EpochIndex::NAMED
+        .iter()
+        .map(|&(index, name, _)| EpochValue {
+            name,
+            index: index.get(),
+            value: epochs.load(index),
+        })
+        .filter(|e| e.value != 0)
+        .collect()
+}
+
+/// Runs `ticks` fixed ticks; shows a progress bar on a terminal for runs longer than a moment.
+pub fn run_ticks(app: &mut App, ticks: u64) -> Duration {
+    let bar = indicatif::ProgressBar::new(ticks).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ticks {per_sec} eta {eta}")
+            .expect("the progress template is valid"),
+    );
+    let start = Instant::now();
+    for tick in 0..ticks {
+        app.update();
+        if tick % 64 == 0 && start.elapsed() > Duration::from_millis(500) {
+            bar.set_position(tick + 1);
+        }
+    }
+    bar.finish_and_clear();
+    start.elapsed()
+}
+
+pub fn run(args: &RunArgs) -> Result<(), String> {
+    let layout = args.layout()?;
+    let mut app = build_app(layout, args.hz);
+    let wall = run_ticks(&mut app, args.ticks);
+    let sab = app.world().resource::<Sab>().clone();
+
+    let snapshot = match &args.snapshot {
+        Some(path) => {
+            let header = sab.write_snapshot(path).map_err(|e| e.to_string())?;
+            Some(SnapshotInfo {
+                path: path.clone(),
+                blake3: blake3::Hash::from_bytes(header.body_hash).to_hex().to_string(),
+            })
+        }
+        None => None,
+    };
+    let seconds = wall.as_secs_f64();
+    let report = HeadlessReport {
+        tier: layout.tier,
+        sab_size: layout.sab_size,
+        ticks: args.ticks,
+        pulse_hz: args.hz,
+        wall_seconds: seconds,
+        ticks_per_second: args.ticks as f64 / seconds.max(f64::MIN_POSITIVE),
+        epochs: nonzero_epochs(&sab),
+        snapshot,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &HeadlessReport) {
+    println!(
+        "headless run: tier {} ({} MiB), {} ticks at {} Hz in {:.3} s ({:.0} ticks/s)",
+        r.tier,
+        r.sab_size >> 20,
+        r.ticks,
+        r.pulse_hz,
+        r.wall_seconds,
+        r.ticks_per_second
+    );
+    println!("epochs:");
+    for e in &r.epochs {
+        println!("  {:>3} {:<20} {}", e.index, e.name, e.value);
+    }
+    if let Some(s) = &r.snapshot {
+        println!("snapshot: {} (body blake3 {})", s.path.display(), s.blake3);
+    }
+}

@@ -1,0 +1,248 @@
+//! `inos inspect FILE`: what a snapshot holds, as tables or as JSON with the same content.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::sab::guard::{GuardEntry, GuardPolicy};
+use crate::sab::layout::RegionNode;
+use crate::sab::ring::RingStats;
+use crate::sab::snapshot::SnapshotHeader;
+use crate::sab::stream::StreamControl;
+use crate::sab::{BirdRecord, EpochIndex, GuardRegion, Owner, RingId, Sab, SabHeader, StreamId, Tier};
+
+#[derive(Debug, Serialize)]
+pub struct EpochEntry {
+    pub index: u32,
+    pub name: Option<&'static str>,
+    pub kind: Option<crate::sab::epochs::EpochKind>,
+    pub value: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GuardReport {
+    #[serde(flatten)]
+    pub policy: GuardPolicy,
+    pub writer_names: String,
+    #[serde(flatten)]
+    pub entry: GuardEntry,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamReport {
+    pub stream: StreamId,
+    #[serde(flatten)]
+    pub control: StreamControl,
+    /// The first record of the active buffer (bird stream only).
+    pub sample_bird: Option<BirdRecord>,
+}
+
+/// Everything `inos inspect` reports about one SAB.
+#[derive(Debug, Serialize)]
+pub struct SabReport {
+    pub tier: Tier,
+    pub sab_size: usize,
+    pub layout_version: u32,
+    pub body_blake3: Option<String>,
+    pub header: SabHeader,
+    /// Named epochs, then any other non-zero index.
+    pub epochs: Vec<EpochEntry>,
+    pub regions: Vec<RegionNode>,
+    pub rings: Vec<RingStats>,
+    pub streams: Vec<StreamReport>,
+    pub guards: Vec<GuardReport>,
+}
+
+impl SabReport {
+    pub fn new(sab: &Sab, snapshot: Option<&SnapshotHeader>) -> Self {
+        let epochs = sab.epochs();
+        let entries = (0..EpochIndex::COUNT as u32)
+            .filter_map(EpochIndex::new)
+            .filter_map(|index| {
+                let named = EpochIndex::NAMED.iter().find(|(i, _, _)| *i == index);
+                let value = epochs.load(index);
+                (named.is_some() || value != 0).then(|| EpochEntry {
+                    index: index.get(),
+                    name: named.map(|n| n.1),
+                    kind: named.map(|n| n.2),
+                    value,
+                })
+            })
+            .collect();
+        let guards = sab.guards();
+        let layout = sab.layout();
+        Self {
+            tier: layout.tier,
+            sab_size: layout.sab_size,
+            layout_version: sab.header().layout_version,
+            body_blake3: snapshot.map(|h| blake3::Hash::from_bytes(h.body_hash).to_hex().to_string()),
+            header: sab.header(),
+            epochs: entries,
+            regions: layout.regions(),
+            rings: RingId::ALL.map(|id| sab.ring(id).stats()).into_iter().collect(),
+            streams: StreamId::ALL
+                .map(|id| {
+                    let stream = sab.stream(id);
+                    let control = stream.control();
+                    let sample_bird = (id == StreamId::Birds).then(|| first_bird(sab, &control)).flatten();
+                    StreamReport {
+                        stream: id,
+                        control,
+                        sample_bird,
+                    }
+                })
+                .into_iter()
+                .collect(),
+            guards: GuardRegion::ALL
+                .map(|region| {
+                    let policy = region.policy();
+                    GuardReport {
+                        policy,
+                        writer_names: Owner::mask_names(policy.writers),
+                        entry: guards.entry(region),
+                    }
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The report as aligned text tables.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "SAB: tier {}, {} bytes ({} MiB), layout version {}",
+            self.tier,
+            self.sab_size,
+            self.sab_size >> 20,
+            self.layout_version
+        );
+        if let Some(hash) = &self.body_blake3 {
+            let _ = writeln!(w, "body blake3: {hash}");
+        }
+        let _ = writeln!(
+            w,
+            "\nEPOCHS\n  {:>3}  {:<20} {:<8} {:>10}",
+            "idx", "name", "kind", "value"
+        );
+        for e in &self.epochs {
+            let kind = e.kind.map(|k| format!("{k:?}").to_lowercase()).unwrap_or_default();
+            let _ = writeln!(
+                w,
+                "  {:>3}  {:<20} {:<8} {:>10}",
+                e.index,
+                e.name.unwrap_or("-"),
+                kind,
+                e.value
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nREGIONS\n  {:<24} {:>10} {:>10} {:>10}  parent",
+            "name", "offset", "size", "end"
+        );
+        for n in &self.regions {
+            let r = n.region;
+            let _ = writeln!(
+                w,
+                "  {:<24} {:>#10x} {:>10} {:>#10x}  {}",
+                r.name,
+                r.offset,
+                r.size,
+                r.end(),
+                n.parent.unwrap_or("-")
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nRINGS\n  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}",
+            "ring", "capacity", "used", "frames", "consumed", "rejected", "consumer"
+        );
+        for r in &self.rings {
+            let _ = writeln!(
+                w,
+                "  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}{}",
+                format!("{:?}", r.ring),
+                r.control.capacity,
+                r.used_bytes,
+                r.pending_frames,
+                r.control.consumed,
+                r.control.rejected_full,
+                if r.control.consumer != 0 { "held" } else { "free" },
+                if r.uncommitted_frame {
+                    "  (a reserved frame is uncommitted)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nSTREAMS\n  {:<9} {:>10} {:>6} {:>8} {:>12} {:>12}",
+            "stream", "generation", "active", "capacity", "A count/gen", "B count/gen"
+        );
+        for s in &self.streams {
+            let c = &s.control;
+            let _ = writeln!(
+                w,
+                "  {:<9} {:>10} {:>6} {:>8} {:>12} {:>12}",
+                format!("{:?}", s.stream),
+                c.generation,
+                ["A", "B"][(c.active & 1) as usize],
+                c.capacity,
+                format!("{}/{}", c.buffers[0].count, c.buffers[0].generation),
+                format!("{}/{}", c.buffers[1].count, c.buffers[1].generation)
+            );
+            if let Some(b) = &s.sample_bird {
+                let _ = writeln!(
+                    w,
+                    "    bird 0: position {:?} velocity {:?} energy {} fitness {}",
+                    b.position, b.velocity, b.energy, b.fitness
+                );
+            }
+        }
+        let _ = writeln!(
+            w,
+            "\nGUARDS\n  {:<20} {:<13} {:<14} {:>5} {:<14} {:>10} {:>10}",
+            "region", "mode", "writers", "epoch", "lock", "last epoch", "violations"
+        );
+        for g in &self.guards {
+            let _ = writeln!(
+                w,
+                "  {:<20} {:<13} {:<14} {:>5} {:<14} {:>10} {:>10}",
+                format!("{:?}", g.policy.region),
+                format!("{:?}", g.policy.mode),
+                g.writer_names,
+                g.policy.epoch.map_or("-".into(), |e| e.get().to_string()),
+                Owner::mask_names(g.entry.lock),
+                g.entry.last_epoch,
+                g.entry.violations
+            );
+        }
+        out
+    }
+}
+
+/// Bird 0 of the active bird buffer, if the stream holds any bird.
+fn first_bird(sab: &Sab, control: &StreamControl) -> Option<BirdRecord> {
+    let active = (control.active & 1) as usize;
+    if control.buffers[active].count == 0 {
+        return None;
+    }
+    let region = sab.layout().spec().bird_buffers[active];
+    sab.read(region.offset).ok()
+}
+
+pub fn run(path: &Path, json: bool) -> Result<(), String> {
+    let (sab, header) = Sab::read_snapshot(path).map_err(|e| e.to_string())?;
+    let report = SabReport::new(&sab, Some(&header));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! INOS on Bevy: a shared-memory operating system whose parts talk only through one byte arena
+//! (the SAB, `sab`) and atomic epoch counters.
+//!
+//! - `CorePlugins`: the headless core (the SAB and the pulse); runs anywhere, no window or GPU.
+//! - `render::VisualPlugins` (feature `render`): the window and what is drawn in it.
+//! - `cli`, `bench` and `inspect` assemble these into the `inos` command.
+
+pub mod bench;
+pub mod cli;
+pub mod headless;
+pub mod inspect;
+pub mod pulse;
+#[cfg(feature = "render")]
+pub mod render;
+pub mod sab;
+
+use bevy::app::{PluginGroup, PluginGroupBuilder};
+
+use crate::pulse::PulsePlugin;
+use crate::sab::{SabLayout, SabPlugin};
+
+/// The headless core of INOS: the SAB resource and the pulse that drives everything else.
+pub struct CorePlugins {
+    pub layout: SabLayout,
+    /// Pulse rate in Hz (the fixed timestep).
+    pub pulse_hz: f64,
+}
+
+impl PluginGroup for CorePlugins {
+    fn build(self) -> PluginGroupBuilder {
+        PluginGroupBuilder::start::<Self>()
+            .add(SabPlugin { layout: self.layout })
+            .add(PulsePlugin { hz: self.pulse_hz })
+    }
+}

@@ -1,0 +1,236 @@
+//! The SAB: one shared byte arena, the only medium between the parts of INOS.
+//!
+//! `Sab` is a Bevy resource and a cheap, clonable handle to one 64-byte-aligned allocation sized
+//! by tier. Its memory map comes from `schemas/sab_layout.capnp` (see `layout`). Everything
+//! shared goes through atomics and single-writer protocols:
+//! - `epochs`: counters that writers bump and readers wait on;
+//! - `stream`: the seqlocked ping-pong bird and matrix streams;
+//! - `ring`: the multi-producer inbox/outbox rings;
+//! - `guard`: the region guard table that admits writers;
+//! - `snapshot`: the whole SAB to and from a file.
+//!
+//! This module uses nothing else of the project. Its only `unsafe` code is in `memory` (the atomic
+//! views of the allocation) and `epochs` (parking-lot calls), each block with a `// SAFETY:` note.
+
+pub mod epochs;
+#[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
+#[rustfmt::skip]
+#[path = "generated/sab_layout_capnp.rs"]
+pub mod generated;
+pub mod guard;
+pub mod layout;
+mod memory;
+pub mod ring;
+pub mod snapshot;
+pub mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bevy::prelude::*;
+use bytemuck::{AnyBitPattern, NoUninit};
+use serde::Serialize;
+
+pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
+pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
+pub use layout::{Region, SabLayout, Tier};
+pub use memory::AccessError;
+pub use ring::{Ring, RingError, RingId};
+pub use stream::{BirdRecord, MatrixPart, Stream, StreamError, StreamId};
+
+use generated as g;
+use memory::SabMemory;
+
+/// The self-describing header at the `sab_header` region, for the JS host and for snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
+#[repr(C)]
+pub struct SabHeader {
+    pub magic: u64,
+    pub layout_version: u32,
+    pub tier: u32,
+    pub sab_size: u64,
+    pub bird_capacity: u32,
+    pub reserved: [u32; 9],
+}
+const _: () = assert!(size_of::<SabHeader>() == g::SAB_HEADER_SIZE as usize);
+
+struct SabInner {
+    memory: SabMemory,
+    layout: SabLayout,
+    /// Threads parked per epoch index (process-local, not part of the shared layout).
+    waiters: Box<[AtomicU32]>,
+}
+
+/// The shared byte arena. Cloning the handle shares the same memory (like a SharedArrayBuffer).
+#[derive(Resource, Clone)]
+pub struct Sab {
+    inner: Arc<SabInner>,
+}
+
+impl Sab {
+    /// A fresh SAB for `layout`: zeroed, with its header and the streams' and rings' self-describing
+    /// words written.
+    pub fn new(layout: SabLayout) -> Self {
+        let sab = Self::zeroed(layout);
+        let spec = layout.spec();
+        let header = SabHeader {
+            magic: g::SAB_MAGIC,
+            layout_version: g::LAYOUT_VERSION,
+            tier: layout.tier.id(),
+            sab_size: layout.sab_size as u64,
+            bird_capacity: spec.max_birds,
+            reserved: [0; 9],
+        };
+        let memory = sab.memory();
+        memory
+            .write(layout::regions::SAB_HEADER.offset, &[header])
+            .expect("the SAB header lies inside every SAB");
+        for id in StreamId::ALL {
+            let words = memory
+                .u32_words(id.control_region().offset, g::STREAM_CONTROL_SIZE as usize / 4)
+                .expect("stream control blocks lie inside every SAB");
+            words[stream::RECORD_SIZE].store(id.record_size() as u32, Ordering::Relaxed);
+            words[stream::CAPACITY].store(spec.max_birds, Ordering::Relaxed);
+        }
+        for id in RingId::ALL {
+            let region = id.region();
+            let words = memory
+                .u64_words(region.offset, g::RING_CONTROL_SIZE as usize / 8)
+                .expect("ring regions lie inside every SAB");
+            words[ring::CAPACITY].store((region.size - g::RING_CONTROL_SIZE as usize) as u64, Ordering::Relaxed);
+        }
+        sab
+    }
+
+    /// A SAB of the tier's own size.
+    pub fn for_tier(tier: Tier) -> Self {
+        Self::new(SabLayout::for_tier(tier))
+    }
+
+    /// All-zero memory, header not written (snapshot loading fills it).
+    fn zeroed(layout: SabLayout) -> Self {
+        Self {
+            inner: Arc::new(SabInner {
+                memory: SabMemory::zeroed(layout.sab_size),
+                layout,
+                waiters: (0..EpochIndex::COUNT).map(|_| AtomicU32::new(0)).collect(),
+            }),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> &SabMemory {
+        &self.inner.memory
+    }
+
+    pub fn layout(&self) -> &SabLayout {
+        &self.inner.layout
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.memory.len()
+    }
+
+    /// Never true: a SAB is at least `SAB_SIZE_MIN` bytes.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether two handles share the same memory.
+    pub fn same_memory(&self, other: &Sab) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub fn epochs(&self) -> Epochs<'_> {
+        Epochs {
+            words: self
+                .memory()
+                .u32_words(layout::regions::EPOCHS.offset, EpochIndex::COUNT)
+                .expect("the epoch region lies inside every SAB"),
+            waiters: &self.inner.waiters,
+        }
+    }
+
+    pub fn guards(&self) -> RegionGuards<'_> {
+        RegionGuards::new(self)
+    }
+
+    pub fn stream(&self, id: StreamId) -> Stream {
+        Stream::new(self.clone(), id)
+    }
+
+    pub fn ring(&self, id: RingId) -> Ring {
+        Ring::new(self.clone(), id)
+    }
+
+    pub fn header(&self) -> SabHeader {
+        self.read(layout::regions::SAB_HEADER.offset)
+            .expect("the SAB header lies inside every SAB")
+    }
+
+    /// Checks the in-memory header against this SAB's layout; says which field disagrees.
+    pub fn check_header(&self) -> Result<(), &'static str> {
+        let header = self.header();
+        let layout = self.layout();
+        if header.magic != g::SAB_MAGIC {
+            Err("magic")
+        } else if header.layout_version != g::LAYOUT_VERSION {
+            Err("layout version")
+        } else if header.tier != layout.tier.id() {
+            Err("tier")
+        } else if header.sab_size != layout.sab_size as u64 {
+            Err("size")
+        } else if header.bird_capacity != layout.spec().max_birds {
+            Err("bird capacity")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads a `#[repr(C)]` record at `offset` (bounds- and alignment-checked).
+    pub fn read<T: AnyBitPattern + NoUninit>(&self, offset: usize) -> Result<T, AccessError> {
+        self.memory().read(offset)
+    }
+
+    /// Reads consecutive records at `offset` into `dst`, without allocating.
+    pub fn read_into<T: AnyBitPattern + NoUninit>(&self, offset: usize, dst: &mut [T]) -> Result<(), AccessError> {
+        self.memory().read_into(offset, dst)
+    }
+
+    /// Writes records at `offset`. The caller must be the region's writer under its protocol.
+    pub fn write<T: AnyBitPattern + NoUninit>(&self, offset: usize, records: &[T]) -> Result<(), AccessError> {
+        self.memory().write(offset, records)
+    }
+
+    /// Copies bytes out of the SAB (`offset` and length multiples of 4).
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
+        self.memory().copy_out(offset, dst)
+    }
+}
+
+/// Inserts the `Sab` resource (unless one is already there, e.g. loaded from a snapshot) and marks
+/// the kernel ready.
+pub struct SabPlugin {
+    pub layout: SabLayout,
+}
+
+impl Plugin for SabPlugin {
+    fn build(&self, app: &mut App) {
+        if !app.world().contains_resource::<Sab>() {
+            app.insert_resource(Sab::new(self.layout));
+        }
+        let sab = app.world().resource::<Sab>();
+        let epochs = sab.epochs();
+        epochs.store(EpochIndex::CONTEXT_ID_HASH, context_id_hash(sab));
+        epochs.store(EpochIndex::SYSTEM_VISIBILITY, 1);
+        epochs.store(EpochIndex::KERNEL_READY, 1);
+    }
+}
+
+/// A hash identifying this run, for zombie detection across restarts: randomly keyed per process
+/// where the platform has randomness, and never zero.
+fn context_id_hash(sab: &Sab) -> u32 {
+    use std::hash::BuildHasher;
+    let address = std::ptr::from_ref(sab.inner.as_ref()) as usize;
+    (std::collections::hash_map::RandomState::new().hash_one(address) as u32).max(1)
+}

@@ -1,0 +1,647 @@
+//! Multi-producer, single-consumer byte rings in SAB regions: the inbox (kernel → units), the
+//! outbox-host (kernel → host) and the outbox-kernel (units → kernel).
+//!
+//! This ring is ours rather than a crate's because it must live at fixed SAB offsets, in a byte
+//! layout that the JS host reads too.
+//!
+//! Region layout: a 128-byte control block (`RingControl`), then the data area. The control block
+//! is two cache lines, the consumer's (head, consumer claim, consumed count, capacity) and the
+//! producers' (tail, full-refusal count), so the two sides do not invalidate each other's line on
+//! every frame. `head` and `tail` are monotonic byte positions (u64, never reduced), so
+//! `tail - head` is the occupancy and no byte has to be kept free. Each side caches the other
+//! side's position and reloads it only when the cached value is not enough (the producer when the
+//! ring looks full, the consumer when a frame looks longer than the reservation).
+//!
+//! Frame: `[len u32][stamp u32][payload, padded to 8 bytes]`, always 8-aligned, so the header never
+//! straddles the end of the data area; the payload may wrap to the start. The stamp is derived from
+//! the frame's position, so a header left from an earlier lap can never pass as a new frame, and a
+//! corrupted length or stamp is reported as a typed error instead of being trusted.
+//!
+//! Protocol:
+//! - producer: reserve by CAS on `tail` after checking free space against `head` (never overwrites
+//!   an unconsumed frame); write the payload words; publish the header word last (release);
+//! - consumer: load the header at `head` (acquire); zero means "nothing committed yet"; check the
+//!   stamp and length; copy the payload out; zero every word of the frame, so that later frames
+//!   start on zeroed memory; advance `head` (release).
+//!
+//! The algorithm is written once, over the `RingWords` trait, so the loom model test runs exactly
+//! this code on loom's atomics while the SAB runs it on its own words.
+
+use std::cell::Cell;
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::Sab;
+use super::epochs::EpochIndex;
+use super::generated as g;
+use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
+use super::layout::{Region, regions};
+
+/// Atomic 64-bit words addressed by index: the SAB's, or loom's in the model test.
+pub trait RingWords {
+    fn word_count(&self) -> usize;
+    fn load(&self, index: usize, order: Ordering) -> u64;
+    fn store(&self, index: usize, value: u64, order: Ordering);
+    fn compare_exchange_weak(
+        &self,
+        index: usize,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
+    fn fetch_add(&self, index: usize, value: u64, order: Ordering) -> u64;
+}
+
+impl RingWords for [AtomicU64] {
+    fn word_count(&self) -> usize {
+        self.len()
+    }
+    fn load(&self, index: usize, order: Ordering) -> u64 {
+        self[index].load(order)
+    }
+    fn store(&self, index: usize, value: u64, order: Ordering) {
+        self[index].store(value, order)
+    }
+    fn compare_exchange_weak(
+        &self,
+        index: usize,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        self[index].compare_exchange_weak(current, new, success, failure)
+    }
+    fn fetch_add(&self, index: usize, value: u64, order: Ordering) -> u64 {
+        self[index].fetch_add(value, order)
+    }
+}
+
+/// The control block at the start of every ring region: the consumer's cache line, then the
+/// producers'.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
+#[repr(C)]
+pub struct RingControl {
+    /// Consumer position (bytes, monotonic).
+    pub head: u64,
+    /// Non-zero while a consumer holds the ring.
+    pub consumer: u64,
+    /// Frames consumed.
+    pub consumed: u64,
+    /// Size of the data area in bytes (written when the SAB is created; for the JS host).
+    pub capacity: u64,
+    #[serde(skip)]
+    pub reserved_consumer: [u64; 4],
+    /// Reservation position (bytes, monotonic).
+    pub tail: u64,
+    /// Pushes refused because the ring was full.
+    pub rejected_full: u64,
+    #[serde(skip)]
+    pub reserved_producer: [u64; 6],
+}
+const _: () = assert!(size_of::<RingControl>() == g::RING_CONTROL_SIZE as usize);
+const _: () = assert!(offset_of!(RingControl, tail) == g::CACHE_LINE as usize);
+
+const HEAD: usize = offset_of!(RingControl, head) / 8;
+const CONSUMER: usize = offset_of!(RingControl, consumer) / 8;
+const CONSUMED: usize = offset_of!(RingControl, consumed) / 8;
+pub(crate) const CAPACITY: usize = offset_of!(RingControl, capacity) / 8;
+const TAIL: usize = offset_of!(RingControl, tail) / 8;
+const REJECTED_FULL: usize = offset_of!(RingControl, rejected_full) / 8;
+
+const HEADER: u64 = g::RING_FRAME_HEADER_SIZE as u64;
+const ALIGN: u64 = g::RING_FRAME_ALIGN as u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("ring full: the frame needs {needed} bytes and {free} are free")]
+    Full { needed: u64, free: u64 },
+    #[error("a {len}-byte frame exceeds the ring's maximum payload of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("the {len}-byte frame does not fit the caller's {capacity}-byte buffer")]
+    BufferTooSmall { len: usize, capacity: usize },
+    #[error("corrupt ring: frame at position {position} has stamp {found:#x}, expected {expected:#x}")]
+    CorruptStamp { position: u64, expected: u32, found: u32 },
+    #[error("corrupt ring: frame at position {position} claims {len} bytes but only {available} are reserved")]
+    CorruptLength { position: u64, len: u32, available: u64 },
+    #[error("corrupt ring: head {head} and tail {tail} are inconsistent with capacity {capacity}")]
+    CorruptPositions { head: u64, tail: u64, capacity: u64 },
+    #[error("the ring already has a consumer")]
+    ConsumerBusy,
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+}
+
+/// The stamp of the frame at byte position `position`: never zero, so zeroed memory never passes.
+pub const fn frame_stamp(position: u64) -> u32 {
+    let s = ((position / ALIGN) as u32).wrapping_add(1);
+    if s == 0 { 1 } else { s }
+}
+
+/// The bytes a frame of `len` payload bytes occupies.
+pub const fn frame_span(len: u64) -> u64 {
+    HEADER + len.div_ceil(ALIGN) * ALIGN
+}
+
+/// The ring algorithm over a control block and a data area.
+pub struct RingCore<'a, W: RingWords + ?Sized> {
+    control: &'a W,
+    data: &'a W,
+    capacity: u64,
+}
+
+impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
+    /// `control` is the 16-word control block; `data` is the data area (capacity = 8 × words).
+    pub fn new(control: &'a W, data: &'a W) -> Self {
+        assert!(control.word_count() > REJECTED_FULL, "ring control block too small");
+        Self {
+            control,
+            data,
+            capacity: data.word_count() as u64 * ALIGN,
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The largest payload a frame can carry.
+    pub fn max_payload(&self) -> usize {
+        (self.capacity - HEADER) as usize
+    }
+
+    fn word_at(&self, position: u64) -> usize {
+        ((position % self.capacity) / ALIGN) as usize
+    }
+
+    /// Reserves room for `payload`, writes it and commits it. Never blocks and never overwrites an
+    /// unconsumed frame: a full ring is `RingError::Full`.
+    ///
+    /// `head_cache` is this producer's last view of the consumer's head (start it at 0). A stale
+    /// view only under-estimates the free space, so it is reloaded only when the ring looks full.
+    pub fn push(&self, payload: &[u8], head_cache: &Cell<u64>) -> Result<u64, RingError> {
+        if payload.len() > self.max_payload() {
+            return Err(RingError::FrameTooLarge {
+                len: payload.len(),
+                max: self.max_payload(),
+            });
+        }
+        let span = frame_span(payload.len() as u64);
+        let mut tail = self.control.load(TAIL, Ordering::Relaxed);
+        loop {
+            let fits = |head: u64| {
+                let used = tail.wrapping_sub(head);
+                used <= self.capacity && self.capacity - used >= span
+            };
+            if !fits(head_cache.get()) {
+                // Acquire pairs with the consumer's release of `head`: the zeroing of the frames
+                // it consumed happens before this producer writes over them.
+                let head = self.control.load(HEAD, Ordering::Acquire);
+                head_cache.set(head);
+                let used = tail.wrapping_sub(head);
+                if used > self.capacity {
+                    // A tail read before a newer head: reload it and look again.
+                    let fresh = self.control.load(TAIL, Ordering::Relaxed);
+                    if fresh == tail {
+                        return Err(RingError::CorruptPositions {
+                            head,
+                            tail,
+                            capacity: self.capacity,
+                        });
+                    }
+                    tail = fresh;
+                    continue;
+                }
+                if !fits(head) {
+                    self.control.fetch_add(REJECTED_FULL, 1, Ordering::Relaxed);
+                    return Err(RingError::Full {
+                        needed: span,
+                        free: self.capacity - used,
+                    });
+                }
+            }
+            match self
+                .control
+                .compare_exchange_weak(TAIL, tail, tail + span, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(current) => tail = current,
+            }
+        }
+        // [tail, tail + span) is ours. Payload first, header last.
+        let mut word = self.word_at(tail + HEADER);
+        let words = self.data.word_count();
+        for chunk in payload.chunks(ALIGN as usize) {
+            let mut bytes = [0u8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            self.data.store(word, u64::from_le_bytes(bytes), Ordering::Relaxed);
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
+        let header = (u64::from(frame_stamp(tail)) << 32) | payload.len() as u64;
+        self.data.store(self.word_at(tail), header, Ordering::Release);
+        Ok(tail)
+    }
+
+    /// Consumes the next committed frame into `buf` and returns its length, or `None` when no
+    /// frame is committed at the head. The caller must be the ring's only consumer.
+    ///
+    /// `tail_cache` is the consumer's last view of the tail (start it at 0), reloaded only when a
+    /// frame claims more bytes than that view has reserved.
+    pub fn pop_into(&self, buf: &mut [u8], tail_cache: &Cell<u64>) -> Result<Option<usize>, RingError> {
+        let head = self.control.load(HEAD, Ordering::Relaxed);
+        let header_word = self.word_at(head);
+        let header = self.data.load(header_word, Ordering::Acquire);
+        if header == 0 {
+            return Ok(None);
+        }
+        let (len, stamp) = (header as u32, (header >> 32) as u32);
+        let expected = frame_stamp(head);
+        if stamp != expected {
+            return Err(RingError::CorruptStamp {
+                position: head,
+                expected,
+                found: stamp,
+            });
+        }
+        let span = frame_span(u64::from(len));
+        let covered = |tail: u64| {
+            let reserved = tail.wrapping_sub(head);
+            span <= reserved && reserved <= self.capacity
+        };
+        if !covered(tail_cache.get()) {
+            // Relaxed is enough: the acquire load of the header already ordered this after the
+            // producer's reservation.
+            let tail = self.control.load(TAIL, Ordering::Relaxed);
+            tail_cache.set(tail);
+            if !covered(tail) {
+                return Err(RingError::CorruptLength {
+                    position: head,
+                    len,
+                    available: tail.wrapping_sub(head),
+                });
+            }
+        }
+        let len = len as usize;
+        if buf.len() < len {
+            return Err(RingError::BufferTooSmall {
+                len,
+                capacity: buf.len(),
+            });
+        }
+        let words = self.data.word_count();
+        let mut word = self.word_at(head + HEADER);
+        for chunk in buf[..len].chunks_mut(ALIGN as usize) {
+            let bytes = self.data.load(word, Ordering::Relaxed).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            self.data.store(word, 0, Ordering::Relaxed);
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
+        self.data.store(header_word, 0, Ordering::Relaxed);
+        // Only the consumer writes its line: a plain increment, no read-modify-write.
+        let consumed = self.control.load(CONSUMED, Ordering::Relaxed);
+        self.control.store(CONSUMED, consumed + 1, Ordering::Relaxed);
+        // Release: the zeroed words are visible to any producer that sees the new head.
+        self.control.store(HEAD, head + span, Ordering::Release);
+        Ok(Some(len))
+    }
+
+    /// Claims the consumer role; false if another consumer holds it.
+    pub fn claim_consumer(&self) -> bool {
+        loop {
+            match self
+                .control
+                .compare_exchange_weak(CONSUMER, 0, 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(0) => continue, // spurious failure: the claim is still free
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn release_consumer(&self) {
+        self.control.store(CONSUMER, 0, Ordering::Release);
+    }
+
+    /// The control block as it is now.
+    pub fn control(&self) -> RingControl {
+        let load = |i| self.control.load(i, Ordering::Acquire);
+        RingControl {
+            head: load(HEAD),
+            consumer: load(CONSUMER),
+            consumed: load(CONSUMED),
+            capacity: load(CAPACITY),
+            tail: load(TAIL),
+            rejected_full: load(REJECTED_FULL),
+            ..RingControl::default()
+        }
+    }
+
+    /// Committed frames waiting at the head, and whether a reserved frame is still uncommitted
+    /// (read-only walk; for inspection).
+    pub fn pending_frames(&self) -> (u64, bool) {
+        let RingControl { head, tail, .. } = self.control();
+        let (mut position, mut frames) = (head, 0);
+        while position < tail && tail - position <= self.capacity {
+            let header = self.data.load(self.word_at(position), Ordering::Acquire);
+            if header == 0 || (header >> 32) as u32 != frame_stamp(position) {
+                return (frames, true);
+            }
+            frames += 1;
+            position += frame_span(header & u64::from(u32::MAX));
+        }
+        (frames, false)
+    }
+}
+
+/// The three rings of the SAB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingId {
+    Inbox,
+    OutboxHost,
+    OutboxKernel,
+}
+
+impl RingId {
+    pub const ALL: [RingId; 3] = [RingId::Inbox, RingId::OutboxHost, RingId::OutboxKernel];
+
+    pub const fn region(self) -> Region {
+        match self {
+            RingId::Inbox => regions::INBOX,
+            RingId::OutboxHost => regions::OUTBOX_HOST,
+            RingId::OutboxKernel => regions::OUTBOX_KERNEL,
+        }
+    }
+
+    pub const fn guard(self) -> GuardRegion {
+        match self {
+            RingId::Inbox => GuardRegion::Inbox,
+            RingId::OutboxHost => GuardRegion::OutboxHost,
+            RingId::OutboxKernel => GuardRegion::OutboxKernel,
+        }
+    }
+
+    /// The epoch producers signal after pushing.
+    pub const fn epoch(self) -> EpochIndex {
+        match self {
+            RingId::Inbox => EpochIndex::INBOX_DIRTY,
+            RingId::OutboxHost => EpochIndex::OUTBOX_HOST_DIRTY,
+            RingId::OutboxKernel => EpochIndex::OUTBOX_KERNEL_DIRTY,
+        }
+    }
+}
+
+/// One ring of a SAB. Cheap to clone; handles own a `Sab` clone, so they can live in a `Local`.
+#[derive(Clone)]
+pub struct Ring {
+    sab: Sab,
+    id: RingId,
+}
+
+/// What `inos inspect` shows of a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RingStats {
+    pub ring: RingId,
+    #[serde(flatten)]
+    pub control: RingControl,
+    pub used_bytes: u64,
+    pub pending_frames: u64,
+    pub uncommitted_frame: bool,
+}
+
+impl Ring {
+    pub(crate) fn new(sab: Sab, id: RingId) -> Self {
+        Self { sab, id }
+    }
+
+    pub fn id(&self) -> RingId {
+        self.id
+    }
+
+    pub(crate) fn core(&self) -> RingCore<'_, [AtomicU64]> {
+        let region = self.id.region();
+        let control_words = g::RING_CONTROL_SIZE as usize / 8;
+        let memory = self.sab.memory();
+        let control = memory
+            .u64_words(region.offset, control_words)
+            .expect("ring regions lie inside every SAB");
+        let data = memory
+            .u64_words(
+                region.offset + g::RING_CONTROL_SIZE as usize,
+                (region.size - g::RING_CONTROL_SIZE as usize) / 8,
+            )
+            .expect("ring regions lie inside every SAB");
+        RingCore::new(control, data)
+    }
+
+    pub fn max_payload(&self) -> usize {
+        self.core().max_payload()
+    }
+
+    /// A producer handle, after the region guard admits `owner`.
+    pub fn producer(&self, owner: Owner) -> Result<RingProducer, GuardError> {
+        let session = self.sab.guards().begin(self.id.guard(), owner)?;
+        Ok(RingProducer {
+            ring: self.clone(),
+            session,
+            head_cache: Cell::new(0),
+        })
+    }
+
+    /// The consumer handle; only one exists at a time.
+    pub fn consumer(&self) -> Result<RingConsumer, RingError> {
+        if self.core().claim_consumer() {
+            Ok(RingConsumer {
+                ring: self.clone(),
+                tail_cache: Cell::new(0),
+            })
+        } else {
+            Err(RingError::ConsumerBusy)
+        }
+    }
+
+    pub fn stats(&self) -> RingStats {
+        let core = self.core();
+        let control = core.control();
+        let (pending_frames, uncommitted_frame) = core.pending_frames();
+        RingStats {
+            ring: self.id,
+            control,
+            used_bytes: control.tail.wrapping_sub(control.head),
+            pending_frames,
+            uncommitted_frame,
+        }
+    }
+}
+
+/// A guarded producer. Push any number of frames, then `publish` to signal the ring's epoch.
+pub struct RingProducer {
+    ring: Ring,
+    session: GuardSession,
+    head_cache: Cell<u64>,
+}
+
+impl RingProducer {
+    pub fn push(&self, payload: &[u8]) -> Result<(), RingError> {
+        self.ring.core().push(payload, &self.head_cache).map(|_| ())
+    }
+
+    /// Signals the ring's epoch (waking its consumer) and checks the guard's epoch rule.
+    pub fn publish(&mut self) -> Result<u32, GuardError> {
+        let value = self.ring.sab.epochs().signal(self.ring.id.epoch());
+        self.session.check_advanced()?;
+        Ok(value)
+    }
+}
+
+/// The ring's single consumer; dropping it releases the claim.
+pub struct RingConsumer {
+    ring: Ring,
+    tail_cache: Cell<u64>,
+}
+
+impl RingConsumer {
+    /// Consumes the next frame into `buf` without allocating; `None` when nothing is committed.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
+        self.ring.core().pop_into(buf, &self.tail_cache)
+    }
+}
+
+impl Drop for RingConsumer {
+    fn drop(&mut self) {
+        self.ring.core().release_consumer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Mem {
+        control: Vec<AtomicU64>,
+        data: Vec<AtomicU64>,
+        head: Cell<u64>,
+        tail: Cell<u64>,
+    }
+
+    impl Mem {
+        fn new(data_words: usize) -> Self {
+            Self {
+                control: (0..g::RING_CONTROL_SIZE / 8).map(|_| AtomicU64::new(0)).collect(),
+                data: (0..data_words).map(|_| AtomicU64::new(0)).collect(),
+                head: Cell::new(0),
+                tail: Cell::new(0),
+            }
+        }
+        fn core(&self) -> RingCore<'_, [AtomicU64]> {
+            RingCore::new(&self.control[..], &self.data[..])
+        }
+        fn push(&self, payload: &[u8]) -> Result<u64, RingError> {
+            self.core().push(payload, &self.head)
+        }
+        fn pop(&self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
+            self.core().pop_into(buf, &self.tail)
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_in_order_across_the_wrap_point() {
+        let mem = Mem::new(8); // 64 data bytes
+        let mut buf = [0u8; 64];
+        for round in 0u8..50 {
+            let a = [round; 13];
+            let b = [round.wrapping_add(1); 5];
+            mem.push(&a).unwrap();
+            mem.push(&b).unwrap();
+            assert_eq!(mem.pop(&mut buf).unwrap(), Some(13));
+            assert_eq!(&buf[..13], &a);
+            assert_eq!(mem.pop(&mut buf).unwrap(), Some(5));
+            assert_eq!(&buf[..5], &b);
+            assert_eq!(mem.pop(&mut buf).unwrap(), None);
+        }
+        assert!(
+            mem.data.iter().all(|w| w.load(Ordering::Relaxed) == 0),
+            "consumed frames are zeroed"
+        );
+    }
+
+    #[test]
+    fn a_full_ring_refuses_and_keeps_its_frames() {
+        let mem = Mem::new(4); // 32 bytes: two 8-byte frames of span 16
+        let ring = mem.core();
+        mem.push(&[1; 8]).unwrap();
+        mem.push(&[2; 8]).unwrap();
+        assert_eq!(mem.push(&[3]), Err(RingError::Full { needed: 16, free: 0 }));
+        assert_eq!(ring.control().rejected_full, 1);
+        let mut buf = [0u8; 8];
+        assert_eq!(mem.pop(&mut buf), Ok(Some(8)));
+        assert_eq!(buf, [1; 8]);
+        assert_eq!(mem.pop(&mut buf), Ok(Some(8)));
+        assert_eq!(buf, [2; 8]);
+    }
+
+    #[test]
+    fn oversize_frames_and_small_buffers_are_typed_errors() {
+        let mem = Mem::new(4);
+        let ring = mem.core();
+        assert_eq!(ring.max_payload(), 24);
+        assert_eq!(mem.push(&[0; 25]), Err(RingError::FrameTooLarge { len: 25, max: 24 }));
+        mem.push(&[9; 24]).unwrap();
+        let mut small = [0u8; 10];
+        assert_eq!(
+            mem.pop(&mut small),
+            Err(RingError::BufferTooSmall { len: 24, capacity: 10 })
+        );
+        // The frame is still there.
+        let mut buf = [0u8; 24];
+        assert_eq!(mem.pop(&mut buf), Ok(Some(24)));
+    }
+
+    #[test]
+    fn corrupted_headers_are_typed_errors() {
+        let mem = Mem::new(8);
+        mem.push(&[7; 4]).unwrap();
+        let header = mem.data[0].load(Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        // A wrong stamp.
+        mem.data[0].store(header ^ (1 << 40), Ordering::Relaxed);
+        assert!(matches!(mem.pop(&mut buf), Err(RingError::CorruptStamp { .. })));
+        // A length past the reservation.
+        mem.data[0].store(header | 0xFF, Ordering::Relaxed);
+        assert!(matches!(mem.pop(&mut buf), Err(RingError::CorruptLength { .. })));
+        // Restored, it reads.
+        mem.data[0].store(header, Ordering::Relaxed);
+        assert_eq!(mem.pop(&mut buf), Ok(Some(4)));
+    }
+
+    #[test]
+    fn zero_length_frames_are_frames() {
+        let mem = Mem::new(4);
+        let ring = mem.core();
+        mem.push(&[]).unwrap();
+        assert_eq!(ring.pending_frames(), (1, false));
+        assert_eq!(mem.pop(&mut []), Ok(Some(0)));
+        assert_eq!(mem.pop(&mut []), Ok(None));
+    }
+
+    #[test]
+    fn one_consumer_at_a_time() {
+        let mem = Mem::new(4);
+        let ring = mem.core();
+        assert!(ring.claim_consumer());
+        assert!(!ring.claim_consumer());
+        ring.release_consumer();
+        assert!(ring.claim_consumer());
+    }
+
+    #[test]
+    fn stamps_are_never_zero() {
+        assert_eq!(frame_stamp(0), 1);
+        assert_eq!(frame_stamp(8), 2);
+        assert_ne!(frame_stamp((u64::from(u32::MAX)) * 8), 0);
+    }
+}
