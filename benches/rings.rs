@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use inos::sab::{Owner, RingError, RingId, Sab, Tier};
 
-const FRAMES: u64 = 100_000;
+const FRAMES: u64 = 1_000_000;
 
 fn sab_ring(iters: u64) -> Duration {
+    // One SAB for every iteration: each iteration drains the ring it fills.
+    let sab = Sab::for_tier(Tier::Light);
+    let ring = sab.ring(RingId::Inbox);
+    let mut consumer = ring.consumer().unwrap();
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let sab = Sab::for_tier(Tier::Light);
-        let ring = sab.ring(RingId::Inbox);
-        let mut consumer = ring.consumer().unwrap();
         let producer = ring.producer(Owner::Kernel).unwrap();
         let start = Instant::now();
         let thread = std::thread::spawn(move || {
@@ -41,10 +42,11 @@ fn sab_ring(iters: u64) -> Duration {
 }
 
 fn rtrb_ring(iters: u64) -> Duration {
+    // Same capacity in frames as the inbox holds 64-byte frames (8-byte header each), allocated
+    // once; the producer travels to each iteration's thread and back.
+    let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new((512 << 10) / 72);
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        // Same capacity in frames as the inbox holds 64-byte frames (8-byte header each).
-        let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new((512 << 10) / 72);
         let start = Instant::now();
         let thread = std::thread::spawn(move || {
             for _ in 0..FRAMES {
@@ -52,6 +54,7 @@ fn rtrb_ring(iters: u64) -> Duration {
                     std::hint::spin_loop();
                 }
             }
+            tx
         });
         let mut received = 0;
         while received < FRAMES {
@@ -61,15 +64,15 @@ fn rtrb_ring(iters: u64) -> Duration {
             }
         }
         total += start.elapsed();
-        thread.join().unwrap();
+        tx = thread.join().unwrap();
     }
     total
 }
 
 fn array_queue(iters: u64) -> Duration {
+    let queue = Arc::new(crossbeam::queue::ArrayQueue::<[u8; 64]>::new((512 << 10) / 72));
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let queue = Arc::new(crossbeam::queue::ArrayQueue::<[u8; 64]>::new((512 << 10) / 72));
         let start = Instant::now();
         let thread = {
             let queue = Arc::clone(&queue);
@@ -97,7 +100,7 @@ fn array_queue(iters: u64) -> Duration {
 fn rings(c: &mut Criterion) {
     let mut group = c.benchmark_group("spsc_64B_frames");
     group.throughput(Throughput::Elements(FRAMES));
-    group.sample_size(20).measurement_time(Duration::from_secs(4));
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
     group.bench_function("sab_ring", |b| b.iter_custom(sab_ring));
     group.bench_function("rtrb", |b| b.iter_custom(rtrb_ring));
     group.bench_function("crossbeam_array_queue", |b| b.iter_custom(array_queue));

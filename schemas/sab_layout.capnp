@@ -61,7 +61,7 @@ const meshEventSlots :UInt32 = 48;             # the sab-refinement count, which
 const guardEntrySize :UInt32 = 16;
 const guardEntries :UInt32 = 256;
 const streamControlSize :UInt32 = 64;          # one per ping-pong stream
-const ringControlSize :UInt32 = 128;           # consumer line + producer line, at the start of each ring
+const ringControlSize :UInt32 = 128;           # consumer line + producer line
 const ringFrameHeaderSize :UInt32 = 8;         # [len u32][sequence stamp u32]
 const ringFrameAlign :UInt32 = 8;
 
@@ -127,10 +127,21 @@ const patternExchangeSize :UInt32 = 0x10000;
 const jobHistoryOffset :UInt32 = 0x020000;
 const jobHistorySize :UInt32 = 0x20000;
 
+# DEVIATION: 0xFE00 instead of 0x10000; its last 512 bytes hold the ring control blocks.
 const coordinationOffset :UInt32 = 0x040000;
-const coordinationSize :UInt32 = 0x10000;
+const coordinationSize :UInt32 = 0xFE00;
 
-# Rings: each region starts with a 128 B control block (see ring.rs), then the frame data.
+# Ring control blocks, 128 B each (consumer cache line + producer cache line, see ring.rs).
+# DEVIATION: the original kept head and tail in the first 8 bytes of each ring region. Here they
+# live apart, so each ring's data area is its whole region, a power of two, and positions wrap
+# with a mask.
+const ringControlOffset :UInt32 = 0x04FE00;
+const ringControlRegionSize :UInt32 = 0x200;
+const inboxControlOffset :UInt32 = 0x04FE00;
+const outboxHostControlOffset :UInt32 = 0x04FE80;
+const outboxKernelControlOffset :UInt32 = 0x04FF00;
+
+# Rings: frame data only (see ring.rs), each a power of two in size.
 # Inbox: kernel -> units (job requests).
 const inboxOffset :UInt32 = 0x050000;
 const inboxSize :UInt32 = 0x80000;

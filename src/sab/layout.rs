@@ -67,6 +67,18 @@ pub mod regions {
         Region::new("pattern_exchange", g::PATTERN_EXCHANGE_OFFSET, g::PATTERN_EXCHANGE_SIZE);
     pub const JOB_HISTORY: Region = Region::new("job_history", g::JOB_HISTORY_OFFSET, g::JOB_HISTORY_SIZE);
     pub const COORDINATION: Region = Region::new("coordination", g::COORDINATION_OFFSET, g::COORDINATION_SIZE);
+    pub const RING_CONTROL: Region = Region::new("ring_control", g::RING_CONTROL_OFFSET, g::RING_CONTROL_REGION_SIZE);
+    pub const INBOX_CONTROL: Region = Region::new("inbox_control", g::INBOX_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
+    pub const OUTBOX_HOST_CONTROL: Region = Region::new(
+        "outbox_host_control",
+        g::OUTBOX_HOST_CONTROL_OFFSET,
+        g::RING_CONTROL_SIZE,
+    );
+    pub const OUTBOX_KERNEL_CONTROL: Region = Region::new(
+        "outbox_kernel_control",
+        g::OUTBOX_KERNEL_CONTROL_OFFSET,
+        g::RING_CONTROL_SIZE,
+    );
     pub const INBOX: Region = Region::new("inbox", g::INBOX_OFFSET, g::INBOX_SIZE);
     pub const OUTBOX_HOST: Region = Region::new("outbox_host", g::OUTBOX_HOST_OFFSET, g::OUTBOX_HOST_SIZE);
     pub const OUTBOX_KERNEL: Region = Region::new("outbox_kernel", g::OUTBOX_KERNEL_OFFSET, g::OUTBOX_KERNEL_SIZE);
@@ -105,7 +117,7 @@ pub mod regions {
     );
 
     /// Top-level regions below the arena, in address order.
-    pub const LOW: [Region; 18] = [
+    pub const LOW: [Region; 19] = [
         EPOCHS,
         SAB_HEADER,
         SUPERVISOR_ALLOC,
@@ -121,6 +133,7 @@ pub mod regions {
         PATTERN_EXCHANGE,
         JOB_HISTORY,
         COORDINATION,
+        RING_CONTROL,
         INBOX,
         OUTBOX_HOST,
         OUTBOX_KERNEL,
@@ -390,6 +403,14 @@ impl SabLayout {
             .map(under(arena)),
         );
         nodes.extend(regions::ARENA_METADATA_PARTS.map(under(regions::ARENA_METADATA)));
+        nodes.extend(
+            [
+                regions::INBOX_CONTROL,
+                regions::OUTBOX_HOST_CONTROL,
+                regions::OUTBOX_KERNEL_CONTROL,
+            ]
+            .map(under(regions::RING_CONTROL)),
+        );
         nodes
             .extend([regions::BIRD_STREAM_CONTROL, regions::MATRIX_STREAM_CONTROL].map(under(regions::STREAM_CONTROL)));
         nodes

@@ -93,11 +93,10 @@ impl Sab {
             words[stream::CAPACITY].store(spec.max_birds, Ordering::Relaxed);
         }
         for id in RingId::ALL {
-            let region = id.region();
             let words = memory
-                .u64_words(region.offset, g::RING_CONTROL_SIZE as usize / 8)
-                .expect("ring regions lie inside every SAB");
-            words[ring::CAPACITY].store((region.size - g::RING_CONTROL_SIZE as usize) as u64, Ordering::Relaxed);
+                .u64_words(id.control_region().offset, g::RING_CONTROL_SIZE as usize / 8)
+                .expect("ring control blocks lie inside every SAB");
+            words[ring::CAPACITY].store(id.region().size as u64, Ordering::Relaxed);
         }
         sab
     }

@@ -4,25 +4,29 @@
 //! This ring is ours rather than a crate's because it must live at fixed SAB offsets, in a byte
 //! layout that the JS host reads too.
 //!
-//! Region layout: a 128-byte control block (`RingControl`), then the data area. The control block
-//! is two cache lines, the consumer's (head, consumer claim, consumed count, capacity) and the
-//! producers' (tail, full-refusal count), so the two sides do not invalidate each other's line on
-//! every frame. `head` and `tail` are monotonic byte positions (u64, never reduced), so
-//! `tail - head` is the occupancy and no byte has to be kept free. Each side caches the other
-//! side's position and reloads it only when the cached value is not enough (the producer when the
-//! ring looks full, the consumer when a frame looks longer than the reservation).
+//! Layout: each ring's region is its data area, a power of two in size, so positions wrap with a
+//! mask. Its 128-byte control block (`RingControl`) lives in the ring-control region: two cache
+//! lines, the consumer's (head, consumer claim, consumed count, capacity) and the producers' (tail,
+//! full-refusal count), so the two sides do not invalidate each other's line on every frame. `head` and `tail` are monotonic byte positions (u64, never reduced), so
+//! `tail - head` is the occupancy and no byte has to be kept free. A producer caches the head and
+//! reloads it only when the ring looks full.
 //!
-//! Frame: `[len u32][stamp u32][payload, padded to 8 bytes]`, always 8-aligned, so the header never
-//! straddles the end of the data area; the payload may wrap to the start. The stamp is derived from
-//! the frame's position, so a header left from an earlier lap can never pass as a new frame, and a
-//! corrupted length or stamp is reported as a typed error instead of being trusted.
+//! Frame: `[len u32][check u32][payload, padded to 8 bytes]`, always 8-aligned, so the header never
+//! straddles the end of the data area; the payload may wrap to the start. The check word is the
+//! frame's sequence stamp (derived from its absolute position, so never the same on two laps)
+//! mixed with its length: a header left from an earlier lap can never pass as a new frame, and a
+//! corrupted length or stamp is a typed error instead of being trusted.
 //!
 //! Protocol:
 //! - producer: reserve by CAS on `tail` after checking free space against `head` (never overwrites
-//!   an unconsumed frame); write the payload words; publish the header word last (release);
+//!   an unconsumed frame; a single-writer ring's producer, admitted alone by its region guard,
+//!   bumps `tail` with a plain store instead of the CAS); write the payload words; publish the
+//!   header word last (release);
 //! - consumer: load the header at `head` (acquire); zero means "nothing committed yet"; check the
-//!   stamp and length; copy the payload out; zero every word of the frame, so that later frames
-//!   start on zeroed memory; advance `head` (release).
+//!   check word; copy the payload out; zero every word of the frame, so that later frames start on
+//!   zeroed memory (a word is then either zero or a committed header); advance `head` (release).
+//!   The consumer never reads `tail`: a valid header is proof that its frame is reserved and
+//!   written.
 //!
 //! The algorithm is written once, over the `RingWords` trait, so the loom model test runs exactly
 //! this code on loom's atomics while the SAB runs it on its own words.
@@ -36,7 +40,7 @@ use serde::Serialize;
 use super::Sab;
 use super::epochs::EpochIndex;
 use super::generated as g;
-use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
+use super::guard::{GuardError, GuardRegion, GuardSession, Owner, WriterMode};
 use super::layout::{Region, regions};
 
 /// Atomic 64-bit words addressed by index: the SAB's, or loom's in the model test.
@@ -123,10 +127,17 @@ pub enum RingError {
     FrameTooLarge { len: usize, max: usize },
     #[error("the {len}-byte frame does not fit the caller's {capacity}-byte buffer")]
     BufferTooSmall { len: usize, capacity: usize },
-    #[error("corrupt ring: frame at position {position} has stamp {found:#x}, expected {expected:#x}")]
-    CorruptStamp { position: u64, expected: u32, found: u32 },
-    #[error("corrupt ring: frame at position {position} claims {len} bytes but only {available} are reserved")]
-    CorruptLength { position: u64, len: u32, available: u64 },
+    #[error(
+        "corrupt ring: the header at position {position} (length {len}) has check word {found:#x}, expected {expected:#x}: its length or sequence stamp was overwritten"
+    )]
+    CorruptHeader {
+        position: u64,
+        len: u32,
+        expected: u32,
+        found: u32,
+    },
+    #[error("corrupt ring: the frame at position {position} claims {len} bytes, more than the ring holds")]
+    CorruptLength { position: u64, len: u32 },
     #[error("corrupt ring: head {head} and tail {tail} are inconsistent with capacity {capacity}")]
     CorruptPositions { head: u64, tail: u64, capacity: u64 },
     #[error("the ring already has a consumer")]
@@ -135,10 +146,22 @@ pub enum RingError {
     Guard(#[from] GuardError),
 }
 
-/// The stamp of the frame at byte position `position`: never zero, so zeroed memory never passes.
+/// The sequence stamp of the frame at byte position `position`: never zero.
 pub const fn frame_stamp(position: u64) -> u32 {
     let s = ((position / ALIGN) as u32).wrapping_add(1);
     if s == 0 { 1 } else { s }
+}
+
+/// The header's check word: the stamp mixed with the length by an odd multiplier (a bijection on
+/// u32), so that changing either one changes the check. A header word is never zero: with length
+/// 0 the check is the stamp.
+pub const fn frame_check(position: u64, len: u32) -> u32 {
+    frame_stamp(position) ^ len.wrapping_mul(0x9E37_79B1)
+}
+
+/// The 8-byte header word of a frame.
+pub const fn frame_header(position: u64, len: u32) -> u64 {
+    ((frame_check(position, len) as u64) << 32) | len as u64
 }
 
 /// The bytes a frame of `len` payload bytes occupies.
@@ -154,13 +177,16 @@ pub struct RingCore<'a, W: RingWords + ?Sized> {
 }
 
 impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
-    /// `control` is the 16-word control block; `data` is the data area (capacity = 8 × words).
+    /// `control` is the 16-word control block; `data` is the data area (capacity = 8 × words, a
+    /// power of two).
     pub fn new(control: &'a W, data: &'a W) -> Self {
         assert!(control.word_count() > REJECTED_FULL, "ring control block too small");
+        let capacity = data.word_count() as u64 * ALIGN;
+        assert!(capacity.is_power_of_two(), "ring capacity must be a power of two");
         Self {
             control,
             data,
-            capacity: data.word_count() as u64 * ALIGN,
+            capacity,
         }
     }
 
@@ -174,7 +200,7 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
     }
 
     fn word_at(&self, position: u64) -> usize {
-        ((position % self.capacity) / ALIGN) as usize
+        ((position & (self.capacity - 1)) / ALIGN) as usize
     }
 
     /// Reserves room for `payload`, writes it and commits it. Never blocks and never overwrites an
@@ -182,7 +208,10 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
     ///
     /// `head_cache` is this producer's last view of the consumer's head (start it at 0). A stale
     /// view only under-estimates the free space, so it is reloaded only when the ring looks full.
-    pub fn push(&self, payload: &[u8], head_cache: &Cell<u64>) -> Result<u64, RingError> {
+    /// `exclusive` says this is the ring's only producer (a single-writer guard holds it): the
+    /// reservation is then a plain store, not a CAS, whose locked instruction would wait for every
+    /// earlier store of the previous frame to reach the cache.
+    pub fn push(&self, payload: &[u8], head_cache: &Cell<u64>, exclusive: bool) -> Result<u64, RingError> {
         if payload.len() > self.max_payload() {
             return Err(RingError::FrameTooLarge {
                 len: payload.len(),
@@ -223,6 +252,10 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
                     });
                 }
             }
+            if exclusive {
+                self.control.store(TAIL, tail + span, Ordering::Relaxed);
+                break;
+            }
             match self
                 .control
                 .compare_exchange_weak(TAIL, tail, tail + span, Ordering::Relaxed, Ordering::Relaxed)
@@ -233,56 +266,74 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
         }
         // [tail, tail + span) is ours. Payload first, header last.
         let mut word = self.word_at(tail + HEADER);
-        let words = self.data.word_count();
-        for chunk in payload.chunks(ALIGN as usize) {
-            let mut bytes = [0u8; 8];
-            bytes[..chunk.len()].copy_from_slice(chunk);
+        let mask = self.data.word_count() - 1;
+        let mut chunks = payload.chunks_exact(ALIGN as usize);
+        for chunk in &mut chunks {
+            let bytes: [u8; 8] = chunk.try_into().expect("chunks_exact gives 8 bytes");
             self.data.store(word, u64::from_le_bytes(bytes), Ordering::Relaxed);
-            word = if word + 1 == words { 0 } else { word + 1 };
+            word = (word + 1) & mask;
         }
-        let header = (u64::from(frame_stamp(tail)) << 32) | payload.len() as u64;
-        self.data.store(self.word_at(tail), header, Ordering::Release);
+        if !chunks.remainder().is_empty() {
+            let mut bytes = [0u8; 8];
+            bytes[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+            self.data.store(word, u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        self.data.store(
+            self.word_at(tail),
+            frame_header(tail, payload.len() as u32),
+            Ordering::Release,
+        );
         Ok(tail)
+    }
+
+    /// The consumer's cursor, starting at the published head.
+    pub fn cursor(&self) -> ConsumerCursor {
+        let head = self.control.load(HEAD, Ordering::Acquire);
+        ConsumerCursor {
+            head: Cell::new(head),
+            published: Cell::new(head),
+            consumed: Cell::new(self.control.load(CONSUMED, Ordering::Relaxed)),
+        }
+    }
+
+    /// Publishes the cursor's head (release: the zeroed frames before it are visible to any
+    /// producer that sees it) and its consumed count.
+    pub fn publish(&self, cursor: &ConsumerCursor) {
+        if cursor.published.get() != cursor.head.get() {
+            self.control.store(CONSUMED, cursor.consumed.get(), Ordering::Relaxed);
+            self.control.store(HEAD, cursor.head.get(), Ordering::Release);
+            cursor.published.set(cursor.head.get());
+        }
     }
 
     /// Consumes the next committed frame into `buf` and returns its length, or `None` when no
     /// frame is committed at the head. The caller must be the ring's only consumer.
     ///
-    /// `tail_cache` is the consumer's last view of the tail (start it at 0), reloaded only when a
-    /// frame claims more bytes than that view has reserved.
-    pub fn pop_into(&self, buf: &mut [u8], tail_cache: &Cell<u64>) -> Result<Option<usize>, RingError> {
-        let head = self.control.load(HEAD, Ordering::Relaxed);
+    /// The consumer publishes its head in batches (every sixteenth of the ring while a backlog
+    /// remains, and as soon as it has consumed the last committed frame), so producers of a busy
+    /// ring see space freed in chunks instead of fighting over the head's cache line on every
+    /// frame.
+    pub fn pop_into(&self, buf: &mut [u8], cursor: &ConsumerCursor) -> Result<Option<usize>, RingError> {
+        let head = cursor.head.get();
         let header_word = self.word_at(head);
         let header = self.data.load(header_word, Ordering::Acquire);
         if header == 0 {
+            self.publish(cursor);
             return Ok(None);
         }
-        let (len, stamp) = (header as u32, (header >> 32) as u32);
-        let expected = frame_stamp(head);
-        if stamp != expected {
-            return Err(RingError::CorruptStamp {
+        let (len, found) = (header as u32, (header >> 32) as u32);
+        let expected = frame_check(head, len);
+        if found != expected {
+            return Err(RingError::CorruptHeader {
                 position: head,
+                len,
                 expected,
-                found: stamp,
+                found,
             });
         }
         let span = frame_span(u64::from(len));
-        let covered = |tail: u64| {
-            let reserved = tail.wrapping_sub(head);
-            span <= reserved && reserved <= self.capacity
-        };
-        if !covered(tail_cache.get()) {
-            // Relaxed is enough: the acquire load of the header already ordered this after the
-            // producer's reservation.
-            let tail = self.control.load(TAIL, Ordering::Relaxed);
-            tail_cache.set(tail);
-            if !covered(tail) {
-                return Err(RingError::CorruptLength {
-                    position: head,
-                    len,
-                    available: tail.wrapping_sub(head),
-                });
-            }
+        if span > self.capacity {
+            return Err(RingError::CorruptLength { position: head, len });
         }
         let len = len as usize;
         if buf.len() < len {
@@ -291,20 +342,30 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
                 capacity: buf.len(),
             });
         }
-        let words = self.data.word_count();
+        let mask = self.data.word_count() - 1;
         let mut word = self.word_at(head + HEADER);
-        for chunk in buf[..len].chunks_mut(ALIGN as usize) {
-            let bytes = self.data.load(word, Ordering::Relaxed).to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        let mut chunks = buf[..len].chunks_exact_mut(ALIGN as usize);
+        for chunk in &mut chunks {
+            chunk.copy_from_slice(&self.data.load(word, Ordering::Relaxed).to_le_bytes());
             self.data.store(word, 0, Ordering::Relaxed);
-            word = if word + 1 == words { 0 } else { word + 1 };
+            word = (word + 1) & mask;
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let n = rest.len();
+            rest.copy_from_slice(&self.data.load(word, Ordering::Relaxed).to_le_bytes()[..n]);
+            self.data.store(word, 0, Ordering::Relaxed);
         }
         self.data.store(header_word, 0, Ordering::Relaxed);
-        // Only the consumer writes its line: a plain increment, no read-modify-write.
-        let consumed = self.control.load(CONSUMED, Ordering::Relaxed);
-        self.control.store(CONSUMED, consumed + 1, Ordering::Relaxed);
-        // Release: the zeroed words are visible to any producer that sees the new head.
-        self.control.store(HEAD, head + span, Ordering::Release);
+        let next = head + span;
+        cursor.head.set(next);
+        cursor.consumed.set(cursor.consumed.get() + 1);
+        // Publish in batches while a backlog remains; publish at once when this frame was the
+        // last one committed, so an idle ring never holds freed space back from producers.
+        let backlog = self.data.load(self.word_at(next), Ordering::Relaxed) != 0;
+        if !backlog || next - cursor.published.get() >= (self.capacity / 16).max(ALIGN) {
+            self.publish(cursor);
+        }
         Ok(Some(len))
     }
 
@@ -347,7 +408,7 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
         let (mut position, mut frames) = (head, 0);
         while position < tail && tail - position <= self.capacity {
             let header = self.data.load(self.word_at(position), Ordering::Acquire);
-            if header == 0 || (header >> 32) as u32 != frame_stamp(position) {
+            if header == 0 || header != frame_header(position, header as u32) {
                 return (frames, true);
             }
             frames += 1;
@@ -355,6 +416,14 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
         }
         (frames, false)
     }
+}
+
+/// The single consumer's position: consumed up to `head`, published up to `published`.
+#[derive(Debug)]
+pub struct ConsumerCursor {
+    head: Cell<u64>,
+    published: Cell<u64>,
+    consumed: Cell<u64>,
 }
 
 /// The three rings of the SAB.
@@ -369,11 +438,21 @@ pub enum RingId {
 impl RingId {
     pub const ALL: [RingId; 3] = [RingId::Inbox, RingId::OutboxHost, RingId::OutboxKernel];
 
+    /// The ring's data area.
     pub const fn region(self) -> Region {
         match self {
             RingId::Inbox => regions::INBOX,
             RingId::OutboxHost => regions::OUTBOX_HOST,
             RingId::OutboxKernel => regions::OUTBOX_KERNEL,
+        }
+    }
+
+    /// The ring's control block.
+    pub const fn control_region(self) -> Region {
+        match self {
+            RingId::Inbox => regions::INBOX_CONTROL,
+            RingId::OutboxHost => regions::OUTBOX_HOST_CONTROL,
+            RingId::OutboxKernel => regions::OUTBOX_KERNEL_CONTROL,
         }
     }
 
@@ -423,19 +502,16 @@ impl Ring {
     }
 
     pub(crate) fn core(&self) -> RingCore<'_, [AtomicU64]> {
-        let region = self.id.region();
-        let control_words = g::RING_CONTROL_SIZE as usize / 8;
+        let (control, data) = (self.id.control_region(), self.id.region());
         let memory = self.sab.memory();
-        let control = memory
-            .u64_words(region.offset, control_words)
-            .expect("ring regions lie inside every SAB");
-        let data = memory
-            .u64_words(
-                region.offset + g::RING_CONTROL_SIZE as usize,
-                (region.size - g::RING_CONTROL_SIZE as usize) / 8,
-            )
-            .expect("ring regions lie inside every SAB");
-        RingCore::new(control, data)
+        RingCore::new(
+            memory
+                .u64_words(control.offset, control.size / 8)
+                .expect("ring control blocks lie inside every SAB"),
+            memory
+                .u64_words(data.offset, data.size / 8)
+                .expect("ring regions lie inside every SAB"),
+        )
     }
 
     pub fn max_payload(&self) -> usize {
@@ -449,15 +525,17 @@ impl Ring {
             ring: self.clone(),
             session,
             head_cache: Cell::new(0),
+            exclusive: self.id.guard().policy().mode == WriterMode::SingleWriter,
         })
     }
 
     /// The consumer handle; only one exists at a time.
     pub fn consumer(&self) -> Result<RingConsumer, RingError> {
-        if self.core().claim_consumer() {
+        let core = self.core();
+        if core.claim_consumer() {
             Ok(RingConsumer {
                 ring: self.clone(),
-                tail_cache: Cell::new(0),
+                cursor: core.cursor(),
             })
         } else {
             Err(RingError::ConsumerBusy)
@@ -483,11 +561,15 @@ pub struct RingProducer {
     ring: Ring,
     session: GuardSession,
     head_cache: Cell<u64>,
+    exclusive: bool,
 }
 
 impl RingProducer {
     pub fn push(&self, payload: &[u8]) -> Result<(), RingError> {
-        self.ring.core().push(payload, &self.head_cache).map(|_| ())
+        self.ring
+            .core()
+            .push(payload, &self.head_cache, self.exclusive)
+            .map(|_| ())
     }
 
     /// Signals the ring's epoch (waking its consumer) and checks the guard's epoch rule.
@@ -501,19 +583,21 @@ impl RingProducer {
 /// The ring's single consumer; dropping it releases the claim.
 pub struct RingConsumer {
     ring: Ring,
-    tail_cache: Cell<u64>,
+    cursor: ConsumerCursor,
 }
 
 impl RingConsumer {
     /// Consumes the next frame into `buf` without allocating; `None` when nothing is committed.
     pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
-        self.ring.core().pop_into(buf, &self.tail_cache)
+        self.ring.core().pop_into(buf, &self.cursor)
     }
 }
 
 impl Drop for RingConsumer {
     fn drop(&mut self) {
-        self.ring.core().release_consumer();
+        let core = self.ring.core();
+        core.publish(&self.cursor);
+        core.release_consumer();
     }
 }
 
@@ -525,26 +609,31 @@ mod tests {
         control: Vec<AtomicU64>,
         data: Vec<AtomicU64>,
         head: Cell<u64>,
-        tail: Cell<u64>,
+        cursor: ConsumerCursor,
     }
 
     impl Mem {
         fn new(data_words: usize) -> Self {
+            let cursor = ConsumerCursor {
+                head: Cell::new(0),
+                published: Cell::new(0),
+                consumed: Cell::new(0),
+            };
             Self {
+                cursor,
                 control: (0..g::RING_CONTROL_SIZE / 8).map(|_| AtomicU64::new(0)).collect(),
                 data: (0..data_words).map(|_| AtomicU64::new(0)).collect(),
                 head: Cell::new(0),
-                tail: Cell::new(0),
             }
         }
         fn core(&self) -> RingCore<'_, [AtomicU64]> {
             RingCore::new(&self.control[..], &self.data[..])
         }
         fn push(&self, payload: &[u8]) -> Result<u64, RingError> {
-            self.core().push(payload, &self.head)
+            self.core().push(payload, &self.head, false)
         }
         fn pop(&self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
-            self.core().pop_into(buf, &self.tail)
+            self.core().pop_into(buf, &self.cursor)
         }
     }
 
@@ -607,12 +696,20 @@ mod tests {
         mem.push(&[7; 4]).unwrap();
         let header = mem.data[0].load(Ordering::Relaxed);
         let mut buf = [0u8; 64];
-        // A wrong stamp.
+        // A flipped stamp bit, then a flipped length bit: both break the check word.
         mem.data[0].store(header ^ (1 << 40), Ordering::Relaxed);
-        assert!(matches!(mem.pop(&mut buf), Err(RingError::CorruptStamp { .. })));
-        // A length past the reservation.
-        mem.data[0].store(header | 0xFF, Ordering::Relaxed);
-        assert!(matches!(mem.pop(&mut buf), Err(RingError::CorruptLength { .. })));
+        assert!(matches!(mem.pop(&mut buf), Err(RingError::CorruptHeader { .. })));
+        mem.data[0].store(header ^ 0x2, Ordering::Relaxed);
+        assert!(matches!(
+            mem.pop(&mut buf),
+            Err(RingError::CorruptHeader { len: 6, .. })
+        ));
+        // A length beyond the ring, with a matching check word.
+        mem.data[0].store(frame_header(0, 1000), Ordering::Relaxed);
+        assert!(matches!(
+            mem.pop(&mut buf),
+            Err(RingError::CorruptLength { len: 1000, .. })
+        ));
         // Restored, it reads.
         mem.data[0].store(header, Ordering::Relaxed);
         assert_eq!(mem.pop(&mut buf), Ok(Some(4)));

@@ -4,8 +4,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use inos::sab::generated as g;
-use inos::sab::ring::{RingControl, RingCore, RingWords, frame_span};
+use inos::sab::ring::{ConsumerCursor, RingControl, RingCore, RingWords, frame_span};
 use inos::sab::{EpochIndex, GuardError, GuardRegion, Owner, RingError, RingId, Sab, Tier};
 use proptest::prelude::*;
 
@@ -60,9 +59,9 @@ impl LoomRing {
     }
 }
 
-fn push_blocking(ring: &RingCore<'_, LoomWords>, payload: &[u8], head_cache: &Cell<u64>) {
+fn push_blocking(ring: &RingCore<'_, LoomWords>, payload: &[u8], head_cache: &Cell<u64>, exclusive: bool) {
     loop {
-        match ring.push(payload, head_cache) {
+        match ring.push(payload, head_cache, exclusive) {
             Ok(_) => return,
             Err(RingError::Full { .. }) => loom::thread::yield_now(),
             Err(e) => panic!("push: {e}"),
@@ -70,9 +69,9 @@ fn push_blocking(ring: &RingCore<'_, LoomWords>, payload: &[u8], head_cache: &Ce
     }
 }
 
-fn pop_blocking(ring: &RingCore<'_, LoomWords>, buf: &mut [u8], tail_cache: &Cell<u64>) -> usize {
+fn pop_blocking(ring: &RingCore<'_, LoomWords>, buf: &mut [u8], cursor: &ConsumerCursor) -> usize {
     loop {
-        match ring.pop_into(buf, tail_cache) {
+        match ring.pop_into(buf, cursor) {
             Ok(Some(n)) => return n,
             Ok(None) => loom::thread::yield_now(),
             Err(e) => panic!("pop: {e}"),
@@ -97,17 +96,17 @@ fn loom_produce_and_consume_across_the_wrap_point() {
             loom::thread::spawn(move || {
                 let head_cache = Cell::new(0);
                 for i in 0..3u8 {
-                    push_blocking(&ring.core(), &[i; 9], &head_cache);
+                    push_blocking(&ring.core(), &[i; 9], &head_cache, true);
                 }
             })
         };
-        let (mut buf, tail_cache) = ([0u8; 9], Cell::new(0));
+        let (mut buf, cursor) = ([0u8; 9], ring.core().cursor());
         for i in 0..3u8 {
-            assert_eq!(pop_blocking(&ring.core(), &mut buf, &tail_cache), 9);
+            assert_eq!(pop_blocking(&ring.core(), &mut buf, &cursor), 9);
             assert_eq!(buf, [i; 9], "frame {i} arrives whole and in order");
         }
         producer.join().unwrap();
-        assert_eq!(ring.core().pop_into(&mut buf, &tail_cache), Ok(None));
+        assert_eq!(ring.core().pop_into(&mut buf, &cursor), Ok(None));
     });
 }
 
@@ -119,12 +118,12 @@ fn loom_two_producers_one_consumer() {
             .into_iter()
             .map(|p| {
                 let ring = Arc::clone(&ring);
-                loom::thread::spawn(move || push_blocking(&ring.core(), &[p; 3], &Cell::new(0)))
+                loom::thread::spawn(move || push_blocking(&ring.core(), &[p; 3], &Cell::new(0), false))
             })
             .collect();
-        let (mut seen, mut buf, tail_cache) = (Vec::new(), [0u8; 3], Cell::new(0));
+        let (mut seen, mut buf, cursor) = (Vec::new(), [0u8; 3], ring.core().cursor());
         for _ in 0..2 {
-            assert_eq!(pop_blocking(&ring.core(), &mut buf, &tail_cache), 3);
+            assert_eq!(pop_blocking(&ring.core(), &mut buf, &cursor), 3);
             assert!(buf == [buf[0]; 3], "no frame mixes two producers: {buf:?}");
             seen.push(buf[0]);
         }
@@ -217,7 +216,7 @@ fn two_threads_a_million_frames_exact_count_and_order() {
 
 /// Byte offset of the data area of `id`.
 fn data_offset(id: RingId) -> usize {
-    id.region().offset + g::RING_CONTROL_SIZE as usize
+    id.region().offset
 }
 
 #[test]
@@ -230,16 +229,22 @@ fn corrupted_length_or_stamp_bytes_are_typed_errors_not_panics() {
     assert_eq!(header[0], 5, "length word");
     let mut buf = [0u8; 64];
 
+    // Corrupted length bytes.
     sab.write(at, &[[u32::MAX, header[1]]]).unwrap();
     assert!(matches!(
         consumer.read_into(&mut buf),
-        Err(RingError::CorruptLength { .. })
+        Err(RingError::CorruptHeader { len: u32::MAX, .. })
     ));
-    sab.write(at, &[[header[0], header[1] ^ 0x40]]).unwrap();
+    sab.write(at, &[[header[0] ^ 1, header[1]]]).unwrap();
     assert!(matches!(
         consumer.read_into(&mut buf),
-        Err(RingError::CorruptStamp { .. })
+        Err(RingError::CorruptHeader { len: 4, .. })
     ));
+    // Corrupted sequence-stamp bytes.
+    sab.write(at, &[[header[0], header[1] ^ 0x40]]).unwrap();
+    let err = consumer.read_into(&mut buf).unwrap_err();
+    assert!(matches!(err, RingError::CorruptHeader { len: 5, .. }), "{err}");
+    assert!(err.to_string().contains("overwritten"), "{err}");
     // The frame is intact once its header is.
     sab.write(at, &[header]).unwrap();
     assert_eq!(consumer.read_into(&mut buf).unwrap(), Some(5));
@@ -263,7 +268,7 @@ fn a_stale_header_from_an_earlier_lap_is_never_read_as_a_new_frame() {
     sab.write(at + head, &[old]).unwrap();
     assert!(matches!(
         consumer.read_into(&mut buf),
-        Err(RingError::CorruptStamp { .. })
+        Err(RingError::CorruptHeader { .. })
     ));
 }
 

@@ -39,7 +39,7 @@ export const GUARD_ENTRY_SIZE = 16;
 export const GUARD_ENTRIES = 256;
 /** one per ping-pong stream */
 export const STREAM_CONTROL_SIZE = 64;
-/** consumer line + producer line, at the start of each ring */
+/** consumer line + producer line */
 export const RING_CONTROL_SIZE = 128;
 /** [len u32][sequence stamp u32] */
 export const RING_FRAME_HEADER_SIZE = 8;
@@ -73,7 +73,12 @@ export const PATTERN_EXCHANGE_SIZE = 65536;
 export const JOB_HISTORY_OFFSET = 131072;
 export const JOB_HISTORY_SIZE = 131072;
 export const COORDINATION_OFFSET = 262144;
-export const COORDINATION_SIZE = 65536;
+export const COORDINATION_SIZE = 65024;
+export const RING_CONTROL_OFFSET = 327168;
+export const RING_CONTROL_REGION_SIZE = 512;
+export const INBOX_CONTROL_OFFSET = 327168;
+export const OUTBOX_HOST_CONTROL_OFFSET = 327296;
+export const OUTBOX_KERNEL_CONTROL_OFFSET = 327424;
 export const INBOX_OFFSET = 327680;
 /** Outbox-host: kernel -> host (job results). */
 export const INBOX_SIZE = 524288;
