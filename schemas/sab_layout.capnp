@@ -384,4 +384,37 @@ const guardRegistryMode :UInt32 = .guardModeMultiWriter;
 const guardRegistryWriters :UInt32 = 3;  # kernel | module
 const guardRegistryEpoch :UInt32 = .epochRegistry;
 
-const guardCount :UInt32 = 10;
+const guardPatternExchange :UInt32 = 10;
+const guardPatternExchangeMode :UInt32 = .guardModeSingleWriter;
+const guardPatternExchangeWriters :UInt32 = 3;  # kernel | module
+const guardPatternExchangeEpoch :UInt32 = .epochPatternExchange;
+
+const guardJobHistory :UInt32 = 11;
+const guardJobHistoryMode :UInt32 = .guardModeSingleWriter;
+const guardJobHistoryWriters :UInt32 = 1;  # kernel (the supervisors)
+const guardJobHistoryEpoch :UInt32 = .epochJobHistory;
+
+const guardSupervisorTable :UInt32 = 12;
+const guardSupervisorTableMode :UInt32 = .guardModeSingleWriter;
+const guardSupervisorTableWriters :UInt32 = 1;  # kernel
+const guardSupervisorTableEpoch :UInt32 = .epochSupervisorTable;
+
+const guardCount :UInt32 = 13;
+
+# ---------------------------------------------------------------------------------------------
+# Record magics and flag bits
+# ---------------------------------------------------------------------------------------------
+
+# Module registry entry signature, "INOSREGI" as a big-endian string (reference 2.1).
+const registrySignature :UInt64 = 0x494E4F5352454749;
+const registryFlagExtendedData :UInt32 = 1;
+const registryFlagActive :UInt32 = 2;
+const registryFlagOverflow :UInt32 = 4;
+const capabilityFlagRequiresGpu :UInt32 = 1;
+const dependencyFlagOptional :UInt32 = 1;
+const dependencyFlagHasAlternatives :UInt32 = 2;
+# Pattern record magic, "PAT_EX-P" (reference 2.8).
+const patternMagic :UInt64 = 0x5041545F45582D50;
+# Job history: a 64 B header, then 64 B records, oldest overwritten first.
+const jobHistoryHeaderSize :UInt32 = 64;
+const jobRecordSize :UInt32 = 64;

@@ -288,10 +288,7 @@ impl<'a> Arena<'a> {
             .enumerate()
             .map(|(l, &n)| n as usize * (PAGE << l))
             .sum();
-        let largest_free_block = (0..LEVELS)
-            .rev()
-            .find(|&l| free_blocks[l] > 0)
-            .map_or(0, |l| PAGE << l);
+        let largest_free_block = (0..LEVELS).rev().find(|&l| free_blocks[l] > 0).map_or(0, |l| PAGE << l);
         ArenaStats {
             capacity,
             used: capacity - free,
@@ -570,7 +567,8 @@ mod tests {
         assert_eq!(slab_class(1), Some(0));
         assert_eq!(slab_class(8), Some(0));
         assert_eq!(slab_class(9), Some(1));
-        assert_eq!(slab_class(200), Some(8));
+        assert_eq!(slab_class(192), Some(8));
+        assert_eq!(slab_class(200), Some(9));
         assert_eq!(slab_class(256), Some(9));
         assert_eq!(slab_class(257), None);
         assert_eq!(level_for(257), 0);

@@ -74,6 +74,9 @@ pub enum GuardRegion {
     BirdStream,
     MatrixStream,
     Registry,
+    PatternExchange,
+    JobHistory,
+    SupervisorTable,
 }
 
 /// What the schema says about one guarded region.
@@ -112,6 +115,9 @@ impl GuardRegion {
         GuardRegion::BirdStream,
         GuardRegion::MatrixStream,
         GuardRegion::Registry,
+        GuardRegion::PatternExchange,
+        GuardRegion::JobHistory,
+        GuardRegion::SupervisorTable,
     ];
 
     pub const fn policy(self) -> GuardPolicy {
@@ -186,6 +192,27 @@ impl GuardRegion {
                 g::GUARD_REGISTRY_MODE,
                 g::GUARD_REGISTRY_WRITERS,
                 g::GUARD_REGISTRY_EPOCH,
+            ),
+            R::PatternExchange => policy(
+                self,
+                g::GUARD_PATTERN_EXCHANGE,
+                g::GUARD_PATTERN_EXCHANGE_MODE,
+                g::GUARD_PATTERN_EXCHANGE_WRITERS,
+                g::GUARD_PATTERN_EXCHANGE_EPOCH,
+            ),
+            R::JobHistory => policy(
+                self,
+                g::GUARD_JOB_HISTORY,
+                g::GUARD_JOB_HISTORY_MODE,
+                g::GUARD_JOB_HISTORY_WRITERS,
+                g::GUARD_JOB_HISTORY_EPOCH,
+            ),
+            R::SupervisorTable => policy(
+                self,
+                g::GUARD_SUPERVISOR_TABLE,
+                g::GUARD_SUPERVISOR_TABLE_MODE,
+                g::GUARD_SUPERVISOR_TABLE_WRITERS,
+                g::GUARD_SUPERVISOR_TABLE_EPOCH,
             ),
         }
     }
@@ -280,6 +307,9 @@ impl<'a> RegionGuards<'a> {
             self.violation(region);
             return Err(GuardError::Busy { region, holder });
         }
+        // Orders the lock word before this writer's data stores for `read_consistent` readers
+        // (the writer half of a seqlock's "odd, then fence(Release), then data").
+        std::sync::atomic::fence(Ordering::Release);
         words[LAST_OWNER].store(owner.bit(), Ordering::Relaxed);
         Ok(GuardSession {
             sab: self.sab.clone(),
@@ -287,6 +317,30 @@ impl<'a> RegionGuards<'a> {
             owner,
             snapshot: policy.epoch.map(|e| self.sab.epochs().load(e)),
         })
+    }
+}
+
+impl RegionGuards<'_> {
+    /// Runs `copy` until it ran while no writer held the single-writer `region` and the region's
+    /// epoch did not move: the guard lock and the epoch together form a seqlock (writers take the
+    /// lock, write, signal, release). Returns `None` after `attempts` disturbed copies.
+    pub fn read_consistent<T>(&self, region: GuardRegion, attempts: u32, mut copy: impl FnMut() -> T) -> Option<T> {
+        let epoch = region.policy().epoch.expect("consistent reads need a region epoch");
+        let words = self.words(region);
+        let epochs = self.sab.epochs();
+        for _ in 0..attempts {
+            let before = epochs.load(epoch);
+            if words[LOCK].load(Ordering::Acquire) != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let value = copy();
+            std::sync::atomic::fence(Ordering::Acquire);
+            if words[LOCK].load(Ordering::Relaxed) == 0 && epochs.load(epoch) == before {
+                return Some(value);
+            }
+        }
+        None
     }
 }
 

@@ -7,11 +7,16 @@
 //! - `stream`: the seqlocked ping-pong bird and matrix streams;
 //! - `ring`: the multi-producer inbox/outbox rings;
 //! - `guard`: the region guard table that admits writers;
+//! - `arena`: the slab + buddy allocator of the arena heap;
+//! - `registry`: the module registry with its lock and arena tables;
+//! - `supervisors`: the supervisor epoch allocation table and 128-byte headers;
+//! - `patterns`: the pattern exchange and the job history;
 //! - `snapshot`: the whole SAB to and from a file.
 //!
 //! This module uses nothing else of the project. Its only `unsafe` code is in `memory` (the atomic
 //! views of the allocation) and `epochs` (parking-lot calls), each block with a `// SAFETY:` note.
 
+pub mod arena;
 pub mod epochs;
 #[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
 #[rustfmt::skip]
@@ -20,9 +25,13 @@ pub mod generated;
 pub mod guard;
 pub mod layout;
 mod memory;
+pub mod patterns;
+pub mod registry;
 pub mod ring;
+mod seqlock;
 pub mod snapshot;
 pub mod stream;
+pub mod supervisors;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,12 +40,16 @@ use bevy::prelude::*;
 use bytemuck::{AnyBitPattern, NoUninit};
 use serde::Serialize;
 
+pub use arena::{Arena, ArenaBlock, ArenaError};
 pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
 pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
 pub use layout::{Region, SabLayout, Tier};
 pub use memory::AccessError;
+pub use patterns::{JobHistory, JobRecord, PatternExchange, PatternRecord};
+pub use registry::{Capability, Dependency, ModuleSpec, Registry, RegistryError};
 pub use ring::{Ring, RingError, RingId};
 pub use stream::{BirdRecord, MatrixPart, Stream, StreamError, StreamId};
+pub use supervisors::{SupervisorHeader, SupervisorStatus, SupervisorTable};
 
 use generated as g;
 use memory::SabMemory;
@@ -98,6 +111,8 @@ impl Sab {
                 .expect("ring control blocks lie inside every SAB");
             words[ring::CAPACITY].store(id.region().size as u64, Ordering::Relaxed);
         }
+        sab.arena().format();
+        sab.job_history().format();
         sab
     }
 
@@ -162,6 +177,26 @@ impl Sab {
         Ring::new(self.clone(), id)
     }
 
+    pub fn arena(&self) -> Arena<'_> {
+        Arena::new(self)
+    }
+
+    pub fn registry(&self) -> Registry<'_> {
+        Registry::new(self)
+    }
+
+    pub fn supervisors(&self) -> SupervisorTable<'_> {
+        SupervisorTable::new(self)
+    }
+
+    pub fn patterns(&self) -> PatternExchange<'_> {
+        PatternExchange::new(self)
+    }
+
+    pub fn job_history(&self) -> JobHistory<'_> {
+        JobHistory::new(self)
+    }
+
     pub fn header(&self) -> SabHeader {
         self.read(layout::regions::SAB_HEADER.offset)
             .expect("the SAB header lies inside every SAB")
@@ -204,6 +239,26 @@ impl Sab {
     /// Copies bytes out of the SAB (`offset` and length multiples of 4).
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
         self.memory().copy_out(offset, dst)
+    }
+}
+
+/// Milliseconds of wall-clock time (since the Unix epoch), the time base of the SAB's deadlines
+/// and timestamps, so they stay meaningful across processes and restored snapshots. The browser
+/// build, which has no wall clock in `std`, counts from its start instead.
+pub fn now_ms() -> u64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        static START: std::sync::OnceLock<bevy::platform::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(bevy::platform::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
     }
 }
 

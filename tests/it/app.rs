@@ -89,7 +89,10 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
         .unwrap();
     assert_eq!(pulse["value"], 50);
     assert_eq!(inspect["rings"].as_array().unwrap().len(), 3);
-    assert_eq!(inspect["guards"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        inspect["guards"].as_array().unwrap().len(),
+        inos::sab::GuardRegion::ALL.len()
+    );
     assert!(
         inspect["regions"]
             .as_array()

@@ -1,10 +1,13 @@
 //! The one integration-test binary (each extra binary would link Bevy again).
 
 mod app;
+mod arena;
 mod codegen;
 mod epochs;
 mod guards;
 mod layout;
+mod registry;
 mod rings;
 mod snapshots;
 mod streams;
+mod supervisors;

@@ -298,4 +298,31 @@ export const GUARD_REGISTRY_MODE = 1;
 /** kernel | module */
 export const GUARD_REGISTRY_WRITERS = 3;
 export const GUARD_REGISTRY_EPOCH = 23;
-export const GUARD_COUNT = 10;
+export const GUARD_PATTERN_EXCHANGE = 10;
+export const GUARD_PATTERN_EXCHANGE_MODE = 0;
+/** kernel | module */
+export const GUARD_PATTERN_EXCHANGE_WRITERS = 3;
+export const GUARD_PATTERN_EXCHANGE_EPOCH = 43;
+export const GUARD_JOB_HISTORY = 11;
+export const GUARD_JOB_HISTORY_MODE = 0;
+/** kernel (the supervisors) */
+export const GUARD_JOB_HISTORY_WRITERS = 1;
+export const GUARD_JOB_HISTORY_EPOCH = 44;
+export const GUARD_SUPERVISOR_TABLE = 12;
+export const GUARD_SUPERVISOR_TABLE_MODE = 0;
+/** kernel */
+export const GUARD_SUPERVISOR_TABLE_WRITERS = 1;
+export const GUARD_SUPERVISOR_TABLE_EPOCH = 42;
+export const GUARD_COUNT = 13;
+export const REGISTRY_SIGNATURE = 0x494e4f5352454749n;
+export const REGISTRY_FLAG_EXTENDED_DATA = 1;
+export const REGISTRY_FLAG_ACTIVE = 2;
+export const REGISTRY_FLAG_OVERFLOW = 4;
+export const CAPABILITY_FLAG_REQUIRES_GPU = 1;
+export const DEPENDENCY_FLAG_OPTIONAL = 1;
+/** Pattern record magic, "PAT_EX-P" (reference 2.8). */
+export const DEPENDENCY_FLAG_HAS_ALTERNATIVES = 2;
+/** Job history: a 64 B header, then 64 B records, oldest overwritten first. */
+export const PATTERN_MAGIC = 0x5041545f45582d50n;
+export const JOB_HISTORY_HEADER_SIZE = 64;
+export const JOB_RECORD_SIZE = 64;

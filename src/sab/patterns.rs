@@ -1,0 +1,342 @@
+//! What the engines learn, kept in the SAB: the pattern exchange (reference §2.8) and the job
+//! history ring (§2.9).
+//!
+//! - Pattern exchange: 1024 inline 64-byte records. `upsert` updates a pattern in place or takes
+//!   a free slot; when all slots are live it evicts the least recently used pattern (the smallest
+//!   `timestamp_ns`, which every upsert and `touch` refreshes). The original chose the slot by the
+//!   size of its access map, which could overwrite a live pattern after an eviction.
+//! - Job history: a 64-byte header (head, count, capacity, record size, total written), then
+//!   fixed 64-byte `JobRecord`s; when full, the oldest record is overwritten (FIFO).
+//!
+//! Both regions are single-writer through their region guards; readers take consistent copies
+//! with `RegionGuards::read_consistent` (the guard lock and the region epoch form a seqlock).
+
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Serialize;
+
+use super::generated as g;
+use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
+use super::layout::regions;
+use super::memory::{copy_words_in, copy_words_out, words_of_mut};
+use super::{EpochIndex, Sab};
+
+/// One pattern record, byte for byte as in reference §2.8 (its fields are unaligned, hence
+/// `packed`; read fields by value).
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, packed)]
+pub struct PatternRecord {
+    pub magic: u64,
+    pub pattern_id: u64,
+    pub version: u16,
+    pub kind: u16,
+    pub complexity: u8,
+    pub confidence: u8,
+    pub source_hash: u32,
+    /// Last use (ns since the epoch of `now_ms`); the LRU key.
+    pub timestamp_ns: u64,
+    /// 0 = never expires.
+    pub expiration_ns: u64,
+    pub weight: f32,
+    pub access_count: u32,
+    pub success_rate: f32,
+    pub flags: u16,
+    pub payload_size: u16,
+    pub unused: u16,
+    /// Arena offset of the payload (0 = none).
+    pub data_offset: u32,
+}
+const _: () = assert!(size_of::<PatternRecord>() == g::PATTERN_RECORD_SIZE as usize);
+const _: () = assert!(offset_of!(PatternRecord, source_hash) == 22);
+const _: () = assert!(offset_of!(PatternRecord, timestamp_ns) == 26);
+const _: () = assert!(offset_of!(PatternRecord, data_offset) == 60);
+const _: () = assert!(g::PATTERN_INLINE_SLOTS * g::PATTERN_RECORD_SIZE <= g::PATTERN_EXCHANGE_SIZE);
+const PATTERN_WORDS: usize = size_of::<PatternRecord>() / 4;
+
+impl PatternRecord {
+    /// A fresh record for `pattern_id`.
+    pub fn new(pattern_id: u64, kind: u16) -> Self {
+        Self {
+            magic: g::PATTERN_MAGIC,
+            pattern_id,
+            version: 1,
+            kind,
+            complexity: 1,
+            confidence: 0,
+            source_hash: 0,
+            timestamp_ns: 0,
+            expiration_ns: 0,
+            weight: 0.0,
+            access_count: 0,
+            success_rate: 0.0,
+            flags: 0,
+            payload_size: 0,
+            unused: 0,
+            data_offset: 0,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.magic == g::PATTERN_MAGIC
+    }
+}
+
+/// What an upsert did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Upsert {
+    Updated {
+        slot: usize,
+    },
+    Inserted {
+        slot: usize,
+    },
+    /// The least recently used pattern was evicted to make room.
+    Evicted {
+        slot: usize,
+        evicted_id: u64,
+    },
+}
+
+/// A writer of the pattern exchange (holds its guard).
+pub struct PatternWriter {
+    sab: Sab,
+    session: GuardSession,
+}
+
+fn pattern_words(sab: &Sab, slot: usize) -> &[AtomicU32] {
+    sab.memory()
+        .u32_words(
+            regions::PATTERN_EXCHANGE.offset + slot * size_of::<PatternRecord>(),
+            PATTERN_WORDS,
+        )
+        .expect("pattern slots lie inside every SAB")
+}
+
+fn read_pattern(sab: &Sab, slot: usize) -> PatternRecord {
+    let mut record = PatternRecord::new(0, 0);
+    let out = words_of_mut(std::slice::from_mut(&mut record)).expect("records are whole words");
+    copy_words_out(pattern_words(sab, slot), out);
+    record
+}
+
+const SLOTS: usize = g::PATTERN_INLINE_SLOTS as usize;
+
+impl PatternWriter {
+    pub(crate) fn new(sab: &Sab, owner: Owner) -> Result<Self, GuardError> {
+        Ok(Self {
+            session: sab.guards().begin(GuardRegion::PatternExchange, owner)?,
+            sab: sab.clone(),
+        })
+    }
+
+    fn write(&self, slot: usize, record: &PatternRecord) {
+        copy_words_in(pattern_words(&self.sab, slot), bytemuck::bytes_of(record));
+    }
+
+    /// Stores `record` (keyed by its `pattern_id`), stamping it as just used.
+    pub fn upsert(&mut self, mut record: PatternRecord) -> Result<Upsert, GuardError> {
+        record.magic = g::PATTERN_MAGIC;
+        record.timestamp_ns = super::now_ms() * 1_000_000;
+        let (mut free, mut oldest) = (None, None::<(usize, u64, u64)>);
+        let mut found = None;
+        for slot in 0..SLOTS {
+            let r = read_pattern(&self.sab, slot);
+            if !r.is_live() {
+                free = free.or(Some(slot));
+                continue;
+            }
+            let (id, stamp) = (r.pattern_id, r.timestamp_ns);
+            if id == record.pattern_id {
+                found = Some(slot);
+                break;
+            }
+            if oldest.is_none_or(|(_, s, _)| stamp < s) {
+                oldest = Some((slot, stamp, id));
+            }
+        }
+        let outcome = match (found, free, oldest) {
+            (Some(slot), _, _) => Upsert::Updated { slot },
+            (None, Some(slot), _) => Upsert::Inserted { slot },
+            (None, None, Some((slot, _, evicted_id))) => Upsert::Evicted { slot, evicted_id },
+            (None, None, None) => unreachable!("a full table has an oldest record"),
+        };
+        let slot = match outcome {
+            Upsert::Updated { slot } | Upsert::Inserted { slot } | Upsert::Evicted { slot, .. } => slot,
+        };
+        self.write(slot, &record);
+        self.sab.epochs().signal(EpochIndex::PATTERN_EXCHANGE);
+        self.session.check_advanced()?;
+        Ok(outcome)
+    }
+
+    /// Marks a pattern as used (refreshes its LRU stamp, counts the access).
+    pub fn touch(&mut self, pattern_id: u64) -> Result<bool, GuardError> {
+        for slot in 0..SLOTS {
+            let mut r = read_pattern(&self.sab, slot);
+            if r.is_live() && r.pattern_id == pattern_id {
+                r.timestamp_ns = super::now_ms() * 1_000_000;
+                r.access_count = r.access_count.saturating_add(1);
+                self.write(slot, &r);
+                self.sab.epochs().signal(EpochIndex::PATTERN_EXCHANGE);
+                self.session.check_advanced()?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Reading the pattern exchange.
+pub struct PatternExchange<'a> {
+    sab: &'a Sab,
+}
+
+impl<'a> PatternExchange<'a> {
+    pub(crate) fn new(sab: &'a Sab) -> Self {
+        Self { sab }
+    }
+
+    /// A consistent copy of every live pattern with its slot (`None` if writers kept disturbing it).
+    pub fn live(&self) -> Option<Vec<(usize, PatternRecord)>> {
+        self.sab
+            .guards()
+            .read_consistent(GuardRegion::PatternExchange, 1024, || {
+                (0..SLOTS)
+                    .map(|slot| (slot, read_pattern(self.sab, slot)))
+                    .filter(|(_, r)| r.is_live())
+                    .collect()
+            })
+    }
+
+    /// Live patterns (quick count; not a consistent snapshot).
+    pub fn count(&self) -> usize {
+        (0..SLOTS)
+            .filter(|&slot| read_pattern(self.sab, slot).is_live())
+            .count()
+    }
+
+    pub fn writer(&self, owner: Owner) -> Result<PatternWriter, GuardError> {
+        PatternWriter::new(self.sab, owner)
+    }
+}
+
+/// One job-history record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
+#[repr(C)]
+pub struct JobRecord {
+    pub job_id: u64,
+    /// CRC32C of the unit's id.
+    pub unit_hash: u32,
+    /// CRC32C of the method name.
+    pub method_hash: u32,
+    pub submitted_ms: u64,
+    pub duration_us: u32,
+    pub input_bytes: u32,
+    pub output_bytes: u32,
+    /// 0 ok, 1 failed, 2 timed out, 3 refused.
+    pub status: u32,
+    pub priority: u32,
+    pub deadline_ms: u32,
+    pub reserved: [u32; 4],
+}
+const _: () = assert!(size_of::<JobRecord>() == g::JOB_RECORD_SIZE as usize);
+
+/// The job history's header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
+#[repr(C)]
+pub struct JobHistoryHeader {
+    /// Index of the oldest record.
+    pub head: u32,
+    pub count: u32,
+    pub capacity: u32,
+    pub record_size: u32,
+    /// Records ever written.
+    pub total: u64,
+    pub reserved: [u32; 10],
+}
+const _: () = assert!(size_of::<JobHistoryHeader>() == g::JOB_HISTORY_HEADER_SIZE as usize);
+const CAPACITY: usize = offset_of!(JobHistoryHeader, capacity) / 4;
+const RECORD_SIZE: usize = offset_of!(JobHistoryHeader, record_size) / 4;
+
+/// The job history of one SAB.
+pub struct JobHistory<'a> {
+    sab: &'a Sab,
+}
+
+/// The number of records the job-history region holds.
+pub const JOB_HISTORY_CAPACITY: usize =
+    (g::JOB_HISTORY_SIZE - g::JOB_HISTORY_HEADER_SIZE) as usize / g::JOB_RECORD_SIZE as usize;
+
+impl<'a> JobHistory<'a> {
+    pub(crate) fn new(sab: &'a Sab) -> Self {
+        Self { sab }
+    }
+
+    fn header_words(&self) -> &'a [AtomicU32] {
+        self.sab
+            .memory()
+            .u32_words(regions::JOB_HISTORY.offset, size_of::<JobHistoryHeader>() / 4)
+            .expect("the job history lies inside every SAB")
+    }
+
+    /// Writes the capacity and record size (done when the SAB is created).
+    pub(crate) fn format(&self) {
+        let h = self.header_words();
+        h[CAPACITY].store(JOB_HISTORY_CAPACITY as u32, Ordering::Relaxed);
+        h[RECORD_SIZE].store(g::JOB_RECORD_SIZE, Ordering::Relaxed);
+    }
+
+    fn record_offset(index: usize) -> usize {
+        regions::JOB_HISTORY.offset + g::JOB_HISTORY_HEADER_SIZE as usize + index * size_of::<JobRecord>()
+    }
+
+    pub fn header(&self) -> JobHistoryHeader {
+        self.sab
+            .read(regions::JOB_HISTORY.offset)
+            .expect("the job history lies inside every SAB")
+    }
+
+    /// Appends records, overwriting the oldest ones when full, then signals `JOB_HISTORY`.
+    pub fn append(&self, records: &[JobRecord], owner: Owner) -> Result<(), GuardError> {
+        let mut session = self.sab.guards().begin(GuardRegion::JobHistory, owner)?;
+        let h = self.header_words();
+        let header = self.header();
+        let (mut head, mut count, mut total) = (header.head as usize, header.count as usize, header.total);
+        for record in records {
+            let index = (head + count) % JOB_HISTORY_CAPACITY;
+            self.sab
+                .write(Self::record_offset(index), std::slice::from_ref(record))
+                .expect("history records lie inside every SAB");
+            if count == JOB_HISTORY_CAPACITY {
+                head = (head + 1) % JOB_HISTORY_CAPACITY;
+            } else {
+                count += 1;
+            }
+            total += 1;
+        }
+        let new = JobHistoryHeader {
+            head: head as u32,
+            count: count as u32,
+            total,
+            ..header
+        };
+        copy_words_in(h, bytemuck::bytes_of(&new));
+        self.sab.epochs().signal(EpochIndex::JOB_HISTORY);
+        session.check_advanced()
+    }
+
+    /// A consistent copy of the history, oldest first (`None` if writers kept disturbing it).
+    pub fn records(&self) -> Option<Vec<JobRecord>> {
+        self.sab.guards().read_consistent(GuardRegion::JobHistory, 1024, || {
+            let header = self.header();
+            (0..header.count as usize)
+                .map(|i| {
+                    self.sab
+                        .read(Self::record_offset((header.head as usize + i) % JOB_HISTORY_CAPACITY))
+                        .expect("history records lie inside every SAB")
+                })
+                .collect()
+        })
+    }
+}
