@@ -6,6 +6,7 @@
 //! - Epoch round trip (signal, the other thread answers on a second epoch) next to a crossbeam
 //!   channel round trip.
 //! - Ring throughput with 64-byte frames between two threads, next to crossbeam's `ArrayQueue`.
+//! - Registry lookup and registration, and an arena alloc/free pair.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::sab::generated as g;
-use crate::sab::{EpochIndex, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::sab::{Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -56,6 +57,70 @@ pub struct BenchReport {
     pub array_queue_64b: Throughput,
     /// ring_64b / array_queue_64b, measured in the same run.
     pub ring_vs_array_queue: f64,
+    pub registry_lookup_ns: f64,
+    pub registry_register_us: f64,
+    pub arena_alloc_free_ns: f64,
+}
+
+/// Mean nanoseconds per call of `op` over `n` calls.
+fn mean_ns(n: u64, mut op: impl FnMut(u64)) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        op(i);
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn bench_spec(id: String) -> ModuleSpec {
+    ModuleSpec {
+        id,
+        version: [1, 0, 0],
+        resource_flags: 1,
+        min_memory_mb: 16,
+        capabilities: (0..4)
+            .map(|i| Capability {
+                id: format!("action{i}"),
+                min_memory_mb: 8,
+                requires_gpu: false,
+            })
+            .collect(),
+        dependencies: vec![],
+    }
+}
+
+/// (lookup ns, registration µs): lookups by name over 48 registered modules, and re-registration
+/// of one module with four capabilities (slot search, arena tables, entry write, old tables freed).
+fn registry_costs(quick: bool) -> (f64, f64) {
+    let sab = Sab::for_tier(Tier::Light);
+    let registry = sab.registry();
+    let names: Vec<String> = (0..48).map(|i| format!("unit{i}")).collect();
+    for name in &names {
+        registry
+            .register(&bench_spec(name.clone()), Owner::Module)
+            .expect("48 modules fit the registry");
+    }
+    let lookups = if quick { 100_000 } else { 2_000_000 };
+    let lookup = mean_ns(lookups, |i| {
+        black_box(registry.lookup(&names[(i % 48) as usize]));
+    });
+    let spec = bench_spec("unit7".into());
+    let registrations = if quick { 2_000 } else { 50_000 };
+    let register = mean_ns(registrations, |_| {
+        registry
+            .register(&spec, Owner::Module)
+            .expect("re-registration succeeds");
+    }) / 1e3;
+    (lookup, register)
+}
+
+fn arena_cost(quick: bool) -> f64 {
+    let sab = Sab::for_tier(Tier::Light);
+    let arena = sab.arena();
+    mean_ns(if quick { 100_000 } else { 2_000_000 }, |i| {
+        let size = [24, 200, 5000, 70_000][(i % 4) as usize];
+        let block = arena.alloc(size, Owner::Module).expect("the heap has room");
+        arena.free(block.offset, Owner::Module).expect("the block is live");
+    })
 }
 
 /// Two spare epoch indices of the user-defined range, so the benchmark disturbs no named epoch.
@@ -272,7 +337,11 @@ pub fn measure(quick: bool) -> BenchReport {
     let park_settle = Duration::from_micros(300);
     let ring_64b = ring_throughput(frames);
     let array_queue_64b = array_queue_throughput(frames);
+    let (registry_lookup_ns, registry_register_us) = registry_costs(quick);
     BenchReport {
+        registry_lookup_ns,
+        registry_register_us,
+        arena_alloc_free_ns: arena_cost(quick),
         epoch_wake_spin: epoch_wake(&sab, samples, u32::MAX, spin_settle),
         epoch_wake_parked: epoch_wake(&sab, samples, 0, park_settle),
         crossbeam_wake_parked: crossbeam_wake(samples, park_settle),
@@ -321,5 +390,15 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     thr("SAB ring (inbox)", &r.ring_64b);
     thr("crossbeam ArrayQueue", &r.array_queue_64b);
     println!("  ring / ArrayQueue: {:.2}x", r.ring_vs_array_queue);
+    println!("bookkeeping (one thread)");
+    println!(
+        "  {:<40} {:>8.1} ns   (target < 100 ns)",
+        "registry lookup by name", r.registry_lookup_ns
+    );
+    println!(
+        "  {:<40} {:>8.2} µs   (target < 5 µs)",
+        "registry re-registration", r.registry_register_us
+    );
+    println!("  {:<40} {:>8.1} ns", "arena alloc + free", r.arena_alloc_free_ns);
     Ok(())
 }

@@ -5,12 +5,18 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::sab::arena::ArenaStats;
 use crate::sab::guard::{GuardEntry, GuardPolicy};
 use crate::sab::layout::RegionNode;
+use crate::sab::patterns::JobHistoryHeader;
+use crate::sab::registry::ModuleRecord;
 use crate::sab::ring::RingStats;
 use crate::sab::snapshot::SnapshotHeader;
 use crate::sab::stream::StreamControl;
-use crate::sab::{BirdRecord, EpochIndex, GuardRegion, Owner, RingId, Sab, SabHeader, StreamId, Tier};
+use crate::sab::{
+    BirdRecord, EpochIndex, GuardRegion, Owner, RingId, Sab, SabHeader, StreamId, SupervisorHeader, SupervisorStatus,
+    Tier,
+};
 
 #[derive(Debug, Serialize)]
 pub struct EpochEntry {
@@ -27,6 +33,15 @@ pub struct GuardReport {
     pub writer_names: String,
     #[serde(flatten)]
     pub entry: GuardEntry,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SupervisorReport {
+    pub slot: usize,
+    pub epoch: u32,
+    pub name: String,
+    pub status: Option<SupervisorStatus>,
+    pub header: SupervisorHeader,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +67,11 @@ pub struct SabReport {
     pub rings: Vec<RingStats>,
     pub streams: Vec<StreamReport>,
     pub guards: Vec<GuardReport>,
+    pub modules: Vec<ModuleRecord>,
+    pub supervisors: Vec<SupervisorReport>,
+    pub arena: ArenaStats,
+    pub live_patterns: usize,
+    pub job_history: JobHistoryHeader,
 }
 
 impl SabReport {
@@ -72,6 +92,21 @@ impl SabReport {
             .collect();
         let guards = sab.guards();
         let layout = sab.layout();
+        let table = sab.supervisors();
+        let supervisors = table
+            .allocated()
+            .into_iter()
+            .filter_map(|s| {
+                let header = table.header(s.slot).ok()?;
+                Some(SupervisorReport {
+                    slot: s.slot,
+                    epoch: s.epoch.get(),
+                    name: header.name(),
+                    status: SupervisorStatus::from_u8(header.status),
+                    header,
+                })
+            })
+            .collect();
         Self {
             tier: layout.tier,
             sab_size: layout.sab_size,
@@ -105,6 +140,11 @@ impl SabReport {
                 })
                 .into_iter()
                 .collect(),
+            modules: sab.registry().modules(),
+            supervisors,
+            arena: sab.arena().stats(),
+            live_patterns: sab.patterns().count(),
+            job_history: sab.job_history().header(),
         }
     }
 
@@ -222,6 +262,76 @@ impl SabReport {
                 g.entry.violations
             );
         }
+        let _ = writeln!(w, "\nMODULES ({} registered)", self.modules.len());
+        for m in &self.modules {
+            let v = m.version;
+            let _ = writeln!(
+                w,
+                "  slot {:>2}  {:<12} {}.{}.{}  caps {:>3}  deps {}",
+                m.slot,
+                m.id,
+                v[0],
+                v[1],
+                v[2],
+                m.capabilities.len(),
+                m.dependencies.len()
+            );
+            for c in &m.capabilities {
+                let gpu = if c.requires_gpu { ", GPU" } else { "" };
+                let _ = writeln!(w, "      capability {} ({} MB{gpu})", c.id, c.min_memory_mb);
+            }
+            for d in &m.dependencies {
+                let (a, b) = (d.min, d.max);
+                let optional = if d.optional { " (optional)" } else { "" };
+                let _ = writeln!(
+                    w,
+                    "      needs {} {}.{}.{} ..= {}.{}.{}{optional}",
+                    d.module_id, a[0], a[1], a[2], b[0], b[1], b[2]
+                );
+            }
+        }
+        let _ = writeln!(
+            w,
+            "\nSUPERVISORS ({} allocated)\n  {:>4} {:>5} {:<16} {:<9} {:>9} {:>7} {:>8} {:>6} {:>15}",
+            self.supervisors.len(),
+            "slot",
+            "epoch",
+            "name",
+            "status",
+            "processed",
+            "failed",
+            "avg µs",
+            "health",
+            "heartbeat ms"
+        );
+        for s in &self.supervisors {
+            let h = &s.header;
+            let _ = writeln!(
+                w,
+                "  {:>4} {:>5} {:<16} {:<9} {:>9} {:>7} {:>8.1} {:>6.2} {:>15}",
+                s.slot,
+                s.epoch,
+                s.name,
+                s.status
+                    .map_or_else(|| format!("?{}", h.status), |st| format!("{st:?}")),
+                h.jobs_processed,
+                h.jobs_failed,
+                h.avg_job_time_us,
+                h.health_score,
+                h.last_heartbeat_ms
+            );
+        }
+        let a = &self.arena;
+        let _ = writeln!(
+            w,
+            "\nARENA\n  capacity {} B, used {} B, free {} B, largest free block {} B, fragmentation {:.3}, {} allocations",
+            a.capacity, a.used, a.free, a.largest_free_block, a.fragmentation, a.allocations
+        );
+        let _ = writeln!(
+            w,
+            "\nPATTERNS AND JOB HISTORY\n  {} live patterns; job history holds {} of {} records ({} written in all)",
+            self.live_patterns, self.job_history.count, self.job_history.capacity, self.job_history.total
+        );
         out
     }
 }

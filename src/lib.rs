@@ -13,13 +13,17 @@ pub mod pulse;
 #[cfg(feature = "render")]
 pub mod render;
 pub mod sab;
+pub mod supervisors;
+pub mod units;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder};
 
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
+use crate::supervisors::DiscoveryPlugin;
 
-/// The headless core of INOS: the SAB resource and the pulse that drives everything else.
+/// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
+/// supervisors' discovery of registered units.
 pub struct CorePlugins {
     pub layout: SabLayout,
     /// Pulse rate in Hz (the fixed timestep).
@@ -31,5 +35,6 @@ impl PluginGroup for CorePlugins {
         PluginGroupBuilder::start::<Self>()
             .add(SabPlugin { layout: self.layout })
             .add(PulsePlugin { hz: self.pulse_hz })
+            .add(DiscoveryPlugin)
     }
 }

@@ -518,7 +518,7 @@ impl<'a> Tables<'a> {
                 let within = rel % PAGE;
                 let index = within / size;
                 let live = self.bitmap(page)[index / 32].load(Ordering::Relaxed) & (1 << (index % 32)) != 0;
-                if within % size != 0 || index >= PAGE / size || !live {
+                if !within.is_multiple_of(size) || index >= PAGE / size || !live {
                     return Err(invalid);
                 }
                 Ok((ArenaBlock { offset, size }, page, Some(index)))

@@ -202,7 +202,7 @@ pub fn probe_sequence(id: &str) -> impl Iterator<Item = usize> {
     let slots = g::REGISTRY_INLINE_SLOTS as usize;
     let home = id_hash(id) as usize % slots;
     let step = quick_hash(id) as usize % (slots - 1);
-    let step = if step % 2 == 0 { step + 1 } else { step };
+    let step = if step.is_multiple_of(2) { step + 1 } else { step };
     (0..g::REGISTRY_MAX_PROBES as usize).map(move |k| (home + k * step) % slots)
 }
 

@@ -128,3 +128,119 @@ fn bad_input_gets_a_clear_error_and_a_failure_code() {
     let out = inos(&["--headless", "--hz", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("between 1 and 10000 Hz"));
 }
+
+#[test]
+fn units_register_at_startup_and_late_ones_are_discovered_through_the_registry_epoch() {
+    use inos::sab::{ModuleSpec, Owner};
+    use inos::supervisors::DiscoveredModules;
+    use inos::units::{RegisterUnitExt, UnitRegistrationErrors};
+
+    let unit = |id: &str| ModuleSpec {
+        id: id.into(),
+        version: [0, 1, 0],
+        resource_flags: 0,
+        min_memory_mb: 0,
+        capabilities: vec![],
+        dependencies: vec![],
+    };
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(inos::CorePlugins {
+            layout: SabLayout::for_tier(Tier::Light),
+            pulse_hz: 64.0,
+        })
+        .register_unit(unit("echo"))
+        .register_unit(unit("not a valid id"));
+    app.update();
+    let ids = |app: &App| -> Vec<String> {
+        app.world()
+            .resource::<DiscoveredModules>()
+            .0
+            .iter()
+            .map(|m| m.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&app), ["echo"]);
+    let errors = &app.world().resource::<UnitRegistrationErrors>().0;
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].1.contains("1 to 11 ASCII"), "{errors:?}");
+
+    // A unit registering later, from another thread, is seen on the next frame.
+    let sab = app.world().resource::<Sab>().clone();
+    std::thread::spawn(move || sab.registry().register(&unit("crypto"), Owner::Module).unwrap())
+        .join()
+        .unwrap();
+    app.update();
+    let mut now = ids(&app);
+    now.sort();
+    assert_eq!(now, ["crypto", "echo"]);
+}
+
+#[test]
+fn inspect_shows_modules_supervisors_arena_and_patterns() {
+    use inos::sab::{Capability, Dependency, ModuleSpec, Owner, PatternRecord};
+    let sab = Sab::for_tier(Tier::Light);
+    let physics = ModuleSpec {
+        id: "physics".into(),
+        version: [0, 35, 0],
+        resource_flags: 1,
+        min_memory_mb: 32,
+        capabilities: vec![Capability {
+            id: "physics:raycast".into(),
+            min_memory_mb: 4,
+            requires_gpu: false,
+        }],
+        dependencies: vec![],
+    };
+    let boids = ModuleSpec {
+        id: "boids".into(),
+        dependencies: vec![Dependency {
+            module_id: "physics".into(),
+            min: [0, 30, 0],
+            max: [0, 99, 0],
+            optional: false,
+        }],
+        ..physics.clone()
+    };
+    sab.registry().register(&physics, Owner::Module).unwrap();
+    sab.registry().register(&boids, Owner::Module).unwrap();
+    let slot = sab.supervisors().allocate("boids", Owner::Kernel).unwrap();
+    let mut header = sab.supervisors().header(slot.slot).unwrap();
+    header.jobs_processed = 42;
+    sab.supervisors().write_header(slot.slot, &header).unwrap();
+    sab.patterns()
+        .writer(Owner::Kernel)
+        .unwrap()
+        .upsert(PatternRecord::new(7, 1))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("book.snap");
+    sab.write_snapshot(&snap).unwrap();
+
+    let out = inos(&["inspect", snap.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let modules = json["modules"].as_array().unwrap();
+    assert_eq!(modules.len(), 2);
+    let b = modules.iter().find(|m| m["id"] == "boids").unwrap();
+    assert_eq!(b["capabilities"][0]["id"], "physics:raycast");
+    assert_eq!(b["dependencies"][0]["module_id"], "physics");
+    assert_eq!(json["supervisors"][0]["name"], "boids");
+    assert_eq!(json["supervisors"][0]["header"]["jobs_processed"], 42);
+    assert_eq!(json["live_patterns"], 1);
+    assert_eq!(
+        json["arena"]["allocations"], 3,
+        "two capability tables and one dependency table"
+    );
+
+    let text = String::from_utf8_lossy(&inos(&["inspect", snap.to_str().unwrap()]).stdout).into_owned();
+    for expected in [
+        "MODULES (2 registered)",
+        "needs physics 0.30.0 ..= 0.99.0",
+        "SUPERVISORS (1 allocated)",
+        "ARENA",
+        "1 live patterns",
+    ] {
+        assert!(text.contains(expected), "the text report lacks {expected:?}:\n{text}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Compute units. Each unit is a plugin that registers itself in the SAB's module registry at
+//! startup (through `RegisterUnitExt::register_unit`) and adds its systems, gated on the epochs it
+//! consumes. Units never call each other or the supervisors: they meet only in the SAB.
+
+use bevy::prelude::*;
+
+use crate::sab::{ModuleSpec, Owner, Sab};
+
+/// Registrations that failed at startup, with the reason (shown by the inspector and the logs).
+#[derive(Resource, Default, Debug)]
+pub struct UnitRegistrationErrors(pub Vec<(String, String)>);
+
+/// The one way a unit plugin registers itself: its registry entry, capabilities and dependencies
+/// are written into the SAB at startup, which signals the registry epoch.
+pub trait RegisterUnitExt {
+    fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self;
+}
+
+impl RegisterUnitExt for App {
+    fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self {
+        self.init_resource::<UnitRegistrationErrors>().add_systems(
+            Startup,
+            move |sab: Res<Sab>, mut errors: ResMut<UnitRegistrationErrors>| match sab
+                .registry()
+                .register(&spec, Owner::Module)
+            {
+                Ok(slot) => info!("unit {} {:?} registered in slot {slot}", spec.id, spec.version),
+                Err(e) => {
+                    error!("unit {} could not register: {e}", spec.id);
+                    errors.0.push((spec.id.clone(), e.to_string()));
+                }
+            },
+        )
+    }
+}
