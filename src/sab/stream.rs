@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use bytemuck::{AnyBitPattern, NoUninit};
 use serde::Serialize;
 
-use super::Sab;
+use super::{Sab, seqlock};
 use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
@@ -321,14 +321,11 @@ impl StreamWriter {
         let region = self.stream.buffers()[buffer as usize];
         let target = self.stream.sab.memory().u32_words(region.offset, bytes.len() / 4)?;
 
-        // Seqlock write: odd, data, even.
-        let seq = words[SEQ].load(Ordering::Relaxed);
-        words[SEQ].store(seq.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
-        copy_words_in(target, bytes);
-        words[COUNT].store(count as u32, Ordering::Relaxed);
-        words[BUFFER_GENERATION].store(generation, Ordering::Relaxed);
-        words[SEQ].store(seq.wrapping_add(2), Ordering::Release);
+        seqlock::write(&words[SEQ], || {
+            copy_words_in(target, bytes);
+            words[COUNT].store(count as u32, Ordering::Relaxed);
+            words[BUFFER_GENERATION].store(generation, Ordering::Relaxed);
+        });
 
         control[ACTIVE].store(buffer, Ordering::Release);
         control[GENERATION].store(generation, Ordering::Release);
