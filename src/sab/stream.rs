@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use bytemuck::{AnyBitPattern, NoUninit};
 use serde::Serialize;
 
-use super::{Sab, seqlock};
 use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
 use super::layout::{Region, regions};
 use super::memory::{AccessError, copy_words_in, copy_words_out, words_of_mut};
+use super::{Sab, seqlock};
 
 /// One bird: 59 × f32 (reference §2.14).
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
