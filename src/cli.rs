@@ -59,7 +59,7 @@ pub struct RunArgs {
     /// Pulse rate in Hz (the fixed timestep).
     #[arg(long, default_value_t = crate::pulse::DEFAULT_PULSE_HZ, value_parser = parse_hz)]
     pub hz: f64,
-    /// Write a snapshot of the whole SAB to FILE when the run ends.
+    /// Write a snapshot of the whole SAB to FILE when the run ends (headless or visual).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
     /// Print the headless report as JSON.

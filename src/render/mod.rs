@@ -5,6 +5,7 @@
 //! renderer and the egui inspector build on this.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
@@ -42,21 +43,24 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         pulse_hz: args.hz,
     })
     .add_plugins(VisualPlugins);
+    // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
+    let sab = app.world().resource::<Sab>().clone();
+    let screenshot_error = Arc::new(Mutex::new(None));
     if let Some(path) = &args.screenshot {
         app.insert_resource(ScreenshotRequest {
             path: path.clone(),
             after_frames: args.frames,
-            error: None,
+            error: Arc::clone(&screenshot_error),
         })
         .add_systems(Last, request_screenshot);
     }
     let exit = app.run();
-    if let Some(error) = app
-        .world_mut()
-        .get_resource_mut::<ScreenshotRequest>()
-        .and_then(|mut r| r.error.take())
-    {
+    if let Some(error) = screenshot_error.lock().map_or(None, |mut e| e.take()) {
         return Err(error);
+    }
+    if let Some(path) = &args.snapshot {
+        sab.write_snapshot(path).map_err(|e| e.to_string())?;
+        info!("snapshot written to {}", path.display());
     }
     match exit {
         AppExit::Success => Ok(()),
@@ -153,7 +157,8 @@ fn update_panel(
 struct ScreenshotRequest {
     path: PathBuf,
     after_frames: u32,
-    error: Option<String>,
+    /// Why saving failed, read by `run` after the event loop has ended.
+    error: Arc<Mutex<Option<String>>>,
 }
 
 fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, mut frames: Local<u32>) {
@@ -163,9 +168,7 @@ fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, m
     }
     let path = request.path.clone();
     commands.spawn(Screenshot::primary_window()).observe(
-        move |captured: On<ScreenshotCaptured>,
-              mut request: ResMut<ScreenshotRequest>,
-              mut exit: MessageWriter<AppExit>| {
+        move |captured: On<ScreenshotCaptured>, request: Res<ScreenshotRequest>, mut exit: MessageWriter<AppExit>| {
             let saved = captured
                 .image
                 .clone()
@@ -178,7 +181,9 @@ fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, m
                     exit.write(AppExit::Success);
                 }
                 Err(e) => {
-                    request.error = Some(format!("cannot save the screenshot to {}: {e}", path.display()));
+                    if let Ok(mut error) = request.error.lock() {
+                        *error = Some(format!("cannot save the screenshot to {}: {e}", path.display()));
+                    }
                     exit.write(AppExit::error());
                 }
             }
