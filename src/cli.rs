@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::sab::{SabLayout, Tier};
+use crate::units::boids::FlockParams;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +54,19 @@ pub struct RunArgs {
     /// SAB size in MiB, from the tier's size up to 1024; the extra space grows the arena heap.
     #[arg(long, value_name = "MIB")]
     pub sab_mib: Option<u32>,
+    /// Number of birds (default: the tier's recommended count; at most the tier's maximum).
+    #[arg(long)]
+    pub birds: Option<usize>,
+    /// Reproduce the original's in-place update and world-Z bank instead of the correct Jacobi step.
+    #[arg(long)]
+    pub faithful: bool,
+    /// Worker threads for the physics step (default: the machine's cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
+    /// Fix the world at this multiple of the original's 80 x 60 x 80 instead of scaling it with the
+    /// bird count.
+    #[arg(long, value_parser = parse_scale)]
+    pub world_scale: Option<f32>,
     /// Number of fixed ticks of a headless run.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: u64,
@@ -73,6 +87,15 @@ pub struct RunArgs {
     pub frames: u32,
 }
 
+fn parse_scale(s: &str) -> Result<f32, String> {
+    let scale: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if scale.is_finite() && (0.1..=100.0).contains(&scale) {
+        Ok(scale)
+    } else {
+        Err(format!("the world scale must be between 0.1 and 100, not {s}"))
+    }
+}
+
 fn parse_hz(s: &str) -> Result<f64, String> {
     let hz: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if hz.is_finite() && (1.0..=10_000.0).contains(&hz) {
@@ -83,6 +106,27 @@ fn parse_hz(s: &str) -> Result<f64, String> {
 }
 
 impl RunArgs {
+    /// The flock these arguments ask for: bird count (checked against the tier) and parameters.
+    pub fn flock(&self, layout: &SabLayout) -> Result<(usize, FlockParams), String> {
+        let spec = layout.spec();
+        let birds = self.birds.unwrap_or(spec.recommended_birds as usize);
+        if birds > spec.max_birds as usize {
+            return Err(format!(
+                "{birds} birds exceed the {} tier's maximum of {}; choose a larger --tier",
+                layout.tier, spec.max_birds
+            ));
+        }
+        let mut params = FlockParams {
+            faithful: self.faithful,
+            world_scale: self.world_scale,
+            ..FlockParams::default()
+        };
+        if let Some(threads) = self.threads {
+            params.threads = usize::from(threads);
+        }
+        Ok((birds, params))
+    }
+
     /// The SAB layout these arguments ask for.
     pub fn layout(&self) -> Result<SabLayout, String> {
         match self.sab_mib {

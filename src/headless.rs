@@ -8,17 +8,34 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use serde::Serialize;
 
-use crate::CorePlugins;
 use crate::cli::RunArgs;
-use crate::sab::{EpochIndex, Sab, SabLayout, Tier};
+use crate::sab::{BirdRecord, EpochIndex, Sab, SabLayout, StreamId, Tier};
+use crate::timing::{StageSummary, StageTimes};
+use crate::units::boids::{Flock, FlockParams};
+use crate::{CorePlugins, FlockPlugins};
 
-/// A headless app, started: `MinimalPlugins`, the core plugins, and exactly one fixed tick per
-/// further `update`.
-pub fn build_app(layout: SabLayout, pulse_hz: f64) -> App {
+/// What a headless app runs.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadlessConfig {
+    pub layout: SabLayout,
+    pub pulse_hz: f64,
+    /// The flock, if any: bird count and parameters.
+    pub flock: Option<(usize, FlockParams)>,
+}
+
+/// A headless app, started: `MinimalPlugins`, the core plugins, the flock, and exactly one fixed
+/// tick per further `update`.
+pub fn build_app(config: HeadlessConfig) -> App {
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
-        .add_plugins(CorePlugins { layout, pulse_hz })
+        .add_plugins(CorePlugins {
+            layout: config.layout,
+            pulse_hz: config.pulse_hz,
+        })
         .insert_resource(TimeUpdateStrategy::FixedTimesteps(1));
+    if let Some((birds, params)) = config.flock {
+        app.add_plugins(FlockPlugins { birds, params });
+    }
     app.finish();
     app.cleanup();
     // The first update runs the startup schedules and primes the clock (no fixed step yet); from
@@ -40,8 +57,17 @@ pub struct HeadlessReport {
     pub sab_size: usize,
     pub ticks: u64,
     pub pulse_hz: f64,
+    pub birds: usize,
+    pub faithful: bool,
+    pub threads: usize,
     pub wall_seconds: f64,
     pub ticks_per_second: f64,
+    pub bird_updates_per_second: f64,
+    pub stages: Vec<StageSummary>,
+    pub mean_fitness: f32,
+    pub best_fitness: f32,
+    /// BLAKE3 of the bird stream's published records (count x 236 bytes).
+    pub bird_stream_blake3: String,
     /// Named epochs with a non-zero value.
     pub epochs: Vec<EpochValue>,
     pub snapshot: Option<SnapshotInfo>,
@@ -84,11 +110,27 @@ pub fn run_ticks(app: &mut App, ticks: u64) -> Duration {
     start.elapsed()
 }
 
+/// BLAKE3 of the records the bird stream publishes now.
+pub fn bird_stream_hash(sab: &Sab) -> String {
+    let stream = sab.stream(StreamId::Birds);
+    let mut birds: Vec<BirdRecord> = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
+    let count = stream.read_into(&mut birds).map_or(0, |r| r.count);
+    blake3::hash(bytemuck::cast_slice(&birds[..count])).to_hex().to_string()
+}
+
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let layout = args.layout()?;
-    let mut app = build_app(layout, args.hz);
+    let (birds, params) = args.flock(&layout)?;
+    let mut app = build_app(HeadlessConfig {
+        layout,
+        pulse_hz: args.hz,
+        flock: Some((birds, params)),
+    });
     let wall = run_ticks(&mut app, args.ticks);
     let sab = app.world().resource::<Sab>().clone();
+    let flock = app.world().resource::<Flock>();
+    let (mean_fitness, best_fitness) = (flock.mean_fitness(), flock.best_fitness());
+    let stages = app.world().resource::<StageTimes>().summaries();
 
     let snapshot = match &args.snapshot {
         Some(path) => {
@@ -106,8 +148,16 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         sab_size: layout.sab_size,
         ticks: args.ticks,
         pulse_hz: args.hz,
+        birds,
+        faithful: params.faithful,
+        threads: params.threads,
         wall_seconds: seconds,
         ticks_per_second: args.ticks as f64 / seconds.max(f64::MIN_POSITIVE),
+        bird_updates_per_second: (args.ticks as f64 * birds as f64) / seconds.max(f64::MIN_POSITIVE),
+        stages,
+        mean_fitness,
+        best_fitness,
+        bird_stream_blake3: bird_stream_hash(&sab),
         epochs: nonzero_epochs(&sab),
         snapshot,
     };
@@ -121,14 +171,33 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
 fn print_report(r: &HeadlessReport) {
     println!(
-        "headless run: tier {} ({} MiB), {} ticks at {} Hz in {:.3} s ({:.0} ticks/s)",
+        "headless run: tier {} ({} MiB), {} birds ({}, {} threads), {} ticks at {} Hz in {:.3} s",
         r.tier,
         r.sab_size >> 20,
+        r.birds,
+        if r.faithful { "faithful" } else { "correct" },
+        r.threads,
         r.ticks,
         r.pulse_hz,
         r.wall_seconds,
-        r.ticks_per_second
     );
+    println!(
+        "  {:.0} ticks/s, {:.3} M bird-updates/s",
+        r.ticks_per_second,
+        r.bird_updates_per_second / 1e6
+    );
+    println!(
+        "stage times (µs):\n  {:<10} {:>8} {:>10} {:>10}",
+        "stage", "min", "median", "p99"
+    );
+    for s in &r.stages {
+        println!(
+            "  {:<10} {:>8.1} {:>10.1} {:>10.1}",
+            s.stage, s.min_us, s.median_us, s.p99_us
+        );
+    }
+    println!("fitness: mean {:.4}, best {:.4}", r.mean_fitness, r.best_fitness);
+    println!("bird stream blake3: {}", r.bird_stream_blake3);
     println!("epochs:");
     for e in &r.epochs {
         println!("  {:>3} {:<20} {}", e.index, e.name, e.value);

@@ -14,6 +14,7 @@ pub mod pulse;
 pub mod render;
 pub mod sab;
 pub mod supervisors;
+pub mod timing;
 pub mod units;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder};
@@ -21,6 +22,8 @@ use bevy::app::{PluginGroup, PluginGroupBuilder};
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
+use crate::units::boids::{BoidsPlugin, FlockParams};
+use crate::units::matrices::MatricesPlugin;
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
 /// supervisors' discovery of registered units.
@@ -36,5 +39,22 @@ impl PluginGroup for CorePlugins {
             .add(SabPlugin { layout: self.layout })
             .add(PulsePlugin { hz: self.pulse_hz })
             .add(DiscoveryPlugin)
+    }
+}
+
+/// The flock: the boids unit and the matrix unit, stepping on the pulse.
+pub struct FlockPlugins {
+    pub birds: usize,
+    pub params: FlockParams,
+}
+
+impl PluginGroup for FlockPlugins {
+    fn build(self) -> PluginGroupBuilder {
+        PluginGroupBuilder::start::<Self>()
+            .add(BoidsPlugin {
+                birds: self.birds,
+                params: self.params,
+            })
+            .add(MatricesPlugin)
     }
 }

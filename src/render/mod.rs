@@ -11,9 +11,9 @@ use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::window::WindowResolution;
 
-use crate::CorePlugins;
 use crate::cli::RunArgs;
 use crate::sab::{EpochIndex, Sab};
+use crate::{CorePlugins, FlockPlugins};
 
 /// The window, camera and SAB panel.
 pub struct VisualPlugins;
@@ -29,6 +29,7 @@ impl Plugin for VisualPlugins {
 /// Runs the simulator window until it is closed (or, with `--screenshot`, until the PNG is saved).
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let layout = args.layout()?;
+    let (birds, params) = args.flock(&layout)?;
     let mut app = App::new();
     app.add_plugins(DefaultPlugins.set(WindowPlugin {
         primary_window: Some(Window {
@@ -42,6 +43,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         layout,
         pulse_hz: args.hz,
     })
+    .add_plugins(FlockPlugins { birds, params })
     .add_plugins(VisualPlugins);
     // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
     let sab = app.world().resource::<Sab>().clone();

@@ -2,6 +2,9 @@
 //! startup (through `RegisterUnitExt::register_unit`) and adds its systems, gated on the epochs it
 //! consumes. Units never call each other or the supervisors: they meet only in the SAB.
 
+pub mod boids;
+pub mod matrices;
+
 use bevy::prelude::*;
 
 use crate::sab::{ModuleSpec, Owner, Sab};

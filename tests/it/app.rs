@@ -4,12 +4,16 @@ use std::process::Command;
 
 use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings, ScheduleLabel};
 use bevy::prelude::*;
-use inos::headless::build_app;
+use inos::headless::{HeadlessConfig, build_app};
 use inos::sab::{EpochIndex, Sab, SabLayout, Tier};
 
 #[test]
 fn one_update_is_one_fixed_tick_and_one_pulse() {
-    let mut app = build_app(SabLayout::for_tier(Tier::Light), 64.0);
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
     for _ in 0..100 {
         app.update();
     }
@@ -21,7 +25,11 @@ fn one_update_is_one_fixed_tick_and_one_pulse() {
 
 #[test]
 fn no_schedule_has_ambiguities() {
-    let mut app = build_app(SabLayout::for_tier(Tier::Light), 64.0);
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
     let labels: Vec<_> = [
         Startup.intern(),
         First.intern(),

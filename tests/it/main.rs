@@ -4,6 +4,7 @@ mod app;
 mod arena;
 mod codegen;
 mod epochs;
+mod flock;
 mod guards;
 mod layout;
 mod registry;

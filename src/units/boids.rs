@@ -1,0 +1,572 @@
+//! The boids unit: every rule, constant and formula of reference §4, stepping the flock once per
+//! pulse and publishing it on the bird stream.
+//!
+//! - Default (correct) mode: Jacobi. Every bird reads the start-of-step flock and writes the next
+//!   one, so the result does not depend on update order or on the number of worker threads; birds
+//!   bank about their own forward axis (q = Ry(heading) · Rx(pitch) · Rz(bank)).
+//! - `faithful` mode reproduces the original: birds are updated in place in index order (later
+//!   birds see earlier birds' new state) and bank about the world Z axis
+//!   (q = Rz(bank) · Ry(heading) · Rx(pitch)).
+//! - The world grows with the bird count so that the density stays that of the original's 1000
+//!   birds in 80 × 60 × 80 (cell size and perception radius 10), unless a world scale is fixed.
+//! - Neighbour search uses a counting-sort uniform grid whose buffers are reused: a steady-state
+//!   step allocates nothing. Jacobi steps split the flock into contiguous chunks across threads.
+
+use bevy::math::{DQuat, EulerRot, Vec3};
+use bevy::platform::time::Instant;
+use bevy::prelude::*;
+use serde::Serialize;
+
+use crate::pulse::PulseSystems;
+use crate::sab::stream::StreamWriter;
+use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
+use crate::timing::StageTimes;
+use crate::units::RegisterUnitExt;
+
+/// Reference §4.3.
+pub const SEPARATION_DISTANCE: f32 = 3.0;
+pub const PERCEPTION_RADIUS: f32 = 10.0;
+pub const CELL_SIZE: f32 = 10.0;
+pub const W_SEP: f32 = 1.5;
+pub const W_ALI: f32 = 0.05;
+pub const W_COH: f32 = 0.02;
+pub const W_BOUNDARY: f32 = 0.5;
+pub const MIN_SPEED: f32 = 2.0;
+pub const MAX_SPEED: f32 = 6.0;
+/// The original's soft bounds and grid, for 1000 birds.
+pub const BASE_BOUNDS: Vec3 = Vec3::new(38.0, 28.0, 38.0);
+pub const BASE_CELLS: [f32; 3] = [8.0, 6.0, 8.0];
+pub const BASE_BIRDS: f32 = 1000.0;
+
+/// How the flock is stepped.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FlockParams {
+    pub faithful: bool,
+    /// World scale relative to the original's 80 × 60 × 80; `None` scales with the bird count.
+    pub world_scale: Option<f32>,
+    /// Worker threads for Jacobi steps (1 = this thread only).
+    pub threads: usize,
+}
+
+impl Default for FlockParams {
+    fn default() -> Self {
+        Self {
+            faithful: false,
+            world_scale: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The world for `birds` birds: soft bounds and grid dimensions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct World {
+    pub bounds: Vec3,
+    pub dims: [usize; 3],
+    pub half: Vec3,
+}
+
+impl World {
+    pub fn new(birds: usize, scale: Option<f32>) -> Self {
+        let s = scale.unwrap_or_else(|| (birds.max(1) as f32 / BASE_BIRDS).cbrt().max(1.0));
+        let dims = BASE_CELLS.map(|c| (c * s).ceil().max(1.0) as usize);
+        Self {
+            bounds: BASE_BOUNDS * s,
+            dims,
+            half: Vec3::new(dims[0] as f32, dims[1] as f32, dims[2] as f32) * (CELL_SIZE / 2.0),
+        }
+    }
+
+    fn cell_of(&self, p: Vec3) -> usize {
+        let c = |v: f32, half: f32, dim: usize| (((v + half) / CELL_SIZE).floor().max(0.0) as usize).min(dim - 1);
+        let (x, y, z) = (
+            c(p.x, self.half.x, self.dims[0]),
+            c(p.y, self.half.y, self.dims[1]),
+            c(p.z, self.half.z, self.dims[2]),
+        );
+        (x * self.dims[1] + y) * self.dims[2] + z
+    }
+
+    fn cell_coords(&self, cell: usize) -> [usize; 3] {
+        let z = cell % self.dims[2];
+        let y = (cell / self.dims[2]) % self.dims[1];
+        [cell / (self.dims[1] * self.dims[2]), y, z]
+    }
+
+    pub fn cell_count(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// A uniform grid rebuilt every step by counting sort, into buffers that are reused.
+#[derive(Default)]
+pub struct Grid {
+    starts: Vec<u32>,
+    fill: Vec<u32>,
+    items: Vec<u32>,
+    cell_of_bird: Vec<u32>,
+}
+
+impl Grid {
+    fn build(&mut self, world: &World, birds: &[BirdRecord]) {
+        let cells = world.cell_count();
+        self.starts.clear();
+        self.starts.resize(cells + 1, 0);
+        self.cell_of_bird.clear();
+        for b in birds {
+            let c = world.cell_of(Vec3::from(b.position));
+            self.cell_of_bird.push(c as u32);
+            self.starts[c + 1] += 1;
+        }
+        for c in 0..cells {
+            self.starts[c + 1] += self.starts[c];
+        }
+        self.items.clear();
+        self.items.resize(birds.len(), 0);
+        // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
+        self.fill.clear();
+        self.fill.extend_from_slice(&self.starts[..cells]);
+        for (i, &c) in self.cell_of_bird.iter().enumerate() {
+            self.items[self.fill[c as usize] as usize] = i as u32;
+            self.fill[c as usize] += 1;
+        }
+    }
+
+    /// Calls `f(j)` for every bird in the 27 cells around `cell`, in a fixed order.
+    fn for_each_near(&self, world: &World, cell: usize, mut f: impl FnMut(usize)) {
+        let [cx, cy, cz] = world.cell_coords(cell);
+        let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
+        for x in range(cx, world.dims[0]) {
+            for y in range(cy, world.dims[1]) {
+                for z in range(cz, world.dims[2]) {
+                    let c = (x * world.dims[1] + y) * world.dims[2] + z;
+                    for &j in &self.items[self.starts[c] as usize..self.starts[c + 1] as usize] {
+                        f(j as usize);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The golden-angle initial population with deterministic genes (reference §4.9).
+pub fn initial_population(count: usize) -> Vec<BirdRecord> {
+    (0..count)
+        .map(|i| {
+            let fi = i as f32;
+            let (r, theta) = (1.5 * fi.sqrt(), 2.39996 * fi);
+            let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
+            b.position = [r * theta.cos(), 3.0 * (0.1 * fi).sin(), r * theta.sin()];
+            b.velocity = [0.1, 0.0, 0.1];
+            for (w, g) in b.genes.iter_mut().enumerate() {
+                *g = ((137 * i + 997 * w) % 1000) as f32 * 0.002 - 0.001;
+            }
+            b
+        })
+        .collect()
+}
+
+/// Time inputs of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepClock {
+    /// Simulation time after this step's advance (the first step runs at t = dt).
+    pub t: f32,
+    pub dt: f32,
+    /// The hover counter before its increment (0 on the first step).
+    pub step: u32,
+}
+
+/// What the step computed for one bird besides its record.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BirdForces {
+    pub separation: Vec3,
+    pub alignment: Vec3,
+    pub cohesion: Vec3,
+    pub boundary: Vec3,
+    pub neighbours: u32,
+}
+
+fn neighbour_score(n: u32) -> f32 {
+    match n {
+        0 => 0.0,
+        1..=2 => 0.1,
+        3..=7 => 0.35,
+        8..=15 => 0.15,
+        _ => 0.0,
+    }
+}
+
+fn speed_score(speed: f32) -> f32 {
+    if speed < 1.5 {
+        0.0
+    } else if speed <= 4.0 {
+        0.3
+    } else if speed <= 5.5 {
+        0.15
+    } else {
+        0.0
+    }
+}
+
+/// The flocking forces on bird `i` from `flock` (reference §4.3).
+pub fn forces(i: usize, flock: &[BirdRecord], near: impl Fn(&mut dyn FnMut(usize)), world: &World) -> BirdForces {
+    let me = &flock[i];
+    let p = Vec3::from(me.position);
+    let v = Vec3::from(me.velocity);
+    let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3::ZERO, Vec3::ZERO, Vec3::ZERO, 0u32);
+    near(&mut |j| {
+        if j == i {
+            return;
+        }
+        let other = &flock[j];
+        let diff = p - Vec3::from(other.position);
+        let d2 = diff.length_squared();
+        if d2 >= PERCEPTION_RADIUS * PERCEPTION_RADIUS {
+            return;
+        }
+        n += 1;
+        vel_sum += Vec3::from(other.velocity);
+        pos_sum += Vec3::from(other.position);
+        let d2 = d2.max(0.01);
+        let d = d2.sqrt();
+        if d < SEPARATION_DISTANCE {
+            sep += diff * ((SEPARATION_DISTANCE - d) / d2);
+        }
+    });
+    let (alignment, cohesion) = if n > 0 {
+        let inv = 1.0 / n as f32;
+        (vel_sum * inv - v, pos_sum * inv - p)
+    } else {
+        (Vec3::ZERO, Vec3::ZERO)
+    };
+    let b = world.bounds;
+    let axis = |x: f32, bound: f32| {
+        if x > bound {
+            -(x - bound)
+        } else if x < -bound {
+            -bound - x
+        } else {
+            0.0
+        }
+    };
+    BirdForces {
+        separation: sep,
+        alignment,
+        cohesion,
+        boundary: Vec3::new(axis(p.x, b.x), axis(p.y, b.y), axis(p.z, b.z)),
+        neighbours: n,
+    }
+}
+
+/// One bird's step from its own start-of-step record and its forces (reference §4.3–§4.8, in the
+/// order of §4.10b). `intensity` is the bird's private trick intensity.
+pub fn step_bird(
+    i: usize,
+    me: &BirdRecord,
+    f: &BirdForces,
+    intensity: &mut f32,
+    clock: StepClock,
+    faithful: bool,
+) -> BirdRecord {
+    let StepClock { t, dt, step } = clock;
+    let frame = dt * 60.0;
+    let fi = i as f32;
+    let p0 = Vec3::from(me.position);
+    let mut v = Vec3::from(me.velocity);
+    let genes = &me.genes;
+
+    // Forces with breathing modulation.
+    let (sep_pulse, coh_pulse, ali_pulse) = (2.0 * (0.6 * t).sin(), 2.0 * (0.6 * t).cos(), 0.5 * (2.0 * t).sin());
+    let w_sep = W_SEP * (1.0 + genes[0] + sep_pulse).max(0.01);
+    let w_ali = W_ALI * (1.0 + genes[1] + ali_pulse).max(0.01);
+    let w_coh = W_COH * (1.0 + genes[2] + coh_pulse).max(0.01);
+    v += (f.separation * w_sep + f.alignment * w_ali + f.cohesion * w_coh + f.boundary * W_BOUNDARY) * frame;
+
+    // Energy, judged on the velocity right after the forces.
+    let mut energy = me.energy;
+    if energy <= 0.0 || energy > 1.0 {
+        energy = 0.85 + (i % 10) as f32 * 0.01;
+    }
+    let speed = v.length();
+    energy += if v.y > 0.3 {
+        -0.12 * dt
+    } else if speed > 5.0 {
+        -0.05 * dt
+    } else {
+        0.25 * dt
+    };
+    energy = energy.clamp(0.4, 1.0);
+
+    // Tricks.
+    let trick_phase = 0.13 * fi + (t / 10.0).floor();
+    let w_trick = if trick_phase - trick_phase.floor() < 0.05 {
+        if i.is_multiple_of(2) { -5.0 } else { 5.0 }
+    } else {
+        genes[3]
+    };
+    let target = if w_trick < -2.0 { 1.0 } else { 0.0 };
+    *intensity += (target - *intensity) * dt;
+    let roll = *intensity;
+    if w_trick > 2.0 {
+        v *= 0.9;
+        v.y += 0.05 * (0.1 * step as f32).sin();
+    }
+    if roll > 0.01 {
+        v.x *= 1.0 + 0.02 * roll;
+        v.z *= 1.0 + 0.02 * roll;
+        v.y += 0.02 * roll;
+        let old_x = v.x;
+        v.x += v.z * 0.08 * roll;
+        v.z -= old_x * 0.08 * roll;
+    }
+
+    // Swirl about the world Y axis (start-of-step position), noise, damping.
+    v.x += -p0.z * 3.0 * dt;
+    v.z += p0.x * 3.0 * dt;
+    let phi = 0.73 * fi;
+    v.x += 0.4 * (0.5 * t + phi).sin() * frame;
+    v.y += 0.25 * (0.8 * t + 1.5 * phi).cos() * frame;
+    v.z += 0.4 * (0.3 * t + 0.9 * phi).sin() * frame;
+    v *= 0.97f32.powf(frame);
+
+    // Speed band, then semi-implicit Euler.
+    let speed = v.length();
+    v = if speed > 1e-6 {
+        v * (speed.clamp(MIN_SPEED, MAX_SPEED) / speed)
+    } else {
+        Vec3::new(0.0, 0.0, MIN_SPEED)
+    };
+    let p = p0 + v * dt;
+
+    // Orientation.
+    let heading = v.x.atan2(v.z) + if roll > 0.01 { roll * 0.008 * frame } else { 0.0 };
+    let pitch = (-0.2 * v.y).clamp(-0.35, 0.35);
+    let physics_bank = (-0.2 * v.x).clamp(-0.4, 0.4);
+    let spiral_bank = 0.8 + 0.15 * (3.5 * t).sin();
+    let bank = physics_bank * (1.0 - roll) + spiral_bank * roll;
+    let (pitch, heading, bank) = (f64::from(pitch), f64::from(heading), f64::from(bank));
+    let q = if faithful {
+        DQuat::from_rotation_z(bank) * DQuat::from_rotation_y(heading) * DQuat::from_rotation_x(pitch)
+    } else {
+        DQuat::from_euler(EulerRot::YXZ, heading, pitch, bank)
+    };
+
+    // Animation.
+    let flight = if energy < 0.5 {
+        0.6 + (energy - 0.4) * 0.4
+    } else if energy < 0.75 {
+        0.7 + (energy - 0.5) * 0.6
+    } else {
+        0.85 + (energy - 0.75) * 0.6
+    };
+    let frequency = 5.0 + (i % 8) as f32;
+    let amplitude = 0.6 * flight * (1.0 + 0.3 * roll);
+    let flap = amplitude * (t * frequency + 2.1 * fi).sin();
+
+    let speed = v.length();
+    let energy_score = if energy > 0.5 { 0.25 } else { 0.4 * energy };
+    BirdRecord {
+        position: p.to_array(),
+        velocity: v.to_array(),
+        orientation: [q.x as f32, q.y as f32, q.z as f32, q.w as f32],
+        energy,
+        left_wing: -flap + 0.4 * roll,
+        right_wing: flap - 0.4 * roll,
+        tail_yaw: (-0.1 * v.x).clamp(-0.15, 0.15),
+        fitness: 0.1 + neighbour_score(f.neighbours) + speed_score(speed) + energy_score,
+        genes: me.genes,
+    }
+}
+
+/// The flock: its state between steps, and the buffers a step reuses.
+#[derive(Resource)]
+pub struct Flock {
+    pub params: FlockParams,
+    pub world: World,
+    /// The state as last published.
+    pub birds: Vec<BirdRecord>,
+    next: Vec<BirdRecord>,
+    /// Private trick intensities (reference §4.5: not in the SAB).
+    pub intensity: Vec<f32>,
+    grid: Grid,
+    pub t: f32,
+    pub steps: u32,
+}
+
+impl Flock {
+    pub fn new(count: usize, params: FlockParams) -> Self {
+        Self {
+            world: World::new(count, params.world_scale),
+            params,
+            birds: initial_population(count),
+            next: Vec::with_capacity(count),
+            intensity: vec![0.0; count],
+            grid: Grid::default(),
+            t: 0.0,
+            steps: 0,
+        }
+    }
+
+    /// One physics step of `dt` seconds.
+    pub fn step(&mut self, dt: f32) {
+        self.t += dt;
+        let clock = StepClock {
+            t: self.t,
+            dt,
+            step: self.steps,
+        };
+        self.steps += 1;
+        self.grid.build(&self.world, &self.birds);
+        let (world, grid) = (&self.world, &self.grid);
+        if self.params.faithful {
+            // In place, in index order: later birds see earlier birds' new state.
+            for i in 0..self.birds.len() {
+                let cell = grid.cell_of_bird[i] as usize;
+                let f = forces(i, &self.birds, |visit| grid.for_each_near(world, cell, visit), world);
+                let me = self.birds[i];
+                self.birds[i] = step_bird(i, &me, &f, &mut self.intensity[i], clock, true);
+            }
+            return;
+        }
+        let birds = &self.birds;
+        self.next.clear();
+        self.next.resize(birds.len(), bytemuck::Zeroable::zeroed());
+        let threads = self.params.threads.clamp(1, 64);
+        let chunk = birds.len().div_ceil(threads).max(1);
+        let run = |start: usize, out: &mut [BirdRecord], intensity: &mut [f32]| {
+            for (k, (slot, ease)) in out.iter_mut().zip(intensity.iter_mut()).enumerate() {
+                let i = start + k;
+                let cell = grid.cell_of_bird[i] as usize;
+                let f = forces(i, birds, |visit| grid.for_each_near(world, cell, visit), world);
+                *slot = step_bird(i, &birds[i], &f, ease, clock, false);
+            }
+        };
+        if threads == 1 || birds.len() < 256 {
+            run(0, &mut self.next, &mut self.intensity);
+        } else {
+            std::thread::scope(|scope| {
+                for (n, (out, ease)) in self
+                    .next
+                    .chunks_mut(chunk)
+                    .zip(self.intensity.chunks_mut(chunk))
+                    .enumerate()
+                {
+                    let run = &run;
+                    scope.spawn(move || run(n * chunk, out, ease));
+                }
+            });
+        }
+        std::mem::swap(&mut self.birds, &mut self.next);
+    }
+
+    pub fn mean_fitness(&self) -> f32 {
+        self.birds.iter().map(|b| b.fitness).sum::<f32>() / self.birds.len().max(1) as f32
+    }
+
+    pub fn best_fitness(&self) -> f32 {
+        self.birds.iter().map(|b| b.fitness).fold(0.0, f32::max)
+    }
+}
+
+/// The unit's registry record.
+pub fn spec() -> ModuleSpec {
+    ModuleSpec {
+        id: "boids".into(),
+        version: [0, 1, 0],
+        resource_flags: 1,
+        min_memory_mb: 8,
+        capabilities: ["boids:step_physics", "boids:init_population", "boids:evolve_batch"]
+            .map(|id| crate::sab::Capability {
+                id: id.into(),
+                min_memory_mb: 8,
+                requires_gpu: false,
+            })
+            .to_vec(),
+        dependencies: vec![],
+    }
+}
+
+/// Why a flock cannot be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlockError {
+    #[error("{birds} birds exceed the {tier} tier's maximum of {max}; choose a larger --tier")]
+    TooManyBirds { birds: usize, tier: String, max: u32 },
+}
+
+/// Checks a bird count against the SAB's tier.
+pub fn check_capacity(sab: &Sab, birds: usize) -> Result<(), FlockError> {
+    let spec = sab.layout().spec();
+    if birds > spec.max_birds as usize {
+        return Err(FlockError::TooManyBirds {
+            birds,
+            tier: sab.layout().tier.to_string(),
+            max: spec.max_birds,
+        });
+    }
+    Ok(())
+}
+
+/// The boids stages, in order, in `FixedUpdate`.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FlockSystems {
+    Physics,
+    Matrices,
+}
+
+/// Steps the flock on every pulse and publishes it on the bird stream.
+pub struct BoidsPlugin {
+    pub birds: usize,
+    pub params: FlockParams,
+}
+
+/// The bird stream's writer, held by the unit.
+#[derive(Resource)]
+pub struct BirdWriter(pub StreamWriter);
+
+impl Plugin for BoidsPlugin {
+    fn build(&self, app: &mut App) {
+        let sab = app.world().resource::<Sab>().clone();
+        let mut writer = sab
+            .stream(StreamId::Birds)
+            .writer(Owner::Module)
+            .expect("the boids unit is the bird stream's only writer");
+        let flock = Flock::new(self.birds, self.params);
+        // The initial population goes into both buffers (reference §4.9).
+        for _ in 0..2 {
+            writer
+                .publish(&flock.birds)
+                .expect("the bird count was checked against the tier");
+        }
+        app.insert_resource(flock)
+            .insert_resource(BirdWriter(writer))
+            .init_resource::<StageTimes>()
+            .register_unit(spec())
+            .configure_sets(
+                FixedUpdate,
+                (FlockSystems::Physics, FlockSystems::Matrices)
+                    .chain()
+                    .after(PulseSystems),
+            )
+            .add_systems(
+                FixedUpdate,
+                step_flock
+                    .in_set(FlockSystems::Physics)
+                    .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+            );
+    }
+}
+
+fn step_flock(
+    time: Res<Time>,
+    mut flock: ResMut<Flock>,
+    mut writer: ResMut<BirdWriter>,
+    mut times: ResMut<StageTimes>,
+) {
+    let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
+    let start = Instant::now();
+    flock.step(time.delta_secs());
+    if let Err(e) = writer.0.publish(&flock.birds) {
+        error!("the bird stream refused a publish: {e}");
+    }
+    times.record("physics", start.elapsed());
+}

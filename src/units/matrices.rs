@@ -1,0 +1,139 @@
+//! The matrix unit: the 8 per-part transforms of every bird (reference §2.15), column-major,
+//! written part-major (part p of bird i at plane offset p · count + i) to the matrix stream.
+//!
+//! It runs on the bird epoch, after the boids stage of the same tick, so the matrices of tick N
+//! always come from the birds of tick N. Its buffers are reused: a steady-state run allocates
+//! nothing.
+
+use std::f32::consts::FRAC_PI_2;
+
+use bevy::math::{Mat4, Quat, Vec3};
+use bevy::platform::time::Instant;
+use bevy::prelude::*;
+
+use crate::sab::stream::StreamWriter;
+use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
+use crate::timing::StageTimes;
+use crate::units::RegisterUnitExt;
+use crate::units::boids::FlockSystems;
+
+pub const PARTS: usize = 8;
+
+/// The bird's orientation, renormalised; a zero quaternion (before the first step) is identity.
+fn orientation(b: &BirdRecord) -> Quat {
+    let [x, y, z, w] = b.orientation;
+    let q = Quat::from_xyzw(x, y, z, w);
+    if q.length_squared() > 1e-12 {
+        q.normalize()
+    } else {
+        Quat::IDENTITY
+    }
+}
+
+fn t(x: f32, y: f32, z: f32) -> Mat4 {
+    Mat4::from_translation(Vec3::new(x, y, z))
+}
+
+/// The 8 part transforms of one bird: body, head, beak, left wing, left wing tip, right wing,
+/// right wing tip, tail.
+pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
+    let body = Mat4::from_rotation_translation(orientation(b), Vec3::from(b.position));
+    let rx90 = Mat4::from_rotation_x(FRAC_PI_2);
+    let (left, right) = (b.left_wing, b.right_wing);
+    let wing_l = t(-0.04, 0.0, 0.05) * Mat4::from_rotation_z(left);
+    let wing_r = t(0.04, 0.0, 0.05) * Mat4::from_rotation_z(right);
+    [
+        body * rx90,
+        body * t(0.0, 0.0, 0.18),
+        body * t(0.0, 0.0, 0.26) * rx90,
+        body * wing_l * t(-0.15, 0.0, 0.0),
+        body * wing_l * t(-0.30, 0.0, 0.0) * Mat4::from_rotation_z(0.5 * left) * t(-0.12, 0.0, -0.05),
+        body * wing_r * t(0.15, 0.0, 0.0),
+        body * wing_r * t(0.30, 0.0, 0.0) * Mat4::from_rotation_z(0.5 * right) * t(0.12, 0.0, -0.05),
+        body * t(0.0, 0.0, -0.15) * Mat4::from_rotation_y(b.tail_yaw) * t(0.0, 0.0, -0.10),
+    ]
+}
+
+/// Fills `out` with the part-major matrices of `birds` (resized to 8 × count).
+pub fn write_part_major(birds: &[BirdRecord], out: &mut Vec<MatrixPart>) {
+    let count = birds.len();
+    out.clear();
+    out.resize(PARTS * count, MatrixPart { cols: [0.0; 16] });
+    for (i, b) in birds.iter().enumerate() {
+        for (p, m) in bird_parts(b).iter().enumerate() {
+            out[p * count + i].cols = m.to_cols_array();
+        }
+    }
+}
+
+pub fn spec() -> ModuleSpec {
+    ModuleSpec {
+        id: "matrices".into(),
+        version: [0, 1, 0],
+        resource_flags: 1,
+        min_memory_mb: 8,
+        capabilities: vec![crate::sab::Capability {
+            id: "math:compute_instance_matrices".into(),
+            min_memory_mb: 8,
+            requires_gpu: false,
+        }],
+        dependencies: vec![crate::sab::Dependency {
+            module_id: "boids".into(),
+            min: [0, 1, 0],
+            max: [0, 255, 255],
+            optional: false,
+        }],
+    }
+}
+
+/// The unit's reused buffers and its matrix-stream writer.
+#[derive(Resource)]
+pub struct MatrixUnit {
+    writer: StreamWriter,
+    birds: Vec<BirdRecord>,
+    parts: Vec<MatrixPart>,
+}
+
+pub struct MatricesPlugin;
+
+impl Plugin for MatricesPlugin {
+    fn build(&self, app: &mut App) {
+        let sab = app.world().resource::<Sab>().clone();
+        let capacity = sab.stream(StreamId::Birds).capacity();
+        let writer = sab
+            .stream(StreamId::Matrices)
+            .writer(Owner::Module)
+            .expect("the matrix unit is the matrix stream's only writer");
+        app.init_resource::<StageTimes>()
+            .insert_resource(MatrixUnit {
+                writer,
+                birds: vec![bytemuck::Zeroable::zeroed(); capacity],
+                parts: Vec::with_capacity(PARTS * capacity),
+            })
+            .register_unit(spec())
+            .add_systems(
+                FixedUpdate,
+                compute_matrices
+                    .in_set(FlockSystems::Matrices)
+                    .run_if(epoch_changed(EpochIndex::BIRD)),
+            );
+    }
+}
+
+fn compute_matrices(sab: Res<Sab>, mut unit: ResMut<MatrixUnit>, mut times: ResMut<StageTimes>) {
+    let _span = info_span!("matrices").entered();
+    let start = Instant::now();
+    let unit = &mut *unit;
+    let read = match sab.stream(StreamId::Birds).read_into(&mut unit.birds) {
+        Ok(read) => read,
+        Err(e) => {
+            error!("the matrix unit could not read the bird stream: {e}");
+            return;
+        }
+    };
+    write_part_major(&unit.birds[..read.count], &mut unit.parts);
+    if let Err(e) = unit.writer.publish(&unit.parts) {
+        error!("the matrix stream refused a publish: {e}");
+    }
+    times.record("matrices", start.elapsed());
+}
