@@ -198,8 +198,10 @@ const matrixStreamControlOffset :UInt32 = 0x161040;
 # ---------------------------------------------------------------------------------------------
 # Tiers. DEVIATION: the ping-pong buffers are sized from each tier's maximum bird count (v2.2 used
 # a fixed 10 000 whatever the tier, so counts above it overflowed buffer A into buffer B). Buffers
-# start on page boundaries; the arena heap (the allocator's range) starts after matrix buffer B on a
-# 64 KiB boundary and runs to the end of the SAB. DEVIATION: the dedicated tier's maximum is 100 000
+# start on page boundaries. DEVIATION (new): after matrix buffer B, a gene buffer holds one 188-byte
+# gene record per bird: the boids supervisor writes each GA generation there and the boids unit
+# merges it on the evolution epoch (the original's genes never reached the physics). The arena heap
+# (the allocator's range) starts after it on a 64 KiB boundary and runs to the end of the SAB. DEVIATION: the dedicated tier's maximum is 100 000
 # birds (the original's computeTierLimits said 50 000; its documents promise 100k+).
 # ---------------------------------------------------------------------------------------------
 
@@ -218,7 +220,9 @@ const lightBirdBufferSize :UInt32 = 472000;
 const lightMatrixBufferAOffset :UInt32 = 0x24A000;
 const lightMatrixBufferBOffset :UInt32 = 0x344000;
 const lightMatrixBufferSize :UInt32 = 1024000;
-const lightArenaHeapOffset :UInt32 = 0x440000;
+const lightGeneBufferOffset :UInt32 = 0x43E000;
+const lightGeneBufferSize :UInt32 = 376000;
+const lightArenaHeapOffset :UInt32 = 0x4A0000;
 
 const moderateSabSize :UInt64 = 67108864;
 const moderateRecommendedBirds :UInt32 = 2000;
@@ -229,7 +233,9 @@ const moderateBirdBufferSize :UInt32 = 1180000;
 const moderateMatrixBufferAOffset :UInt32 = 0x3A4000;
 const moderateMatrixBufferBOffset :UInt32 = 0x615000;
 const moderateMatrixBufferSize :UInt32 = 2560000;
-const moderateArenaHeapOffset :UInt32 = 0x890000;
+const moderateGeneBufferOffset :UInt32 = 0x886000;
+const moderateGeneBufferSize :UInt32 = 940000;
+const moderateArenaHeapOffset :UInt32 = 0x970000;
 
 const heavySabSize :UInt64 = 134217728;
 const heavyRecommendedBirds :UInt32 = 5000;
@@ -240,7 +246,9 @@ const heavyBirdBufferSize :UInt32 = 3540000;
 const heavyMatrixBufferAOffset :UInt32 = 0x824000;
 const heavyMatrixBufferBOffset :UInt32 = 0xF77000;
 const heavyMatrixBufferSize :UInt32 = 7680000;
-const heavyArenaHeapOffset :UInt32 = 0x16D0000;
+const heavyGeneBufferOffset :UInt32 = 0x16CA000;
+const heavyGeneBufferSize :UInt32 = 2820000;
+const heavyArenaHeapOffset :UInt32 = 0x1980000;
 
 const dedicatedSabSize :UInt64 = 268435456;
 const dedicatedRecommendedBirds :UInt32 = 15000;
@@ -251,7 +259,9 @@ const dedicatedBirdBufferSize :UInt32 = 23600000;
 const dedicatedMatrixBufferAOffset :UInt32 = 0x2E66000;
 const dedicatedMatrixBufferBOffset :UInt32 = 0x5F3A000;
 const dedicatedMatrixBufferSize :UInt32 = 51200000;
-const dedicatedArenaHeapOffset :UInt32 = 0x9010000;
+const dedicatedGeneBufferOffset :UInt32 = 0x900E000;
+const dedicatedGeneBufferSize :UInt32 = 18800000;
+const dedicatedArenaHeapOffset :UInt32 = 0xA200000;
 
 # ---------------------------------------------------------------------------------------------
 # Epoch indices (reference 1.3 numbering, kept for wire compatibility). Counters are bumped with
@@ -399,7 +409,12 @@ const guardSupervisorTableMode :UInt32 = .guardModeSingleWriter;
 const guardSupervisorTableWriters :UInt32 = 1;  # kernel
 const guardSupervisorTableEpoch :UInt32 = .epochSupervisorTable;
 
-const guardCount :UInt32 = 13;
+const guardGeneBuffer :UInt32 = 13;
+const guardGeneBufferMode :UInt32 = .guardModeSingleWriter;
+const guardGeneBufferWriters :UInt32 = 1;  # kernel (the boids supervisor)
+const guardGeneBufferEpoch :UInt32 = .epochEvolution;
+
+const guardCount :UInt32 = 14;
 
 # ---------------------------------------------------------------------------------------------
 # Record magics and flag bits

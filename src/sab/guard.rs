@@ -77,6 +77,7 @@ pub enum GuardRegion {
     PatternExchange,
     JobHistory,
     SupervisorTable,
+    GeneBuffer,
 }
 
 /// What the schema says about one guarded region.
@@ -118,6 +119,7 @@ impl GuardRegion {
         GuardRegion::PatternExchange,
         GuardRegion::JobHistory,
         GuardRegion::SupervisorTable,
+        GuardRegion::GeneBuffer,
     ];
 
     pub const fn policy(self) -> GuardPolicy {
@@ -213,6 +215,13 @@ impl GuardRegion {
                 g::GUARD_SUPERVISOR_TABLE_MODE,
                 g::GUARD_SUPERVISOR_TABLE_WRITERS,
                 g::GUARD_SUPERVISOR_TABLE_EPOCH,
+            ),
+            R::GeneBuffer => policy(
+                self,
+                g::GUARD_GENE_BUFFER,
+                g::GUARD_GENE_BUFFER_MODE,
+                g::GUARD_GENE_BUFFER_WRITERS,
+                g::GUARD_GENE_BUFFER_EPOCH,
             ),
         }
     }

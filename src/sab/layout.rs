@@ -169,11 +169,13 @@ pub struct TierSpec {
     pub max_birds: u32,
     pub bird_buffers: [Region; 2],
     pub matrix_buffers: [Region; 2],
+    /// One 188-byte gene record per bird, written by the boids supervisor each generation.
+    pub gene_buffer: Region,
     pub arena_heap_offset: usize,
 }
 
 macro_rules! tier_spec {
-    ($tier:expr, $size:expr, $rec:expr, $max:expr, $ba:expr, $bb:expr, $bs:expr, $ma:expr, $mb:expr, $ms:expr, $heap:expr) => {
+    ($tier:expr, $size:expr, $rec:expr, $max:expr, $ba:expr, $bb:expr, $bs:expr, $ma:expr, $mb:expr, $ms:expr, $go:expr, $gs:expr, $heap:expr) => {
         TierSpec {
             tier: $tier,
             sab_size: $size as usize,
@@ -187,6 +189,7 @@ macro_rules! tier_spec {
                 Region::new("matrix_buffer_a", $ma, $ms),
                 Region::new("matrix_buffer_b", $mb, $ms),
             ],
+            gene_buffer: Region::new("gene_buffer", $go, $gs),
             arena_heap_offset: $heap as usize,
         }
     };
@@ -204,6 +207,8 @@ const TIERS: [TierSpec; 4] = [
         g::LIGHT_MATRIX_BUFFER_A_OFFSET,
         g::LIGHT_MATRIX_BUFFER_B_OFFSET,
         g::LIGHT_MATRIX_BUFFER_SIZE,
+        g::LIGHT_GENE_BUFFER_OFFSET,
+        g::LIGHT_GENE_BUFFER_SIZE,
         g::LIGHT_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -217,6 +222,8 @@ const TIERS: [TierSpec; 4] = [
         g::MODERATE_MATRIX_BUFFER_A_OFFSET,
         g::MODERATE_MATRIX_BUFFER_B_OFFSET,
         g::MODERATE_MATRIX_BUFFER_SIZE,
+        g::MODERATE_GENE_BUFFER_OFFSET,
+        g::MODERATE_GENE_BUFFER_SIZE,
         g::MODERATE_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -230,6 +237,8 @@ const TIERS: [TierSpec; 4] = [
         g::HEAVY_MATRIX_BUFFER_A_OFFSET,
         g::HEAVY_MATRIX_BUFFER_B_OFFSET,
         g::HEAVY_MATRIX_BUFFER_SIZE,
+        g::HEAVY_GENE_BUFFER_OFFSET,
+        g::HEAVY_GENE_BUFFER_SIZE,
         g::HEAVY_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -243,6 +252,8 @@ const TIERS: [TierSpec; 4] = [
         g::DEDICATED_MATRIX_BUFFER_A_OFFSET,
         g::DEDICATED_MATRIX_BUFFER_B_OFFSET,
         g::DEDICATED_MATRIX_BUFFER_SIZE,
+        g::DEDICATED_GENE_BUFFER_OFFSET,
+        g::DEDICATED_GENE_BUFFER_SIZE,
         g::DEDICATED_ARENA_HEAP_OFFSET
     ),
 ];
@@ -398,6 +409,7 @@ impl SabLayout {
                 spec.bird_buffers[1],
                 spec.matrix_buffers[0],
                 spec.matrix_buffers[1],
+                spec.gene_buffer,
                 self.arena_heap(),
             ]
             .map(under(arena)),
