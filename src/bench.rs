@@ -7,6 +7,8 @@
 //!   channel round trip.
 //! - Ring throughput with 64-byte frames between two threads, next to crossbeam's `ArrayQueue`.
 //! - Registry lookup and registration, and an arena alloc/free pair.
+//! - Flock scaling: physics plus matrices per tick at 1k, 10k and 100k birds, each next to a naive
+//!   O(n²) step over 2 000 birds measured in the same run.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::sab::generated as g;
-use crate::sab::{Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
+use crate::units::matrices::write_part_major;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -60,6 +64,72 @@ pub struct BenchReport {
     pub registry_lookup_ns: f64,
     pub registry_register_us: f64,
     pub arena_alloc_free_ns: f64,
+    pub flock: Vec<FlockTiming>,
+    /// Median ms of one naive O(n²) physics step over 2 000 birds.
+    pub naive_2000_ms: f64,
+}
+
+/// Physics + matrices per tick for one flock size.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FlockTiming {
+    pub birds: usize,
+    pub threads: usize,
+    pub ticks: usize,
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    /// median_ms / naive_2000_ms.
+    pub vs_naive_2000: f64,
+}
+
+fn median_and_p99(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Median and p99 ms of physics plus matrices per tick, after a short warm-up.
+fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
+    let mut flock = Flock::new(birds, FlockParams::default());
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        flock.step(1.0 / 64.0);
+    }
+    let ms = (0..ticks)
+        .map(|_| {
+            let start = Instant::now();
+            flock.step(1.0 / 64.0);
+            write_part_major(&flock.birds, &mut parts);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (median, p99) = median_and_p99(ms);
+    (median, p99, flock.params.threads)
+}
+
+/// A naive step: every bird looks at every other bird (no grid), then the same per-bird update.
+fn naive_step_ms(birds: usize, ticks: usize) -> f64 {
+    let mut flock = initial_population(birds);
+    let world = World::new(birds, None);
+    let mut intensity = vec![0.0; birds];
+    let ms = (1..=ticks)
+        .map(|k| {
+            let start = Instant::now();
+            let clock = StepClock {
+                t: k as f32 / 64.0,
+                dt: 1.0 / 64.0,
+                step: k as u32 - 1,
+            };
+            let next: Vec<BirdRecord> = (0..birds)
+                .map(|i| {
+                    let f = forces(i, &flock, 0..birds, &world);
+                    step_bird(i, &flock[i], &f, &mut intensity[i], clock, false)
+                })
+                .collect();
+            flock = next;
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median_and_p99(ms).0
 }
 
 /// Mean nanoseconds per call of `op` over `n` calls.
@@ -338,7 +408,24 @@ pub fn measure(quick: bool) -> BenchReport {
     let ring_64b = ring_throughput(frames);
     let array_queue_64b = array_queue_throughput(frames);
     let (registry_lookup_ns, registry_register_us) = registry_costs(quick);
+    let naive_2000_ms = naive_step_ms(2000, if quick { 5 } else { 20 });
+    let flock = [(1_000, 200), (10_000, 60), (100_000, 10)]
+        .into_iter()
+        .map(|(birds, ticks)| {
+            let (median_ms, p99_ms, threads) = flock_tick_ms(birds, if quick { ticks / 5 } else { ticks });
+            FlockTiming {
+                birds,
+                threads,
+                ticks,
+                median_ms,
+                p99_ms,
+                vs_naive_2000: median_ms / naive_2000_ms,
+            }
+        })
+        .collect();
     BenchReport {
+        flock,
+        naive_2000_ms,
         registry_lookup_ns,
         registry_register_us,
         arena_alloc_free_ns: arena_cost(quick),
@@ -400,5 +487,15 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
         "registry re-registration", r.registry_register_us
     );
     println!("  {:<40} {:>8.1} ns", "arena alloc + free", r.arena_alloc_free_ns);
+    println!(
+        "flock, physics + matrices per tick (naive O(n²) step over 2000 birds: {:.2} ms)",
+        r.naive_2000_ms
+    );
+    for f in &r.flock {
+        println!(
+            "  {:>7} birds, {} threads   median {:>8.2} ms   p99 {:>8.2} ms   {:.3}x the naive 2000-bird step",
+            f.birds, f.threads, f.median_ms, f.p99_ms, f.vs_naive_2000
+        );
+    }
     Ok(())
 }

@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// bird count.
     #[arg(long, value_parser = parse_scale)]
     pub world_scale: Option<f32>,
+    /// Seed of the evolution's random numbers (the same seed, birds and ticks give the same run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Bird epochs between two GA generations (0 turns evolution off).
+    #[arg(long, default_value_t = crate::EVOLVE_EVERY)]
+    pub evolve_every: u32,
     /// Number of fixed ticks of a headless run.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: u64,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::sab::{BirdRecord, EpochIndex, Sab, SabLayout, StreamId, Tier};
+use crate::supervisors::evolution::{Evolution, GenerationStats};
 use crate::timing::{StageSummary, StageTimes};
 use crate::units::boids::{Flock, FlockParams};
 use crate::{CorePlugins, FlockPlugins};
@@ -19,8 +20,8 @@ use crate::{CorePlugins, FlockPlugins};
 pub struct HeadlessConfig {
     pub layout: SabLayout,
     pub pulse_hz: f64,
-    /// The flock, if any: bird count and parameters.
-    pub flock: Option<(usize, FlockParams)>,
+    /// The flock, if any: bird count, parameters, the evolution's seed and cadence (0 = off).
+    pub flock: Option<(usize, FlockParams, u64, u32)>,
 }
 
 /// A headless app, started: `MinimalPlugins`, the core plugins, the flock, and exactly one fixed
@@ -33,8 +34,13 @@ pub fn build_app(config: HeadlessConfig) -> App {
             pulse_hz: config.pulse_hz,
         })
         .insert_resource(TimeUpdateStrategy::FixedTimesteps(1));
-    if let Some((birds, params)) = config.flock {
-        app.add_plugins(FlockPlugins { birds, params });
+    if let Some((birds, params, seed, evolve_every)) = config.flock {
+        app.add_plugins(FlockPlugins {
+            birds,
+            params,
+            seed,
+            evolve_every,
+        });
     }
     app.finish();
     app.cleanup();
@@ -68,6 +74,9 @@ pub struct HeadlessReport {
     pub best_fitness: f32,
     /// BLAKE3 of the bird stream's published records (count x 236 bytes).
     pub bird_stream_blake3: String,
+    pub seed: u64,
+    /// One entry per GA generation.
+    pub generations: Vec<GenerationStats>,
     /// Named epochs with a non-zero value.
     pub epochs: Vec<EpochValue>,
     pub snapshot: Option<SnapshotInfo>,
@@ -124,13 +133,14 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let mut app = build_app(HeadlessConfig {
         layout,
         pulse_hz: args.hz,
-        flock: Some((birds, params)),
+        flock: Some((birds, params, args.seed, args.evolve_every)),
     });
     let wall = run_ticks(&mut app, args.ticks);
     let sab = app.world().resource::<Sab>().clone();
     let flock = app.world().resource::<Flock>();
     let (mean_fitness, best_fitness) = (flock.mean_fitness(), flock.best_fitness());
     let stages = app.world().resource::<StageTimes>().summaries();
+    let generations = app.world().resource::<Evolution>().history.clone();
 
     let snapshot = match &args.snapshot {
         Some(path) => {
@@ -158,6 +168,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         mean_fitness,
         best_fitness,
         bird_stream_blake3: bird_stream_hash(&sab),
+        seed: args.seed,
+        generations,
         epochs: nonzero_epochs(&sab),
         snapshot,
     };
@@ -197,6 +209,15 @@ fn print_report(r: &HeadlessReport) {
         );
     }
     println!("fitness: mean {:.4}, best {:.4}", r.mean_fitness, r.best_fitness);
+    if !r.generations.is_empty() {
+        let means: Vec<String> = r.generations.iter().map(|g| format!("{:.3}", g.mean_fitness)).collect();
+        println!(
+            "evolution (seed {}): {} generations, mean fitness {}",
+            r.seed,
+            r.generations.len(),
+            means.join(" ")
+        );
+    }
     println!("bird stream blake3: {}", r.bird_stream_blake3);
     println!("epochs:");
     for e in &r.epochs {

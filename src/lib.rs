@@ -18,11 +18,13 @@ pub mod timing;
 pub mod units;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder};
+use bevy::prelude::{App, FixedUpdate, IntoScheduleConfigs, Plugin};
 
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
-use crate::units::boids::{BoidsPlugin, FlockParams};
+use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
+use crate::units::boids::{BoidsPlugin, FlockParams, FlockSystems};
 use crate::units::matrices::MatricesPlugin;
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
@@ -42,11 +44,17 @@ impl PluginGroup for CorePlugins {
     }
 }
 
-/// The flock: the boids unit and the matrix unit, stepping on the pulse.
+/// The flock: the boids unit and the matrix unit stepping on the pulse, and the boids
+/// supervisor's evolution every `evolve_every` bird epochs.
 pub struct FlockPlugins {
     pub birds: usize,
     pub params: FlockParams,
+    pub seed: u64,
+    pub evolve_every: u32,
 }
+
+/// The reference's generation cadence: every 180 bird epochs (about 3 s).
+pub const EVOLVE_EVERY: u32 = 180;
 
 impl PluginGroup for FlockPlugins {
     fn build(self) -> PluginGroupBuilder {
@@ -56,5 +64,20 @@ impl PluginGroup for FlockPlugins {
                 params: self.params,
             })
             .add(MatricesPlugin)
+            .add(EvolutionPlugin {
+                seed: self.seed,
+                every: self.evolve_every,
+            })
+            .add(FlockOrderPlugin)
+    }
+}
+
+/// Stage order of one tick: pulse, physics, matrices, then evolution (which reads this tick's
+/// birds; its genes reach the physics of the next tick).
+struct FlockOrderPlugin;
+
+impl Plugin for FlockOrderPlugin {
+    fn build(&self, app: &mut App) {
+        app.configure_sets(FixedUpdate, EvolutionSystems.after(FlockSystems::Matrices));
     }
 }

@@ -43,7 +43,12 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         layout,
         pulse_hz: args.hz,
     })
-    .add_plugins(FlockPlugins { birds, params })
+    .add_plugins(FlockPlugins {
+        birds,
+        params,
+        seed: args.seed,
+        evolve_every: args.evolve_every,
+    })
     .add_plugins(VisualPlugins);
     // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
     let sab = app.world().resource::<Sab>().clone();

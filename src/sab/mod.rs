@@ -11,6 +11,7 @@
 //! - `registry`: the module registry with its lock and arena tables;
 //! - `supervisors`: the supervisor epoch allocation table and 128-byte headers;
 //! - `patterns`: the pattern exchange and the job history;
+//! - `genes`: the gene buffer through which evolution reaches the flock;
 //! - `snapshot`: the whole SAB to and from a file.
 //!
 //! This module uses nothing else of the project. Its only `unsafe` code is in `memory` (the atomic
@@ -18,6 +19,7 @@
 
 pub mod arena;
 pub mod epochs;
+pub mod genes;
 #[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
 #[rustfmt::skip]
 #[path = "generated/sab_layout_capnp.rs"]
@@ -195,6 +197,10 @@ impl Sab {
 
     pub fn job_history(&self) -> JobHistory<'_> {
         JobHistory::new(self)
+    }
+
+    pub fn genes(&self) -> genes::GeneBuffer<'_> {
+        genes::GeneBuffer::new(self)
     }
 
     pub fn header(&self) -> SabHeader {

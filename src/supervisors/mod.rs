@@ -4,6 +4,8 @@
 //! the registry epoch moves, so a unit that registers after startup (from any thread or process
 //! sharing the SAB) is discovered on the next frame, and nothing is re-read otherwise.
 
+pub mod evolution;
+
 use bevy::prelude::*;
 
 use crate::sab::registry::ModuleRecord;

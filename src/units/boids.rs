@@ -18,6 +18,7 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::pulse::PulseSystems;
+use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
@@ -105,6 +106,10 @@ pub struct Grid {
     fill: Vec<u32>,
     items: Vec<u32>,
     cell_of_bird: Vec<u32>,
+    /// Positions and velocities in cell order (`items` order): neighbour loops read contiguous
+    /// memory instead of scattered 236-byte records.
+    positions: Vec<Vec3>,
+    velocities: Vec<Vec3>,
 }
 
 impl Grid {
@@ -130,31 +135,88 @@ impl Grid {
             self.items[self.fill[c as usize] as usize] = i as u32;
             self.fill[c as usize] += 1;
         }
+        self.positions.clear();
+        self.velocities.clear();
+        for &j in &self.items {
+            let b = &birds[j as usize];
+            self.positions.push(Vec3::from(b.position));
+            self.velocities.push(Vec3::from(b.velocity));
+        }
     }
 
-    /// Calls `f(j)` for every bird in the 27 cells around `cell`, in a fixed order.
-    fn for_each_near(&self, world: &World, cell: usize, mut f: impl FnMut(usize)) {
-        let [cx, cy, cz] = world.cell_coords(cell);
+    /// The birds in the 27 cells around `cell`.
+    fn near<'a>(&'a self, world: &'a World, cell: usize) -> GridNear<'a> {
+        GridNear {
+            grid: self,
+            world,
+            cell,
+        }
+    }
+}
+
+/// Candidate neighbours, visited as (index, position, velocity) in a fixed order.
+pub trait Candidates {
+    fn visit(self, f: impl FnMut(usize, Vec3, Vec3));
+}
+
+/// The birds in the 27 cells around a cell (cell order, then index order within a cell), with
+/// positions and velocities as of the grid's build.
+pub struct GridNear<'a> {
+    grid: &'a Grid,
+    world: &'a World,
+    cell: usize,
+}
+
+impl Candidates for GridNear<'_> {
+    fn visit(self, mut f: impl FnMut(usize, Vec3, Vec3)) {
+        let (grid, dims) = (self.grid, self.world.dims);
+        let [cx, cy, cz] = self.world.cell_coords(self.cell);
         let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
-        for x in range(cx, world.dims[0]) {
-            for y in range(cy, world.dims[1]) {
-                for z in range(cz, world.dims[2]) {
-                    let c = (x * world.dims[1] + y) * world.dims[2] + z;
-                    for &j in &self.items[self.starts[c] as usize..self.starts[c + 1] as usize] {
-                        f(j as usize);
-                    }
+        for x in range(cx, dims[0]) {
+            for y in range(cy, dims[1]) {
+                let row = (x * dims[1] + y) * dims[2];
+                let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(dims[2] - 1));
+                // Cells z0..=z1 of one row are contiguous in the sorted arrays.
+                let (a, b) = (grid.starts[row + z0] as usize, grid.starts[row + z1 + 1] as usize);
+                for k in a..b {
+                    f(grid.items[k] as usize, grid.positions[k], grid.velocities[k]);
                 }
             }
         }
     }
 }
 
-/// The golden-angle initial population with deterministic genes (reference §4.9).
+/// The current records of `flock` at the given indices.
+pub struct RecordCandidates<'a, I> {
+    pub flock: &'a [BirdRecord],
+    pub indices: I,
+}
+
+impl<I: Iterator<Item = usize>> Candidates for RecordCandidates<'_, I> {
+    fn visit(self, mut f: impl FnMut(usize, Vec3, Vec3)) {
+        for j in self.indices {
+            let b = &self.flock[j];
+            f(j, Vec3::from(b.position), Vec3::from(b.velocity));
+        }
+    }
+}
+
+/// The golden-angle initial population with deterministic genes (reference §4.9), in the world of
+/// the original's 1000 birds.
 pub fn initial_population(count: usize) -> Vec<BirdRecord> {
+    initial_population_in(count, &World::new(BASE_BIRDS as usize, None))
+}
+
+/// The initial population for `world`. The spiral (r = 1.5·√i) is stretched by the world's scale
+/// over √(count / 1000), so that it covers the same share of the world as the original's 1000 birds
+/// did of theirs (with 100 000 birds the unscaled spiral would reach 2.7 times past the bounds and
+/// pile birds into the edge cells). For 1000 birds in the original world the factor is 1.
+pub fn initial_population_in(count: usize, world: &World) -> Vec<BirdRecord> {
+    let stretch = (world.bounds.x / BASE_BOUNDS.x) / (count.max(1) as f32 / BASE_BIRDS).sqrt().max(1.0);
     (0..count)
         .map(|i| {
             let fi = i as f32;
-            let (r, theta) = (1.5 * fi.sqrt(), 2.39996 * fi);
+            let (r, theta) = (1.5 * fi.sqrt() * stretch.min(1.0), 2.39996 * fi);
             let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
             b.position = [r * theta.cos(), 3.0 * (0.1 * fi).sin(), r * theta.sin()];
             b.velocity = [0.1, 0.0, 0.1];
@@ -208,25 +270,36 @@ fn speed_score(speed: f32) -> f32 {
     }
 }
 
-/// The flocking forces on bird `i` from `flock` (reference §4.3).
-pub fn forces(i: usize, flock: &[BirdRecord], near: impl Fn(&mut dyn FnMut(usize)), world: &World) -> BirdForces {
-    let me = &flock[i];
-    let p = Vec3::from(me.position);
-    let v = Vec3::from(me.velocity);
+/// The flocking forces on bird `i` from the current records of `flock` (reference §4.3);
+/// `candidates` is any superset of the birds within the perception radius, in a fixed order.
+pub fn forces(i: usize, flock: &[BirdRecord], candidates: impl Iterator<Item = usize>, world: &World) -> BirdForces {
+    forces_from(
+        i,
+        Vec3::from(flock[i].position),
+        Vec3::from(flock[i].velocity),
+        RecordCandidates {
+            flock,
+            indices: candidates,
+        },
+        world,
+    )
+}
+
+/// The forces on bird `i` at `p` with velocity `v`, from candidates (index, position, velocity).
+pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, world: &World) -> BirdForces {
     let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3::ZERO, Vec3::ZERO, Vec3::ZERO, 0u32);
-    near(&mut |j| {
+    candidates.visit(|j, other_p, other_v| {
         if j == i {
             return;
         }
-        let other = &flock[j];
-        let diff = p - Vec3::from(other.position);
+        let diff = p - other_p;
         let d2 = diff.length_squared();
         if d2 >= PERCEPTION_RADIUS * PERCEPTION_RADIUS {
             return;
         }
         n += 1;
-        vel_sum += Vec3::from(other.velocity);
-        pos_sum += Vec3::from(other.position);
+        vel_sum += other_v;
+        pos_sum += other_p;
         let d2 = d2.max(0.01);
         let d = d2.sqrt();
         if d < SEPARATION_DISTANCE {
@@ -389,19 +462,25 @@ pub struct Flock {
     /// Private trick intensities (reference §4.5: not in the SAB).
     pub intensity: Vec<f32>,
     grid: Grid,
+    /// Faithful mode's candidate list, reused.
+    candidates: Vec<usize>,
+    genes: Vec<GeneRecord>,
     pub t: f32,
     pub steps: u32,
 }
 
 impl Flock {
     pub fn new(count: usize, params: FlockParams) -> Self {
+        let world = World::new(count, params.world_scale);
         Self {
-            world: World::new(count, params.world_scale),
+            world,
             params,
-            birds: initial_population(count),
+            birds: initial_population_in(count, &world),
             next: Vec::with_capacity(count),
             intensity: vec![0.0; count],
             grid: Grid::default(),
+            candidates: Vec::new(),
+            genes: Vec::new(),
             t: 0.0,
             steps: 0,
         }
@@ -420,9 +499,13 @@ impl Flock {
         let (world, grid) = (&self.world, &self.grid);
         if self.params.faithful {
             // In place, in index order: later birds see earlier birds' new state.
+            let candidates = &mut self.candidates;
             for i in 0..self.birds.len() {
-                let cell = grid.cell_of_bird[i] as usize;
-                let f = forces(i, &self.birds, |visit| grid.for_each_near(world, cell, visit), world);
+                // The grid's candidates, but their current records (already moved if j < i).
+                candidates.clear();
+                grid.near(world, grid.cell_of_bird[i] as usize)
+                    .visit(|j, _, _| candidates.push(j));
+                let f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
                 self.birds[i] = step_bird(i, &me, &f, &mut self.intensity[i], clock, true);
             }
@@ -437,8 +520,15 @@ impl Flock {
             for (k, (slot, ease)) in out.iter_mut().zip(intensity.iter_mut()).enumerate() {
                 let i = start + k;
                 let cell = grid.cell_of_bird[i] as usize;
-                let f = forces(i, birds, |visit| grid.for_each_near(world, cell, visit), world);
-                *slot = step_bird(i, &birds[i], &f, ease, clock, false);
+                let me = &birds[i];
+                let f = forces_from(
+                    i,
+                    Vec3::from(me.position),
+                    Vec3::from(me.velocity),
+                    grid.near(world, cell),
+                    world,
+                );
+                *slot = step_bird(i, me, &f, ease, clock, false);
             }
         };
         if threads == 1 || birds.len() < 256 {
@@ -457,6 +547,21 @@ impl Flock {
             });
         }
         std::mem::swap(&mut self.birds, &mut self.next);
+    }
+
+    /// Takes the genes of the latest generation from the gene buffer (record k for bird k); the
+    /// children start with fitness 0.
+    pub fn merge_genes(&mut self, sab: &Sab) -> Result<(), GeneError> {
+        let count = self.birds.len();
+        self.genes.resize(count, bytemuck::Zeroable::zeroed());
+        sab.genes().read_into(&mut self.genes)?;
+        for record in &self.genes {
+            if let Some(bird) = self.birds.get_mut(record.bird_id as usize) {
+                bird.genes = record.genes;
+                bird.fitness = record.fitness as f32;
+            }
+        }
+        Ok(())
     }
 
     pub fn mean_fitness(&self) -> f32 {
@@ -557,13 +662,22 @@ impl Plugin for BoidsPlugin {
 }
 
 fn step_flock(
+    sab: Res<Sab>,
     time: Res<Time>,
     mut flock: ResMut<Flock>,
     mut writer: ResMut<BirdWriter>,
     mut times: ResMut<StageTimes>,
+    mut evolution_seen: Local<u32>,
 ) {
     let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
     let start = Instant::now();
+    let evolution = sab.epochs().load(EpochIndex::EVOLUTION);
+    if evolution != *evolution_seen {
+        *evolution_seen = evolution;
+        if let Err(e) = flock.merge_genes(&sab) {
+            error!("the boids unit could not read the new generation: {e}");
+        }
+    }
     flock.step(time.delta_secs());
     if let Err(e) = writer.0.publish(&flock.birds) {
         error!("the bird stream refused a publish: {e}");

@@ -80,7 +80,10 @@ fn stream_buffers_hold_the_tiers_maximum_bird_count() {
             );
         }
         assert!(spec.recommended_birds <= spec.max_birds);
-        assert_eq!(spec.gene_buffer.size, spec.max_birds as usize * g::GENE_RECORD_SIZE as usize);
+        assert_eq!(
+            spec.gene_buffer.size,
+            spec.max_birds as usize * g::GENE_RECORD_SIZE as usize
+        );
         assert!(spec.gene_buffer.offset >= spec.matrix_buffers[1].end());
         assert_eq!(spec.arena_heap_offset % g::LARGE_ALIGNMENT as usize, 0);
         assert!(spec.arena_heap_offset >= spec.gene_buffer.end());
