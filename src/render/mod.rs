@@ -1,8 +1,9 @@
 //! The visual simulator (feature `render`): a window onto the live SAB.
 //!
-//! So far it shows the SAB itself: a grid floor, and a panel with the tier, the region map and
-//! every named epoch with its live rate, read straight from the SAB every frame. The flock
-//! renderer and the egui inspector build on this.
+//! It shows the SAB itself: a grid floor, a panel with the tier, the region map and every named
+//! epoch with its live rate, read straight from the SAB every frame, and the flock, drawn as line
+//! gizmos (body, wings, tail) from the matrix stream, copied only when the matrix epoch moves. The
+//! instanced WGSL renderer and the egui inspector replace and extend this view.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::window::WindowResolution;
 
 use crate::cli::RunArgs;
-use crate::sab::{EpochIndex, Sab};
+use crate::sab::{EpochIndex, MatrixPart, Sab, StreamId, epoch_changed};
 use crate::{CorePlugins, FlockPlugins};
 
 /// The window, camera and SAB panel.
@@ -22,7 +23,17 @@ impl Plugin for VisualPlugins {
     fn build(&self, app: &mut App) {
         app.insert_resource(ClearColor(Color::srgb(0.02, 0.03, 0.06)))
             .add_systems(Startup, setup)
-            .add_systems(Update, (draw_floor, update_panel));
+            .init_resource::<MatrixView>()
+            .add_systems(
+                Update,
+                (
+                    copy_matrices.run_if(epoch_changed(EpochIndex::MATRIX)),
+                    draw_flock,
+                    draw_floor,
+                    update_panel,
+                )
+                    .chain(),
+            );
     }
 }
 
@@ -98,6 +109,48 @@ fn setup(mut commands: Commands) {
             ..default()
         },
     ));
+}
+
+/// The latest matrix stream, copied into a reused buffer.
+#[derive(Resource, Default)]
+struct MatrixView {
+    parts: Vec<MatrixPart>,
+    count: usize,
+}
+
+fn copy_matrices(sab: Res<Sab>, mut view: ResMut<MatrixView>) {
+    let stream = sab.stream(StreamId::Matrices);
+    let capacity = 8 * stream.capacity();
+    if view.parts.len() != capacity {
+        view.parts = vec![MatrixPart { cols: [0.0; 16] }; capacity];
+    }
+    match stream.read_into(&mut view.parts) {
+        Ok(read) => view.count = read.count,
+        Err(e) => warn!("could not read the matrix stream: {e}"),
+    }
+}
+
+/// Each bird as lines: body axis, both two-segment wings, and the tail, from its part matrices.
+fn draw_flock(view: Res<MatrixView>, mut gizmos: Gizmos) {
+    let n = view.count;
+    let at = |part: usize, i: usize, local: Vec3| {
+        Mat4::from_cols_array(&view.parts[part * n + i].cols).transform_point3(local)
+    };
+    let body = Color::srgb(0.55, 0.85, 1.0);
+    let wing = Color::srgb(0.35, 0.65, 1.0);
+    for i in 0..n {
+        let (head, tail) = (at(1, i, Vec3::ZERO), at(7, i, Vec3::ZERO));
+        gizmos.line(tail, head, body);
+        gizmos.line(
+            at(1, i, Vec3::ZERO),
+            at(2, i, Vec3::Y * 0.08),
+            Color::srgb(1.0, 0.75, 0.3),
+        );
+        for (root, tip) in [(3, 4), (5, 6)] {
+            gizmos.line(at(0, i, Vec3::ZERO), at(root, i, Vec3::ZERO), wing);
+            gizmos.line(at(root, i, Vec3::ZERO), at(tip, i, Vec3::ZERO), wing);
+        }
+    }
 }
 
 fn draw_floor(mut gizmos: Gizmos) {
