@@ -8,7 +8,9 @@
 //!   birds see earlier birds' new state) and bank about the world Z axis
 //!   (q = Rz(bank) · Ry(heading) · Rx(pitch)).
 //! - The world grows with the bird count so that the density stays that of the original's 1000
-//!   birds in 80 × 60 × 80 (cell size and perception radius 10), unless a world scale is fixed.
+//!   birds in 80 × 60 × 80 (cell size and perception radius 10), unless a world scale is fixed:
+//!   horizontally by √(birds / 1000), which also keeps the golden-angle start disk in the same
+//!   proportion to the world.
 //! - Neighbour search uses a counting-sort uniform grid whose buffers are reused: a steady-state
 //!   step allocates nothing. Jacobi steps split the flock into contiguous chunks across threads.
 
@@ -68,11 +70,25 @@ pub struct World {
 }
 
 impl World {
+    /// With `scale` fixed, every axis is scaled by it. Otherwise the horizontal axes grow with
+    /// √(birds / 1000) and the height stays: the volume then grows with the bird count (constant
+    /// density), and the golden-angle start disk, whose radius grows with √i, covers the same share
+    /// of the world as the original's 1000 birds did.
     pub fn new(birds: usize, scale: Option<f32>) -> Self {
-        let s = scale.unwrap_or_else(|| (birds.max(1) as f32 / BASE_BIRDS).cbrt().max(1.0));
-        let dims = BASE_CELLS.map(|c| (c * s).ceil().max(1.0) as usize);
+        let scales = match scale {
+            Some(s) => Vec3::splat(s),
+            None => {
+                let h = (birds.max(1) as f32 / BASE_BIRDS).sqrt().max(1.0);
+                Vec3::new(h, 1.0, h)
+            }
+        };
+        let dims = [
+            (BASE_CELLS[0] * scales.x).ceil().max(1.0) as usize,
+            (BASE_CELLS[1] * scales.y).ceil().max(1.0) as usize,
+            (BASE_CELLS[2] * scales.z).ceil().max(1.0) as usize,
+        ];
         Self {
-            bounds: BASE_BOUNDS * s,
+            bounds: BASE_BOUNDS * scales,
             dims,
             half: Vec3::new(dims[0] as f32, dims[1] as f32, dims[2] as f32) * (CELL_SIZE / 2.0),
         }
@@ -201,22 +217,12 @@ impl<I: Iterator<Item = usize>> Candidates for RecordCandidates<'_, I> {
     }
 }
 
-/// The golden-angle initial population with deterministic genes (reference §4.9), in the world of
-/// the original's 1000 birds.
+/// The golden-angle initial population with deterministic genes (reference §4.9).
 pub fn initial_population(count: usize) -> Vec<BirdRecord> {
-    initial_population_in(count, &World::new(BASE_BIRDS as usize, None))
-}
-
-/// The initial population for `world`. The spiral (r = 1.5·√i) is stretched by the world's scale
-/// over √(count / 1000), so that it covers the same share of the world as the original's 1000 birds
-/// did of theirs (with 100 000 birds the unscaled spiral would reach 2.7 times past the bounds and
-/// pile birds into the edge cells). For 1000 birds in the original world the factor is 1.
-pub fn initial_population_in(count: usize, world: &World) -> Vec<BirdRecord> {
-    let stretch = (world.bounds.x / BASE_BOUNDS.x) / (count.max(1) as f32 / BASE_BIRDS).sqrt().max(1.0);
     (0..count)
         .map(|i| {
             let fi = i as f32;
-            let (r, theta) = (1.5 * fi.sqrt() * stretch.min(1.0), 2.39996 * fi);
+            let (r, theta) = (1.5 * fi.sqrt(), 2.39996 * fi);
             let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
             b.position = [r * theta.cos(), 3.0 * (0.1 * fi).sin(), r * theta.sin()];
             b.velocity = [0.1, 0.0, 0.1];
@@ -471,11 +477,10 @@ pub struct Flock {
 
 impl Flock {
     pub fn new(count: usize, params: FlockParams) -> Self {
-        let world = World::new(count, params.world_scale);
         Self {
-            world,
+            world: World::new(count, params.world_scale),
             params,
-            birds: initial_population_in(count, &world),
+            birds: initial_population(count),
             next: Vec::with_capacity(count),
             intensity: vec![0.0; count],
             grid: Grid::default(),
