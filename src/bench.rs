@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::sab::generated as g;
 use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
-use crate::units::matrices::write_part_major;
+use crate::units::matrices::write_part_major_threads;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -98,7 +98,7 @@ fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
         .map(|_| {
             let start = Instant::now();
             flock.step(1.0 / 64.0);
-            write_part_major(&flock.birds, &mut parts);
+            write_part_major_threads(&flock.birds, &mut parts, flock.params.threads);
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();

@@ -14,7 +14,7 @@
 //! - Neighbour search uses a counting-sort uniform grid whose buffers are reused: a steady-state
 //!   step allocates nothing. Jacobi steps split the flock into contiguous chunks across threads.
 
-use bevy::math::{DQuat, EulerRot, Vec3};
+use bevy::math::{DQuat, EulerRot, Vec3, Vec3A};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use serde::Serialize;
@@ -124,8 +124,8 @@ pub struct Grid {
     cell_of_bird: Vec<u32>,
     /// Positions and velocities in cell order (`items` order): neighbour loops read contiguous
     /// memory instead of scattered 236-byte records.
-    positions: Vec<Vec3>,
-    velocities: Vec<Vec3>,
+    positions: Vec<Vec3A>,
+    velocities: Vec<Vec3A>,
 }
 
 impl Grid {
@@ -155,8 +155,8 @@ impl Grid {
         self.velocities.clear();
         for &j in &self.items {
             let b = &birds[j as usize];
-            self.positions.push(Vec3::from(b.position));
-            self.velocities.push(Vec3::from(b.velocity));
+            self.positions.push(Vec3A::from(b.position));
+            self.velocities.push(Vec3A::from(b.velocity));
         }
     }
 
@@ -170,9 +170,10 @@ impl Grid {
     }
 }
 
-/// Candidate neighbours, visited as (index, position, velocity) in a fixed order.
+/// Candidate neighbours, visited as (index, position, velocity) in a fixed order. (`Vec3A` keeps
+/// the inner loop in SIMD registers.)
 pub trait Candidates {
-    fn visit(self, f: impl FnMut(usize, Vec3, Vec3));
+    fn visit(self, f: impl FnMut(usize, Vec3A, Vec3A));
 }
 
 /// The birds in the 27 cells around a cell (cell order, then index order within a cell), with
@@ -184,7 +185,7 @@ pub struct GridNear<'a> {
 }
 
 impl Candidates for GridNear<'_> {
-    fn visit(self, mut f: impl FnMut(usize, Vec3, Vec3)) {
+    fn visit(self, mut f: impl FnMut(usize, Vec3A, Vec3A)) {
         let (grid, dims) = (self.grid, self.world.dims);
         let [cx, cy, cz] = self.world.cell_coords(self.cell);
         let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
@@ -209,10 +210,10 @@ pub struct RecordCandidates<'a, I> {
 }
 
 impl<I: Iterator<Item = usize>> Candidates for RecordCandidates<'_, I> {
-    fn visit(self, mut f: impl FnMut(usize, Vec3, Vec3)) {
+    fn visit(self, mut f: impl FnMut(usize, Vec3A, Vec3A)) {
         for j in self.indices {
             let b = &self.flock[j];
-            f(j, Vec3::from(b.position), Vec3::from(b.velocity));
+            f(j, Vec3A::from(b.position), Vec3A::from(b.velocity));
         }
     }
 }
@@ -293,12 +294,13 @@ pub fn forces(i: usize, flock: &[BirdRecord], candidates: impl Iterator<Item = u
 
 /// The forces on bird `i` at `p` with velocity `v`, from candidates (index, position, velocity).
 pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, world: &World) -> BirdForces {
-    let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3::ZERO, Vec3::ZERO, Vec3::ZERO, 0u32);
+    let (pa, va) = (Vec3A::from(p), Vec3A::from(v));
+    let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3A::ZERO, Vec3A::ZERO, Vec3A::ZERO, 0u32);
     candidates.visit(|j, other_p, other_v| {
         if j == i {
             return;
         }
-        let diff = p - other_p;
+        let diff = pa - other_p;
         let d2 = diff.length_squared();
         if d2 >= PERCEPTION_RADIUS * PERCEPTION_RADIUS {
             return;
@@ -314,7 +316,7 @@ pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, worl
     });
     let (alignment, cohesion) = if n > 0 {
         let inv = 1.0 / n as f32;
-        (vel_sum * inv - v, pos_sum * inv - p)
+        (Vec3::from(vel_sum * inv - va), Vec3::from(pos_sum * inv - pa))
     } else {
         (Vec3::ZERO, Vec3::ZERO)
     };
@@ -329,7 +331,7 @@ pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, worl
         }
     };
     BirdForces {
-        separation: sep,
+        separation: Vec3::from(sep),
         alignment,
         cohesion,
         boundary: Vec3::new(axis(p.x, b.x), axis(p.y, b.y), axis(p.z, b.z)),

@@ -2,8 +2,8 @@
 //! written part-major (part p of bird i at plane offset p · count + i) to the matrix stream.
 //!
 //! It runs on the bird epoch, after the boids stage of the same tick, so the matrices of tick N
-//! always come from the birds of tick N. Its buffers are reused: a steady-state run allocates
-//! nothing.
+//! always come from the birds of tick N. Its bird and matrix buffers are reused, and large flocks
+//! are split across the machine's cores.
 
 use std::f32::consts::FRAC_PI_2;
 
@@ -54,16 +54,45 @@ pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
     ]
 }
 
-/// Fills `out` with the part-major matrices of `birds` (resized to 8 × count).
-pub fn write_part_major(birds: &[BirdRecord], out: &mut Vec<MatrixPart>) {
+/// Fills `out` with the part-major matrices of `birds` (resized to 8 × count), splitting the birds
+/// across `threads` threads (each writes its range of every plane).
+pub fn write_part_major_threads(birds: &[BirdRecord], out: &mut Vec<MatrixPart>, threads: usize) {
     let count = birds.len();
     out.clear();
     out.resize(PARTS * count, MatrixPart { cols: [0.0; 16] });
-    for (i, b) in birds.iter().enumerate() {
-        for (p, m) in bird_parts(b).iter().enumerate() {
-            out[p * count + i].cols = m.to_cols_array();
+    let fill = |birds: &[BirdRecord], planes: &mut [&mut [MatrixPart]]| {
+        for (k, b) in birds.iter().enumerate() {
+            for (plane, m) in planes.iter_mut().zip(bird_parts(b)) {
+                plane[k].cols = m.to_cols_array();
+            }
+        }
+    };
+    let threads = threads.clamp(1, 64);
+    if threads == 1 || count < 1024 {
+        let mut planes: Vec<&mut [MatrixPart]> = out.chunks_mut(count.max(1)).collect();
+        fill(birds, &mut planes);
+        return;
+    }
+    let chunk = count.div_ceil(threads);
+    // Per thread, the same bird range of each of the 8 planes.
+    let mut per_thread: Vec<Vec<&mut [MatrixPart]>> = (0..threads).map(|_| Vec::with_capacity(PARTS)).collect();
+    for plane in out.chunks_mut(count) {
+        for (t, range) in plane.chunks_mut(chunk).enumerate() {
+            per_thread[t].push(range);
         }
     }
+    std::thread::scope(|scope| {
+        for (t, mut planes) in per_thread.into_iter().enumerate() {
+            let birds = &birds[(t * chunk).min(count)..((t + 1) * chunk).min(count)];
+            let fill = &fill;
+            scope.spawn(move || fill(birds, &mut planes));
+        }
+    });
+}
+
+/// `write_part_major_threads` on this thread only.
+pub fn write_part_major(birds: &[BirdRecord], out: &mut Vec<MatrixPart>) {
+    write_part_major_threads(birds, out, 1);
 }
 
 pub fn spec() -> ModuleSpec {
@@ -90,6 +119,7 @@ pub fn spec() -> ModuleSpec {
 #[derive(Resource)]
 pub struct MatrixUnit {
     writer: StreamWriter,
+    threads: usize,
     birds: Vec<BirdRecord>,
     parts: Vec<MatrixPart>,
 }
@@ -107,6 +137,7 @@ impl Plugin for MatricesPlugin {
         app.init_resource::<StageTimes>()
             .insert_resource(MatrixUnit {
                 writer,
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 birds: vec![bytemuck::Zeroable::zeroed(); capacity],
                 parts: Vec::with_capacity(PARTS * capacity),
             })
@@ -131,7 +162,7 @@ fn compute_matrices(sab: Res<Sab>, mut unit: ResMut<MatrixUnit>, mut times: ResM
             return;
         }
     };
-    write_part_major(&unit.birds[..read.count], &mut unit.parts);
+    write_part_major_threads(&unit.birds[..read.count], &mut unit.parts, unit.threads);
     if let Err(e) = unit.writer.publish(&unit.parts) {
         error!("the matrix stream refused a publish: {e}");
     }
