@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::sab::{SabLayout, Tier};
-use crate::units::boids::FlockParams;
+use crate::units::boids::{FlockParams, check_capacity};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,14 +114,8 @@ fn parse_hz(s: &str) -> Result<f64, String> {
 impl RunArgs {
     /// The flock these arguments ask for: bird count (checked against the tier) and parameters.
     pub fn flock(&self, layout: &SabLayout) -> Result<(usize, FlockParams), String> {
-        let spec = layout.spec();
-        let birds = self.birds.unwrap_or(spec.recommended_birds as usize);
-        if birds > spec.max_birds as usize {
-            return Err(format!(
-                "{birds} birds exceed the {} tier's maximum of {}; choose a larger --tier",
-                layout.tier, spec.max_birds
-            ));
-        }
+        let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);
+        check_capacity(layout, birds).map_err(|e| e.to_string())?;
         let mut params = FlockParams {
             faithful: self.faithful,
             world_scale: self.world_scale,

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::pulse::PulseSystems;
 use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
-use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
+use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
 
@@ -605,13 +605,13 @@ pub enum FlockError {
     TooManyBirds { birds: usize, tier: String, max: u32 },
 }
 
-/// Checks a bird count against the SAB's tier.
-pub fn check_capacity(sab: &Sab, birds: usize) -> Result<(), FlockError> {
-    let spec = sab.layout().spec();
+/// Checks a bird count against a layout's tier.
+pub fn check_capacity(layout: &SabLayout, birds: usize) -> Result<(), FlockError> {
+    let spec = layout.spec();
     if birds > spec.max_birds as usize {
         return Err(FlockError::TooManyBirds {
             birds,
-            tier: sab.layout().tier.to_string(),
+            tier: layout.tier.to_string(),
             max: spec.max_birds,
         });
     }
@@ -638,6 +638,10 @@ pub struct BirdWriter(pub StreamWriter);
 impl Plugin for BoidsPlugin {
     fn build(&self, app: &mut App) {
         let sab = app.world().resource::<Sab>().clone();
+        // A plugin cannot return an error; the command line checks this first with a clear message.
+        if let Err(e) = check_capacity(sab.layout(), self.birds) {
+            panic!("{e}");
+        }
         let mut writer = sab
             .stream(StreamId::Birds)
             .writer(Owner::Module)
@@ -645,9 +649,7 @@ impl Plugin for BoidsPlugin {
         let flock = Flock::new(self.birds, self.params);
         // The initial population goes into both buffers (reference §4.9).
         for _ in 0..2 {
-            writer
-                .publish(&flock.birds)
-                .expect("the bird count was checked against the tier");
+            writer.publish(&flock.birds).expect("the bird count fits the tier");
         }
         app.insert_resource(flock)
             .insert_resource(BirdWriter(writer))

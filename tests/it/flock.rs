@@ -233,9 +233,9 @@ fn capacity_follows_the_tier() {
         .writer(inos::sab::Owner::Module)
         .unwrap();
     assert_eq!(writer.publish(&birds).unwrap().count, 100_000);
-    assert!(inos::units::boids::check_capacity(&dedicated, 100_000).is_ok());
+    assert!(inos::units::boids::check_capacity(dedicated.layout(), 100_000).is_ok());
     let light = Sab::for_tier(Tier::Light);
-    let err = inos::units::boids::check_capacity(&light, 2001).unwrap_err();
+    let err = inos::units::boids::check_capacity(light.layout(), 2001).unwrap_err();
     assert_eq!(
         err.to_string(),
         "2001 birds exceed the light tier's maximum of 2000; choose a larger --tier"
