@@ -114,11 +114,7 @@ fn naive_step_ms(birds: usize, ticks: usize) -> f64 {
     let ms = (1..=ticks)
         .map(|k| {
             let start = Instant::now();
-            let clock = StepClock {
-                t: k as f32 / 64.0,
-                dt: 1.0 / 64.0,
-                step: k as u32 - 1,
-            };
+            let clock = StepClock::new(k as f32 / 64.0, 1.0 / 64.0, k as u32 - 1);
             let next: Vec<BirdRecord> = (0..birds)
                 .map(|i| {
                     let f = forces(i, &flock, 0..birds, &world);

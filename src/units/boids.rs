@@ -243,6 +243,29 @@ pub struct StepClock {
     pub dt: f32,
     /// The hover counter before its increment (0 on the first step).
     pub step: u32,
+    // Terms shared by every bird of the step, computed once (the same f32 operations).
+    sep_pulse: f32,
+    coh_pulse: f32,
+    ali_pulse: f32,
+    damping: f32,
+    spiral_bank: f32,
+    hover: f32,
+}
+
+impl StepClock {
+    pub fn new(t: f32, dt: f32, step: u32) -> Self {
+        Self {
+            t,
+            dt,
+            step,
+            sep_pulse: 2.0 * (0.6 * t).sin(),
+            coh_pulse: 2.0 * (0.6 * t).cos(),
+            ali_pulse: 0.5 * (2.0 * t).sin(),
+            damping: 0.97f32.powf(dt * 60.0),
+            spiral_bank: 0.8 + 0.15 * (3.5 * t).sin(),
+            hover: 0.05 * (0.1 * step as f32).sin(),
+        }
+    }
 }
 
 /// What the step computed for one bird besides its record.
@@ -349,7 +372,17 @@ pub fn step_bird(
     clock: StepClock,
     faithful: bool,
 ) -> BirdRecord {
-    let StepClock { t, dt, step } = clock;
+    let StepClock {
+        t,
+        dt,
+        sep_pulse,
+        coh_pulse,
+        ali_pulse,
+        damping,
+        spiral_bank,
+        hover,
+        ..
+    } = clock;
     let frame = dt * 60.0;
     let fi = i as f32;
     let p0 = Vec3::from(me.position);
@@ -357,7 +390,6 @@ pub fn step_bird(
     let genes = &me.genes;
 
     // Forces with breathing modulation.
-    let (sep_pulse, coh_pulse, ali_pulse) = (2.0 * (0.6 * t).sin(), 2.0 * (0.6 * t).cos(), 0.5 * (2.0 * t).sin());
     let w_sep = W_SEP * (1.0 + genes[0] + sep_pulse).max(0.01);
     let w_ali = W_ALI * (1.0 + genes[1] + ali_pulse).max(0.01);
     let w_coh = W_COH * (1.0 + genes[2] + coh_pulse).max(0.01);
@@ -390,7 +422,7 @@ pub fn step_bird(
     let roll = *intensity;
     if w_trick > 2.0 {
         v *= 0.9;
-        v.y += 0.05 * (0.1 * step as f32).sin();
+        v.y += hover;
     }
     if roll > 0.01 {
         v.x *= 1.0 + 0.02 * roll;
@@ -408,7 +440,7 @@ pub fn step_bird(
     v.x += 0.4 * (0.5 * t + phi).sin() * frame;
     v.y += 0.25 * (0.8 * t + 1.5 * phi).cos() * frame;
     v.z += 0.4 * (0.3 * t + 0.9 * phi).sin() * frame;
-    v *= 0.97f32.powf(frame);
+    v *= damping;
 
     // Speed band, then semi-implicit Euler.
     let speed = v.length();
@@ -423,7 +455,6 @@ pub fn step_bird(
     let heading = v.x.atan2(v.z) + if roll > 0.01 { roll * 0.008 * frame } else { 0.0 };
     let pitch = (-0.2 * v.y).clamp(-0.35, 0.35);
     let physics_bank = (-0.2 * v.x).clamp(-0.4, 0.4);
-    let spiral_bank = 0.8 + 0.15 * (3.5 * t).sin();
     let bank = physics_bank * (1.0 - roll) + spiral_bank * roll;
     let (pitch, heading, bank) = (f64::from(pitch), f64::from(heading), f64::from(bank));
     let q = if faithful {
@@ -496,11 +527,7 @@ impl Flock {
     /// One physics step of `dt` seconds.
     pub fn step(&mut self, dt: f32) {
         self.t += dt;
-        let clock = StepClock {
-            t: self.t,
-            dt,
-            step: self.steps,
-        };
+        let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
         self.grid.build(&self.world, &self.birds);
         let (world, grid) = (&self.world, &self.grid);

@@ -38,7 +38,7 @@ fn one_bird_with_hand_placed_neighbours() {
 
     // One step at t = dt = 1/64 (the first step), step counter 0, genes 0, no trick.
     let dt = 1.0f32 / 64.0;
-    let clock = StepClock { t: dt, dt, step: 0 };
+    let clock = StepClock::new(dt, dt, 0);
     let mut intensity = 0.0;
     let out = step_bird(0, &flock[0], &f, &mut intensity, clock, false);
 
