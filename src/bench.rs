@@ -408,7 +408,8 @@ pub fn measure(quick: bool) -> BenchReport {
     let flock = [(1_000, 200), (10_000, 60), (100_000, 10)]
         .into_iter()
         .map(|(birds, ticks)| {
-            let (median_ms, p99_ms, threads) = flock_tick_ms(birds, if quick { ticks / 5 } else { ticks });
+            let ticks = if quick { ticks / 5 } else { ticks };
+            let (median_ms, p99_ms, threads) = flock_tick_ms(birds, ticks);
             FlockTiming {
                 birds,
                 threads,

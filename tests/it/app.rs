@@ -252,3 +252,40 @@ fn inspect_shows_modules_supervisors_arena_and_patterns() {
         assert!(text.contains(expected), "the text report lacks {expected:?}:\n{text}");
     }
 }
+
+#[test]
+fn bench_json_reports_every_measurement_consistently() {
+    let out = inos(&["bench", "--quick", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "epoch_wake_spin",
+        "epoch_wake_parked",
+        "crossbeam_wake_parked",
+        "epoch_round_trip",
+        "crossbeam_round_trip",
+    ] {
+        let l = &r[key];
+        let (p50, p99, max) = (
+            l["p50_ns"].as_u64().unwrap(),
+            l["p99_ns"].as_u64().unwrap(),
+            l["max_ns"].as_u64().unwrap(),
+        );
+        assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{key}: {l}");
+        assert_eq!(l["samples"], 200, "{key}");
+    }
+    let ring = r["ring_64b"]["per_second"].as_f64().unwrap();
+    let queue = r["array_queue_64b"]["per_second"].as_f64().unwrap();
+    assert!(ring > 0.0 && queue > 0.0);
+    assert!((r["ring_vs_array_queue"].as_f64().unwrap() - ring / queue).abs() < 1e-9);
+    assert!(r["registry_lookup_ns"].as_f64().unwrap() > 0.0);
+    let naive = r["naive_2000_ms"].as_f64().unwrap();
+    let flock = r["flock"].as_array().unwrap();
+    let sizes: Vec<u64> = flock.iter().map(|f| f["birds"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [1_000, 10_000, 100_000]);
+    for f in flock {
+        let median = f["median_ms"].as_f64().unwrap();
+        assert!(median > 0.0 && median <= f["p99_ms"].as_f64().unwrap());
+        assert!((f["vs_naive_2000"].as_f64().unwrap() - median / naive).abs() < 1e-9);
+    }
+}
