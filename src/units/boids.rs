@@ -11,8 +11,10 @@
 //!   birds in 80 × 60 × 80 (cell size and perception radius 10), unless a world scale is fixed:
 //!   horizontally by √(birds / 1000), which also keeps the golden-angle start disk in the same
 //!   proportion to the world.
-//! - Neighbour search uses a counting-sort uniform grid whose buffers are reused: a steady-state
-//!   step allocates nothing. Jacobi steps split the flock into contiguous chunks across threads.
+//! - Neighbour search uses a counting-sort uniform grid with cell-ordered position and velocity
+//!   arrays; all of its buffers, and the step's output buffers, are reused, so a steady-state step
+//!   allocates no flock-sized memory. Jacobi steps split the flock into contiguous chunks across
+//!   scoped threads (one per `threads`).
 
 use bevy::math::{DQuat, EulerRot, Vec3, Vec3A};
 use bevy::platform::time::Instant;
