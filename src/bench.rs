@@ -211,6 +211,8 @@ fn busy_wait(d: Duration) {
 fn epoch_wake(sab: &Sab, samples: usize, waiter_spins: u32, settle: Duration) -> Latency {
     let base = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
+    // Read before the waiter starts, or its first announcement could be taken for the baseline.
+    let mut seen = sab.epochs().load(PONG);
     let waiter = {
         let (sab, sent) = (sab.clone(), Arc::clone(&sent));
         std::thread::spawn(move || {
@@ -228,7 +230,6 @@ fn epoch_wake(sab: &Sab, samples: usize, waiter_spins: u32, settle: Duration) ->
         })
     };
     let epochs = sab.epochs();
-    let mut seen = epochs.load(PONG);
     for _ in 0..samples {
         match epochs.wait_with(PONG, seen, TIMEOUT, u32::MAX) {
             Wake::Changed(v) => seen = v,

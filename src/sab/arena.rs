@@ -70,7 +70,7 @@ pub enum ArenaError {
     TooLarge { requested: usize },
     #[error("offset {offset:#x} is not the start of a live arena allocation")]
     InvalidFree { offset: usize },
-    #[error("the arena heap is not formatted (magic {found:#x})")]
+    #[error("the arena heap is not formatted or its header is damaged (magic {found:#x})")]
     Unformatted { found: u32 },
     #[error(transparent)]
     Guard(#[from] GuardError),
@@ -105,6 +105,8 @@ pub struct ArenaStats {
     pub allocations: u32,
     /// Free blocks per buddy level (4 KiB .. 1 MiB).
     pub free_blocks: [u32; LEVELS],
+    /// False when the heap's header or free lists are damaged.
+    pub consistent: bool,
 }
 
 /// The arena allocator of one SAB.
@@ -200,11 +202,21 @@ impl<'a> Arena<'a> {
         h[H_MAGIC].store(MAGIC, Ordering::Release);
     }
 
+    /// The heap is formatted and its recorded geometry is the one its size implies (so every
+    /// table access stays inside the heap).
     fn check_formatted(&self) -> Result<(), ArenaError> {
-        match self.header()[H_MAGIC].load(Ordering::Acquire) {
-            MAGIC => Ok(()),
-            found => Err(ArenaError::Unformatted { found }),
+        let h = self.header();
+        match h[H_MAGIC].load(Ordering::Acquire) {
+            MAGIC => {}
+            found => return Err(ArenaError::Unformatted { found }),
         }
+        let (pages, _, data) = self.geometry();
+        if h[H_PAGES].load(Ordering::Relaxed) as usize != pages
+            || h[H_DATA_OFFSET].load(Ordering::Relaxed) as usize != data
+        {
+            return Err(ArenaError::Unformatted { found: MAGIC });
+        }
+        Ok(())
     }
 
     fn lock(&self) -> LockedArena<'a> {
@@ -259,8 +271,10 @@ impl<'a> Arena<'a> {
         self.lock().tables.block_at(offset).map(|b| b.size)
     }
 
+    /// Usage figures. A heap whose header or free lists do not hold together (only possible in
+    /// damaged memory) is reported with `consistent: false` instead of being trusted.
     pub fn stats(&self) -> ArenaStats {
-        let (pages, _, _) = self.geometry_cached();
+        let (pages, _, _) = self.geometry();
         let capacity = pages * PAGE;
         if self.check_formatted().is_err() {
             return ArenaStats {
@@ -271,14 +285,20 @@ impl<'a> Arena<'a> {
                 fragmentation: 0.0,
                 allocations: 0,
                 free_blocks: [0; LEVELS],
+                consistent: false,
             };
         }
         let locked = self.lock();
         let t = &locked.tables;
         let mut free_blocks = [0u32; LEVELS];
+        let mut consistent = true;
         for (level, count) in free_blocks.iter_mut().enumerate() {
             let mut page = t.free_head(level);
             while let Some(p) = page {
+                if p >= t.page_count || *count as usize >= t.page_count {
+                    consistent = false;
+                    break;
+                }
                 *count += 1;
                 page = t.next(p);
             }
@@ -291,7 +311,7 @@ impl<'a> Arena<'a> {
         let largest_free_block = (0..LEVELS).rev().find(|&l| free_blocks[l] > 0).map_or(0, |l| PAGE << l);
         ArenaStats {
             capacity,
-            used: capacity - free,
+            used: capacity.saturating_sub(free),
             free,
             largest_free_block,
             fragmentation: if free == 0 {
@@ -301,12 +321,13 @@ impl<'a> Arena<'a> {
             },
             allocations: t.header[H_ALLOCATIONS].load(Ordering::Relaxed),
             free_blocks,
+            consistent: consistent && free <= capacity,
         }
     }
 
     /// The range allocations come from (the data pages).
     pub fn data_range(&self) -> Region {
-        let (pages, _, data) = self.geometry_cached();
+        let (pages, _, data) = self.geometry();
         Region {
             name: "arena_data",
             offset: data,

@@ -169,3 +169,21 @@ proptest! {
         prop_assert_eq!(arena.stats(), initial);
     }
 }
+
+#[test]
+fn a_damaged_heap_is_reported_not_trusted() {
+    let sab = Sab::for_tier(Tier::Light);
+    let heap = sab.layout().arena_heap().offset;
+    // The free-list head of the 1 MiB level (header word 4 + 8) pointing far outside the heap.
+    sab.write(heap + 4 * 12, &[u32::MAX]).unwrap();
+    let stats = sab.arena().stats();
+    assert!(!stats.consistent, "{stats:?}");
+    // A page count that disagrees with the heap's size (header word 2).
+    sab.write(heap + 4 * 2, &[u32::MAX]).unwrap();
+    assert!(matches!(
+        sab.arena().alloc(64, Owner::Kernel),
+        Err(ArenaError::Unformatted { .. })
+    ));
+    assert!(!sab.arena().stats().consistent);
+    assert!(Sab::for_tier(Tier::Light).arena().stats().consistent);
+}
