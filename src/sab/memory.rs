@@ -111,8 +111,8 @@ impl SabMemory {
         offset: usize,
         dst: &mut [T],
     ) -> Result<(), AccessError> {
-        let words = words_of_mut(dst)?;
-        copy_words_out(self.u32_words(offset, words.len())?, words);
+        let bytes = bytes_of_mut(dst)?;
+        copy_words_out(self.u32_words(offset, bytes.len() / 4)?, bytes);
         Ok(())
     }
 
@@ -132,10 +132,7 @@ impl SabMemory {
         if !dst.len().is_multiple_of(4) {
             return Err(AccessError::RecordSize { size: dst.len() });
         }
-        let words = self.u32_words(offset, dst.len() / 4)?;
-        for (word, out) in words.iter().zip(dst.chunks_exact_mut(4)) {
-            out.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-        }
+        copy_words_out(self.u32_words(offset, dst.len() / 4)?, dst);
         Ok(())
     }
 
@@ -158,17 +155,20 @@ impl Drop for SabMemory {
     }
 }
 
-/// Views a slice of records as 4-byte words, or says why it cannot be.
-pub(crate) fn words_of_mut<T: AnyBitPattern + NoUninit>(records: &mut [T]) -> Result<&mut [u32], AccessError> {
-    bytemuck::try_cast_slice_mut::<T, u32>(records).map_err(|_| AccessError::RecordSize {
-        size: std::mem::size_of::<T>(),
-    })
+/// Views a slice of records as bytes that move as whole 4-byte words, or says why it cannot be.
+/// Bytes rather than `u32`s, so records of any alignment (the packed gene and pattern records)
+/// work wherever they happen to sit in memory.
+pub(crate) fn bytes_of_mut<T: AnyBitPattern + NoUninit>(records: &mut [T]) -> Result<&mut [u8], AccessError> {
+    if !size_of::<T>().is_multiple_of(4) {
+        return Err(AccessError::RecordSize { size: size_of::<T>() });
+    }
+    Ok(bytemuck::cast_slice_mut::<T, u8>(records))
 }
 
-/// Relaxed word-by-word copy out of atomic words.
-pub(crate) fn copy_words_out(src: &[AtomicU32], dst: &mut [u32]) {
-    for (word, out) in src.iter().zip(dst.iter_mut()) {
-        *out = word.load(Ordering::Relaxed);
+/// Relaxed word-by-word copy out of atomic words into little-endian bytes (4 per word).
+pub(crate) fn copy_words_out(src: &[AtomicU32], dst: &mut [u8]) {
+    for (word, out) in src.iter().zip(dst.chunks_exact_mut(4)) {
+        out.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
 use super::layout::regions;
-use super::memory::{copy_words_in, copy_words_out, words_of_mut};
+use super::memory::copy_words_in;
 use super::{EpochIndex, Sab};
 
 /// One pattern record, byte for byte as in reference §2.8 (its fields are unaligned, hence
@@ -52,7 +52,6 @@ const _: () = assert!(offset_of!(PatternRecord, source_hash) == 22);
 const _: () = assert!(offset_of!(PatternRecord, timestamp_ns) == 26);
 const _: () = assert!(offset_of!(PatternRecord, data_offset) == 60);
 const _: () = assert!(g::PATTERN_INLINE_SLOTS * g::PATTERN_RECORD_SIZE <= g::PATTERN_EXCHANGE_SIZE);
-const PATTERN_WORDS: usize = size_of::<PatternRecord>() / 4;
 
 impl PatternRecord {
     /// A fresh record for `pattern_id`.
@@ -104,20 +103,13 @@ pub struct PatternWriter {
     session: GuardSession,
 }
 
-fn pattern_words(sab: &Sab, slot: usize) -> &[AtomicU32] {
-    sab.memory()
-        .u32_words(
-            regions::PATTERN_EXCHANGE.offset + slot * size_of::<PatternRecord>(),
-            PATTERN_WORDS,
-        )
-        .expect("pattern slots lie inside every SAB")
+fn pattern_offset(slot: usize) -> usize {
+    regions::PATTERN_EXCHANGE.offset + slot * size_of::<PatternRecord>()
 }
 
 fn read_pattern(sab: &Sab, slot: usize) -> PatternRecord {
-    let mut record = PatternRecord::new(0, 0);
-    let out = words_of_mut(std::slice::from_mut(&mut record)).expect("records are whole words");
-    copy_words_out(pattern_words(sab, slot), out);
-    record
+    sab.read(pattern_offset(slot))
+        .expect("pattern slots lie inside every SAB")
 }
 
 const SLOTS: usize = g::PATTERN_INLINE_SLOTS as usize;
@@ -131,7 +123,9 @@ impl PatternWriter {
     }
 
     fn write(&self, slot: usize, record: &PatternRecord) {
-        copy_words_in(pattern_words(&self.sab, slot), bytemuck::bytes_of(record));
+        self.sab
+            .write(pattern_offset(slot), std::slice::from_ref(record))
+            .expect("pattern slots lie inside every SAB");
     }
 
     /// Stores `record` (keyed by its `pattern_id`), stamping it as just used.

@@ -27,7 +27,7 @@ use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
-use super::memory::{copy_words_in, words_of_mut};
+use super::memory::copy_words_in;
 use super::{Sab, seqlock};
 
 /// One registry entry, exactly as stored (reference §2.1, padding made explicit).
@@ -318,20 +318,11 @@ impl<'a> Registry<'a> {
 
     /// Reads the entry in `slot` consistently (never half-written).
     pub fn entry(&self, slot: usize) -> RegistryEntry {
-        let words = self.slot_words(slot);
-        let mut entry = RegistryEntry::default();
-        let out = words_of_mut(std::slice::from_mut(&mut entry)).expect("entries are whole words");
-        seqlock::read(&words[ENTRY_SEQ], u32::MAX, || {
-            seqlock::copy_words_except(words, out, ENTRY_SEQ)
-        })
-        .expect("an unbounded read returns");
-        entry
+        seqlock::read_record(self.slot_words(slot), ENTRY_SEQ)
     }
 
     fn write_entry(&self, slot: usize, entry: &RegistryEntry) {
-        let words = self.slot_words(slot);
-        let new: &[u32] = bytemuck::cast_slice(std::slice::from_ref(entry));
-        seqlock::write(&words[ENTRY_SEQ], || seqlock::store_words_except(words, new, ENTRY_SEQ));
+        seqlock::write_record(self.slot_words(slot), ENTRY_SEQ, entry);
     }
 
     fn is_active(entry: &RegistryEntry) -> bool {

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 
+use bytemuck::{AnyBitPattern, NoUninit};
+
 /// Runs `write` between the odd and the even store of `seq`.
 pub(crate) fn write<R>(seq: &AtomicU32, write: impl FnOnce() -> R) -> R {
     let s = seq.load(Ordering::Relaxed);
@@ -32,22 +34,33 @@ pub(crate) fn read<T>(seq: &AtomicU32, attempts: u32, mut copy: impl FnMut() -> 
     None
 }
 
-/// Copies a record's words into `out`, except the word at `skip` (the record's own seq word).
-pub(crate) fn copy_words_except(src: &[AtomicU32], out: &mut [u32], skip: usize) {
-    for (i, (word, out)) in src.iter().zip(out.iter_mut()).enumerate() {
-        if i != skip {
-            *out = word.load(Ordering::Relaxed);
+/// A consistent copy of a record whose own seqlock word is word `seq` of `words` (that word reads
+/// as 0 in the copy).
+pub(crate) fn read_record<T: AnyBitPattern + NoUninit>(words: &[AtomicU32], seq: usize) -> T {
+    let mut record = T::zeroed();
+    let out = bytemuck::bytes_of_mut(&mut record);
+    read(&words[seq], u32::MAX, || {
+        for (i, (word, bytes)) in words.iter().zip(out.chunks_exact_mut(4)).enumerate() {
+            if i != seq {
+                bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            }
         }
-    }
+    })
+    .expect("an unbounded read returns");
+    record
 }
 
-/// Stores `words` into `dst`, except the word at `skip`.
-pub(crate) fn store_words_except(dst: &[AtomicU32], words: &[u32], skip: usize) {
-    for (i, (word, value)) in dst.iter().zip(words).enumerate() {
-        if i != skip {
-            word.store(*value, Ordering::Relaxed);
+/// Writes a record under its own seqlock word (word `seq` of `words`, which the record's own
+/// value for that word does not overwrite). The caller must be the record's only writer.
+pub(crate) fn write_record<T: NoUninit>(words: &[AtomicU32], seq: usize, record: &T) {
+    let bytes = bytemuck::bytes_of(record);
+    write(&words[seq], || {
+        for (i, (word, b)) in words.iter().zip(bytes.chunks_exact(4)).enumerate() {
+            if i != seq {
+                word.store(u32::from_le_bytes([b[0], b[1], b[2], b[3]]), Ordering::Relaxed);
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]

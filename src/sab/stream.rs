@@ -25,7 +25,7 @@ use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, GuardSession, Owner};
 use super::layout::{Region, regions};
-use super::memory::{AccessError, copy_words_in, copy_words_out, words_of_mut};
+use super::memory::{AccessError, bytes_of_mut, copy_words_in, copy_words_out};
 use super::{Sab, seqlock};
 
 /// One bird: 59 × f32 (reference §2.14).
@@ -211,10 +211,7 @@ impl Stream {
     /// The control block as it is now (for inspection).
     pub fn control(&self) -> StreamControl {
         let mut control = StreamControl::default();
-        copy_words_out(
-            self.control_words(),
-            bytemuck::cast_slice_mut(std::slice::from_mut(&mut control)),
-        );
+        copy_words_out(self.control_words(), bytemuck::bytes_of_mut(&mut control));
         control
     }
 
@@ -231,9 +228,8 @@ impl Stream {
     /// bytes: `BirdRecord`s for the bird stream, `MatrixPart`s (8 per bird, part-major) for the
     /// matrix stream, or any 4-byte-word type.
     pub fn read_into<T: AnyBitPattern + NoUninit>(&self, dst: &mut [T]) -> Result<StreamRead, StreamError> {
-        let dst = words_of_mut(dst)?;
+        let dst = bytes_of_mut(dst)?;
         let control = self.control_words();
-        let record_words = self.id.record_size() / 4;
         for attempt in 1..=READ_ATTEMPTS {
             let buffer = control[ACTIVE].load(Ordering::Acquire) & 1;
             let words = &control[BUFFERS + buffer as usize * BUFFER_WORDS..][..BUFFER_WORDS];
@@ -255,15 +251,18 @@ impl Stream {
                     capacity: self.capacity(),
                 });
             }
-            let needed = count as usize * record_words;
+            let needed = count as usize * self.id.record_size();
             if dst.len() < needed {
                 return Err(StreamError::BufferTooSmall {
-                    needed: needed * 4,
-                    available: dst.len() * 4,
+                    needed,
+                    available: dst.len(),
                 });
             }
             let region = self.buffers()[buffer as usize];
-            copy_words_out(self.sab.memory().u32_words(region.offset, needed)?, &mut dst[..needed]);
+            copy_words_out(
+                self.sab.memory().u32_words(region.offset, needed / 4)?,
+                &mut dst[..needed],
+            );
             fence(Ordering::Acquire);
             if words[SEQ].load(Ordering::Relaxed) == seq {
                 return Ok(StreamRead {

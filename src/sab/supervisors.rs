@@ -16,7 +16,6 @@ use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
-use super::memory::words_of_mut;
 use super::{Sab, seqlock};
 
 const POOL: usize = g::SUPERVISOR_POOL_SIZE as usize;
@@ -248,23 +247,12 @@ impl<'a> SupervisorTable<'a> {
 
     /// Writes the header of `slot` (the slot's supervisor is its only writer).
     pub fn write_header(&self, slot: usize, header: &SupervisorHeader) -> Result<(), SupervisorError> {
-        let words = self.header_words(slot)?;
-        let new: &[u32] = bytemuck::cast_slice(std::slice::from_ref(header));
-        seqlock::write(&words[HEADER_SEQ], || {
-            seqlock::store_words_except(words, new, HEADER_SEQ)
-        });
+        seqlock::write_record(self.header_words(slot)?, HEADER_SEQ, header);
         Ok(())
     }
 
     /// Reads the header of `slot` consistently.
     pub fn header(&self, slot: usize) -> Result<SupervisorHeader, SupervisorError> {
-        let words = self.header_words(slot)?;
-        let mut header = SupervisorHeader::default();
-        let out = words_of_mut(std::slice::from_mut(&mut header)).expect("headers are whole words");
-        seqlock::read(&words[HEADER_SEQ], u32::MAX, || {
-            seqlock::copy_words_except(words, out, HEADER_SEQ)
-        })
-        .expect("an unbounded read returns");
-        Ok(header)
+        Ok(seqlock::read_record(self.header_words(slot)?, HEADER_SEQ))
     }
 }
