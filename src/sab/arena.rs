@@ -113,6 +113,38 @@ pub struct ArenaStats {
 pub struct Arena<'a> {
     sab: &'a Sab,
     heap: Region,
+    geometry: Geometry,
+}
+
+/// Where the allocator's tables and pages go in a heap: derived from the heap's size alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    pages: usize,
+    tables: usize,
+    bitmaps: usize,
+    data: usize,
+}
+
+impl Geometry {
+    /// As many 4 KiB data pages as fit after the header and the per-page tables.
+    fn of(heap: Region) -> Self {
+        let tables = heap.offset + HEADER_WORDS * 4;
+        let per_page = PAGE + (P_WORDS + BITMAP_WORDS) * 4;
+        let mut pages = (heap.end() - tables) / per_page;
+        loop {
+            let bitmaps = tables + pages * P_WORDS * 4;
+            let data = (bitmaps + pages * BITMAP_WORDS * 4).next_multiple_of(PAGE);
+            if data + pages * PAGE <= heap.end() {
+                return Self {
+                    pages,
+                    tables,
+                    bitmaps,
+                    data,
+                };
+            }
+            pages -= 1;
+        }
+    }
 }
 
 /// The slab class for `size`, if it is small enough for the slab.
@@ -128,9 +160,11 @@ fn level_for(size: usize) -> usize {
 
 impl<'a> Arena<'a> {
     pub(crate) fn new(sab: &'a Sab) -> Self {
+        let heap = sab.layout().arena_heap();
         Self {
             sab,
-            heap: sab.layout().arena_heap(),
+            heap,
+            geometry: Geometry::of(heap),
         }
     }
 
@@ -145,45 +179,21 @@ impl<'a> Arena<'a> {
         self.words(self.heap.offset, HEADER_WORDS)
     }
 
-    /// How many data pages a heap of this size holds, and where its tables and pages go.
-    fn geometry(&self) -> (usize, usize, usize) {
-        let header = HEADER_WORDS * 4;
-        let per_page = PAGE + (P_WORDS + BITMAP_WORDS) * 4;
-        let mut pages = (self.heap.size - header) / per_page;
-        loop {
-            let tables = self.heap.offset + header;
-            let bitmaps = tables + pages * P_WORDS * 4;
-            let data = (bitmaps + pages * BITMAP_WORDS * 4).next_multiple_of(PAGE);
-            if data + pages * PAGE <= self.heap.end() {
-                return (pages, bitmaps, data);
-            }
-            pages -= 1;
-        }
-    }
-
-    fn page_table(&self) -> &'a [AtomicU32] {
-        let (pages, _, _) = self.geometry_cached();
-        self.words(self.heap.offset + HEADER_WORDS * 4, pages * P_WORDS)
-    }
-
-    fn geometry_cached(&self) -> (usize, usize, usize) {
-        let h = self.header();
-        let pages = h[H_PAGES].load(Ordering::Relaxed) as usize;
-        let data = h[H_DATA_OFFSET].load(Ordering::Relaxed) as usize;
-        let bitmaps = self.heap.offset + HEADER_WORDS * 4 + pages * P_WORDS * 4;
-        (pages, bitmaps, data)
-    }
-
     /// Writes an empty allocator into the heap: every page free, in the largest aligned blocks.
     pub(crate) fn format(&self) {
-        let (pages, bitmaps, data) = self.geometry();
+        let Geometry {
+            pages,
+            tables,
+            bitmaps,
+            data,
+        } = self.geometry;
         let h = self.header();
         for w in h {
             w.store(0, Ordering::Relaxed);
         }
         h[H_PAGES].store(pages as u32, Ordering::Relaxed);
         h[H_DATA_OFFSET].store(data as u32, Ordering::Relaxed);
-        for w in self.words(self.heap.offset + HEADER_WORDS * 4, pages * P_WORDS) {
+        for w in self.words(tables, pages * P_WORDS) {
             w.store(0, Ordering::Relaxed);
         }
         for w in self.words(bitmaps, pages * BITMAP_WORDS) {
@@ -210,7 +220,7 @@ impl<'a> Arena<'a> {
             MAGIC => {}
             found => return Err(ArenaError::Unformatted { found }),
         }
-        let (pages, _, data) = self.geometry();
+        let Geometry { pages, data, .. } = self.geometry;
         if h[H_PAGES].load(Ordering::Relaxed) as usize != pages
             || h[H_DATA_OFFSET].load(Ordering::Relaxed) as usize != data
         {
@@ -274,8 +284,7 @@ impl<'a> Arena<'a> {
     /// Usage figures. A heap whose header or free lists do not hold together (only possible in
     /// damaged memory) is reported with `consistent: false` instead of being trusted.
     pub fn stats(&self) -> ArenaStats {
-        let (pages, _, _) = self.geometry();
-        let capacity = pages * PAGE;
+        let capacity = self.geometry.pages * PAGE;
         if self.check_formatted().is_err() {
             return ArenaStats {
                 capacity,
@@ -327,11 +336,10 @@ impl<'a> Arena<'a> {
 
     /// The range allocations come from (the data pages).
     pub fn data_range(&self) -> Region {
-        let (pages, _, data) = self.geometry();
         Region {
             name: "arena_data",
-            offset: data,
-            size: pages * PAGE,
+            offset: self.geometry.data,
+            size: self.geometry.pages * PAGE,
         }
     }
 }
@@ -368,15 +376,18 @@ fn unlink(word: u32) -> Option<usize> {
 
 impl<'a> Tables<'a> {
     fn new(arena: &Arena<'a>) -> Self {
-        let header = arena.header();
-        let page_count = header[H_PAGES].load(Ordering::Relaxed) as usize;
-        let (_, bitmaps, data) = arena.geometry_cached();
-        Self {
-            header,
-            pages: arena.page_table(),
-            bitmaps: arena.words(bitmaps, page_count * BITMAP_WORDS),
+        let Geometry {
+            pages,
+            tables,
+            bitmaps,
             data,
-            page_count,
+        } = arena.geometry;
+        Self {
+            header: arena.header(),
+            pages: arena.words(tables, pages * P_WORDS),
+            bitmaps: arena.words(bitmaps, pages * BITMAP_WORDS),
+            data,
+            page_count: pages,
         }
     }
 
