@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::sab::generated as g;
 use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::matrices::write_part_major_threads;
 
@@ -33,11 +34,10 @@ pub struct Latency {
 impl Latency {
     fn from_samples(mut ns: Vec<u64>) -> Self {
         ns.sort_unstable();
-        let at = |q: f64| ns[((ns.len() - 1) as f64 * q).round() as usize];
         Self {
             samples: ns.len(),
-            p50_ns: at(0.50),
-            p99_ns: at(0.99),
+            p50_ns: quantile(&ns, 0.50),
+            p99_ns: quantile(&ns, 0.99),
             max_ns: *ns.last().expect("at least one sample"),
         }
     }
@@ -83,8 +83,7 @@ pub struct FlockTiming {
 
 fn median_and_p99(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
+    (quantile(&ms, 0.5), quantile(&ms, 0.99))
 }
 
 /// Median and p99 ms of physics plus matrices per tick, after a short warm-up.

@@ -6,6 +6,11 @@ use std::time::Duration;
 use bevy::prelude::*;
 use serde::Serialize;
 
+/// The `q` quantile (0..=1) of sorted, non-empty samples: the nearest-rank sample.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// Durations in microseconds, per stage, in recording order.
 #[derive(Resource, Default, Debug)]
 pub struct StageTimes {
@@ -38,13 +43,12 @@ impl StageTimes {
             .map(|(stage, v)| {
                 let mut sorted = v.clone();
                 sorted.sort_by(f32::total_cmp);
-                let at = |q: f32| sorted[((sorted.len() - 1) as f32 * q).round() as usize];
                 StageSummary {
                     stage,
                     ticks: sorted.len(),
                     min_us: sorted[0],
-                    median_us: at(0.5),
-                    p99_us: at(0.99),
+                    median_us: quantile(&sorted, 0.5),
+                    p99_us: quantile(&sorted, 0.99),
                 }
             })
             .collect()
