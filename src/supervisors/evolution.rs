@@ -67,12 +67,17 @@ pub struct GenerationStats {
     pub micros: f32,
 }
 
+/// How many of `n` birds are kept as elites: the top 25 %, at least 2.
+pub fn elite_count(n: usize) -> usize {
+    (n / 4).max(2).min(n)
+}
+
 /// Breeds the next generation's genomes from `population` (any order).
 pub fn breed(population: &[BirdRecord], rng: &mut SplitMix64) -> Vec<[f32; 44]> {
     let mut ranked: Vec<&BirdRecord> = population.iter().collect();
     ranked.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));
     let n = ranked.len();
-    let elites = (n / 4).max(2).min(n);
+    let elites = elite_count(n);
     let mut next: Vec<[f32; 44]> = ranked[..elites].iter().map(|b| b.genes).collect();
     let survivors = &ranked[..elites];
     let top = (survivors.len() / 10).max(1);
@@ -181,7 +186,7 @@ fn evolve(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
         generation: ev.history.len() as u32 + 1,
         mean_fitness: mean,
         best_fitness: best,
-        elites: (count / 4).max(2),
+        elites: elite_count(count),
         micros: start.elapsed().as_secs_f32() * 1e6,
     };
     debug!(
