@@ -27,7 +27,6 @@ use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
-use super::memory::copy_words_in;
 use super::{Sab, seqlock};
 
 /// One registry entry, exactly as stored (reference §2.1, padding made explicit).
@@ -431,16 +430,10 @@ impl<'a> Registry<'a> {
         if rows.is_empty() {
             return Ok(None);
         }
-        let bytes: &[u8] = bytemuck::cast_slice(rows);
-        let block = self.sab.arena().alloc(bytes.len(), owner)?;
-        let words = self
-            .sab
-            .memory()
-            .u32_words(block.offset, bytes.len().div_ceil(4))
-            .expect("arena blocks lie inside the SAB");
-        let mut padded = bytes.to_vec();
-        padded.resize(words.len() * 4, 0);
-        copy_words_in(words, &padded);
+        let block = self.sab.arena().alloc(size_of_val(rows), owner)?;
+        self.sab
+            .write(block.offset, rows)
+            .expect("table rows are whole words and arena blocks lie inside the SAB");
         Ok(Some(block))
     }
 
