@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::FlockPlugins;
 use crate::sab::{SabLayout, Tier};
 use crate::units::boids::{FlockParams, check_capacity};
 
@@ -82,6 +83,9 @@ pub struct RunArgs {
     /// Write a snapshot of the whole SAB to FILE when the run ends (headless or visual).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Leave out the physics unit's Rapier scene (floor, pillars, orbiting and bouncing balls).
+    #[arg(long)]
+    pub no_obstacles: bool,
     /// Print the headless report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -112,8 +116,8 @@ fn parse_hz(s: &str) -> Result<f64, String> {
 }
 
 impl RunArgs {
-    /// The flock these arguments ask for: bird count (checked against the tier) and parameters.
-    pub fn flock(&self, layout: &SabLayout) -> Result<(usize, FlockParams), String> {
+    /// The flock these arguments ask for, its bird count checked against the tier.
+    pub fn flock(&self, layout: &SabLayout) -> Result<FlockPlugins, String> {
         let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);
         check_capacity(layout, birds).map_err(|e| e.to_string())?;
         let mut params = FlockParams {
@@ -124,7 +128,13 @@ impl RunArgs {
         if let Some(threads) = self.threads {
             params.threads = usize::from(threads);
         }
-        Ok((birds, params))
+        Ok(FlockPlugins {
+            birds,
+            params,
+            seed: self.seed,
+            evolve_every: self.evolve_every,
+            obstacles: !self.no_obstacles,
+        })
     }
 
     /// The SAB layout these arguments ask for.

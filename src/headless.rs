@@ -12,7 +12,7 @@ use crate::cli::RunArgs;
 use crate::sab::{BirdRecord, EpochIndex, Sab, SabLayout, StreamId, Tier};
 use crate::supervisors::evolution::{Evolution, GenerationStats};
 use crate::timing::{StageSummary, StageTimes};
-use crate::units::boids::{Flock, FlockParams};
+use crate::units::boids::Flock;
 use crate::{CorePlugins, FlockPlugins};
 
 /// What a headless app runs.
@@ -20,8 +20,8 @@ use crate::{CorePlugins, FlockPlugins};
 pub struct HeadlessConfig {
     pub layout: SabLayout,
     pub pulse_hz: f64,
-    /// The flock, if any: bird count, parameters, the evolution's seed and cadence (0 = off).
-    pub flock: Option<(usize, FlockParams, u64, u32)>,
+    /// The flock, if any.
+    pub flock: Option<FlockPlugins>,
 }
 
 /// A headless app, started: `MinimalPlugins`, the core plugins, the flock, and exactly one fixed
@@ -34,13 +34,8 @@ pub fn build_app(config: HeadlessConfig) -> App {
             pulse_hz: config.pulse_hz,
         })
         .insert_resource(TimeUpdateStrategy::FixedTimesteps(1));
-    if let Some((birds, params, seed, evolve_every)) = config.flock {
-        app.add_plugins(FlockPlugins {
-            birds,
-            params,
-            seed,
-            evolve_every,
-        });
+    if let Some(flock) = config.flock {
+        app.add_plugins(flock);
     }
     app.finish();
     app.cleanup();
@@ -129,11 +124,12 @@ pub fn bird_stream_hash(sab: &Sab) -> String {
 
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let layout = args.layout()?;
-    let (birds, params) = args.flock(&layout)?;
+    let flock = args.flock(&layout)?;
+    let (birds, params) = (flock.birds, flock.params);
     let mut app = build_app(HeadlessConfig {
         layout,
         pulse_hz: args.hz,
-        flock: Some((birds, params, args.seed, args.evolve_every)),
+        flock: Some(flock),
     });
     let wall = run_ticks(&mut app, args.ticks);
     let sab = app.world().resource::<Sab>().clone();

@@ -26,6 +26,7 @@ use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::units::boids::{BoidsPlugin, FlockParams, FlockSystems};
 use crate::units::matrices::MatricesPlugin;
+use crate::units::physics::PhysicsPlugin;
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
 /// supervisors' discovery of registered units.
@@ -44,13 +45,16 @@ impl PluginGroup for CorePlugins {
     }
 }
 
-/// The flock: the boids unit and the matrix unit stepping on the pulse, and the boids
-/// supervisor's evolution every `evolve_every` bird epochs.
+/// The flock: the boids unit and the matrix unit stepping on the pulse, the boids supervisor's
+/// evolution every `evolve_every` bird epochs (0 = never), and, with `obstacles`, the physics
+/// unit's Rapier scene that the birds steer around.
+#[derive(Clone, Copy, Debug)]
 pub struct FlockPlugins {
     pub birds: usize,
     pub params: FlockParams,
     pub seed: u64,
     pub evolve_every: u32,
+    pub obstacles: bool,
 }
 
 /// The reference's generation cadence: every 180 bird epochs (about 3 s).
@@ -58,7 +62,7 @@ pub const EVOLVE_EVERY: u32 = 180;
 
 impl PluginGroup for FlockPlugins {
     fn build(self) -> PluginGroupBuilder {
-        PluginGroupBuilder::start::<Self>()
+        let group = PluginGroupBuilder::start::<Self>()
             .add(BoidsPlugin {
                 birds: self.birds,
                 params: self.params,
@@ -68,7 +72,12 @@ impl PluginGroup for FlockPlugins {
                 seed: self.seed,
                 every: self.evolve_every,
             })
-            .add(FlockOrderPlugin)
+            .add(FlockOrderPlugin);
+        if self.obstacles {
+            group.add(PhysicsPlugin)
+        } else {
+            group
+        }
     }
 }
 

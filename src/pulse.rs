@@ -17,13 +17,29 @@ pub struct PulsePlugin {
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PulseSystems;
 
+/// Pausing and single-stepping: while paused, a fixed tick emits a pulse only if a step is
+/// pending, so everything gated on the pulse (and on what the pulse causes) stands still.
+#[derive(Resource, Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PulseControl {
+    pub paused: bool,
+    /// Pulses still to emit while paused.
+    pub pending_steps: u32,
+}
+
 impl Plugin for PulsePlugin {
     fn build(&self, app: &mut App) {
         app.insert_resource(Time::<Fixed>::from_hz(self.hz))
+            .init_resource::<PulseControl>()
             .add_systems(FixedUpdate, emit_pulse.in_set(PulseSystems));
     }
 }
 
-fn emit_pulse(sab: Res<Sab>) {
+fn emit_pulse(sab: Res<Sab>, mut control: ResMut<PulseControl>) {
+    if control.paused {
+        if control.pending_steps == 0 {
+            return;
+        }
+        control.pending_steps -= 1;
+    }
     sab.epochs().signal(EpochIndex::SYSTEM_PULSE);
 }

@@ -36,6 +36,11 @@ impl StageTimes {
         }
     }
 
+    /// Every stage's samples in recording order (µs).
+    pub fn series(&self) -> impl Iterator<Item = (&'static str, &[f32])> {
+        self.stages.iter().map(|(stage, v)| (*stage, v.as_slice()))
+    }
+
     pub fn summaries(&self) -> Vec<StageSummary> {
         self.stages
             .iter()

@@ -123,6 +123,16 @@ pub struct Evolution {
     pub history: Vec<GenerationStats>,
 }
 
+impl Evolution {
+    /// Starts over with a new seed: the next generation is bred `every` bird epochs from now,
+    /// and the history is cleared.
+    pub fn restart(&mut self, seed: u64) {
+        self.rng = SplitMix64::new(seed);
+        self.bird_epochs = 0;
+        self.history.clear();
+    }
+}
+
 /// Runs the GA every `every` bird epochs.
 pub struct EvolutionPlugin {
     pub seed: u64,

@@ -27,6 +27,7 @@ use crate::sab::stream::StreamWriter;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
+use crate::units::physics::{ObstacleField, W_AVOID};
 
 /// Reference §4.3.
 pub const SEPARATION_DISTANCE: f32 = 3.0;
@@ -277,6 +278,8 @@ pub struct BirdForces {
     pub alignment: Vec3,
     pub cohesion: Vec3,
     pub boundary: Vec3,
+    /// Steering away from the physics unit's obstacles (`ObstacleField::steer`).
+    pub avoidance: Vec3,
     pub neighbours: u32,
 }
 
@@ -360,6 +363,7 @@ pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, worl
         alignment,
         cohesion,
         boundary: Vec3::new(axis(p.x, b.x), axis(p.y, b.y), axis(p.z, b.z)),
+        avoidance: Vec3::ZERO,
         neighbours: n,
     }
 }
@@ -395,7 +399,12 @@ pub fn step_bird(
     let w_sep = W_SEP * (1.0 + genes[0] + sep_pulse).max(0.01);
     let w_ali = W_ALI * (1.0 + genes[1] + ali_pulse).max(0.01);
     let w_coh = W_COH * (1.0 + genes[2] + coh_pulse).max(0.01);
-    v += (f.separation * w_sep + f.alignment * w_ali + f.cohesion * w_coh + f.boundary * W_BOUNDARY) * frame;
+    v += (f.separation * w_sep
+        + f.alignment * w_ali
+        + f.cohesion * w_coh
+        + f.boundary * W_BOUNDARY
+        + f.avoidance * W_AVOID)
+        * frame;
 
     // Energy, judged on the velocity right after the forces.
     let mut energy = me.energy;
@@ -526,8 +535,8 @@ impl Flock {
         }
     }
 
-    /// One physics step of `dt` seconds.
-    pub fn step(&mut self, dt: f32) {
+    /// One physics step of `dt` seconds among `obstacles`.
+    pub fn step(&mut self, dt: f32, obstacles: &ObstacleField) {
         self.t += dt;
         let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
@@ -541,8 +550,9 @@ impl Flock {
                 candidates.clear();
                 grid.near(world, grid.cell_of_bird[i] as usize)
                     .visit(|j, _, _| candidates.push(j));
-                let f = forces(i, &self.birds, candidates.iter().copied(), world);
+                let mut f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
+                f.avoidance = obstacles.steer(Vec3::from(me.position));
                 self.birds[i] = step_bird(i, &me, &f, &mut self.intensity[i], clock, true);
             }
             return;
@@ -557,13 +567,9 @@ impl Flock {
                 let i = start + k;
                 let cell = grid.cell_of_bird[i] as usize;
                 let me = &birds[i];
-                let f = forces_from(
-                    i,
-                    Vec3::from(me.position),
-                    Vec3::from(me.velocity),
-                    grid.near(world, cell),
-                    world,
-                );
+                let p = Vec3::from(me.position);
+                let mut f = forces_from(i, p, Vec3::from(me.velocity), grid.near(world, cell), world);
+                f.avoidance = obstacles.steer(p);
                 *slot = step_bird(i, me, &f, ease, clock, false);
             }
         };
@@ -660,6 +666,21 @@ pub struct BoidsPlugin {
     pub params: FlockParams,
 }
 
+/// Changes to the flock from outside the tick (the inspector), applied before the next step, even
+/// while the pulse is paused.
+#[derive(Resource, Default, Debug)]
+pub struct FlockCommands(pub Vec<FlockCommand>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlockCommand {
+    /// A fresh initial population of this many birds (checked against the tier).
+    Respawn(usize),
+    /// Switch between the correct (Jacobi) and the faithful (in-place) step.
+    SetFaithful(bool),
+    /// Continue from these records (for example a snapshot's bird stream).
+    Restore(Vec<BirdRecord>),
+}
+
 /// The bird stream's writer, held by the unit.
 #[derive(Resource)]
 pub struct BirdWriter(pub StreamWriter);
@@ -682,6 +703,7 @@ impl Plugin for BoidsPlugin {
         }
         app.insert_resource(flock)
             .insert_resource(BirdWriter(writer))
+            .init_resource::<FlockCommands>()
             .init_resource::<StageTimes>()
             .register_unit(spec())
             .configure_sets(
@@ -692,10 +714,46 @@ impl Plugin for BoidsPlugin {
             )
             .add_systems(
                 FixedUpdate,
-                step_flock
-                    .in_set(FlockSystems::Physics)
-                    .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                (
+                    apply_commands,
+                    step_flock.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                )
+                    .chain()
+                    .in_set(FlockSystems::Physics),
             );
+    }
+}
+
+fn apply_commands(
+    sab: Res<Sab>,
+    mut commands: ResMut<FlockCommands>,
+    mut flock: ResMut<Flock>,
+    mut writer: ResMut<BirdWriter>,
+) {
+    if commands.0.is_empty() {
+        return;
+    }
+    for command in commands.0.drain(..) {
+        let records = match command {
+            FlockCommand::SetFaithful(faithful) => {
+                flock.params.faithful = faithful;
+                continue;
+            }
+            FlockCommand::Respawn(birds) => initial_population(birds),
+            FlockCommand::Restore(records) => records,
+        };
+        if let Err(e) = check_capacity(sab.layout(), records.len()) {
+            error!("the flock was not replaced: {e}");
+            continue;
+        }
+        *flock = Flock::new(records.len(), flock.params);
+        flock.birds = records;
+        // Both buffers, as at start-up; readers see the new flock on the next bird epoch.
+        for _ in 0..2 {
+            if let Err(e) = writer.0.publish(&flock.birds) {
+                error!("the bird stream refused the new flock: {e}");
+            }
+        }
     }
 }
 
@@ -705,6 +763,7 @@ fn step_flock(
     mut flock: ResMut<Flock>,
     mut writer: ResMut<BirdWriter>,
     mut times: ResMut<StageTimes>,
+    obstacles: Option<Res<ObstacleField>>,
     mut evolution_seen: Local<u32>,
 ) {
     let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
@@ -716,7 +775,10 @@ fn step_flock(
             error!("the boids unit could not read the new generation: {e}");
         }
     }
-    flock.step(time.delta_secs());
+    flock.step(
+        time.delta_secs(),
+        obstacles.as_deref().unwrap_or(&ObstacleField::default()),
+    );
     if let Err(e) = writer.0.publish(&flock.birds) {
         error!("the bird stream refused a publish: {e}");
     }

@@ -3,10 +3,12 @@
 
 use bevy::math::{Mat4, Quat, Vec3};
 use bevy::prelude::*;
+use inos::FlockPlugins;
 use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
 use inos::sab::{BirdRecord, MatrixPart, Sab, SabLayout, StreamId, Tier};
 use inos::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use inos::units::matrices::{bird_parts, write_part_major};
+use inos::units::physics::ObstacleField;
 
 fn bird(p: [f32; 3], v: [f32; 3]) -> BirdRecord {
     let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
@@ -147,6 +149,20 @@ fn eight_matrices_match_hand_composed_transforms() {
     assert_eq!(&out[1].cols[12..15], &[5.0, 0.0, 0.0], "translation in column 3");
 }
 
+/// A flock without obstacles.
+pub fn flock_plugins(birds: usize, threads: usize, seed: u64, evolve_every: u32) -> FlockPlugins {
+    FlockPlugins {
+        birds,
+        params: FlockParams {
+            threads,
+            ..FlockParams::default()
+        },
+        seed,
+        evolve_every,
+        obstacles: false,
+    }
+}
+
 fn run(threads: usize, faithful: bool, steps: usize) -> Vec<BirdRecord> {
     let mut flock = Flock::new(
         1500,
@@ -157,7 +173,7 @@ fn run(threads: usize, faithful: bool, steps: usize) -> Vec<BirdRecord> {
         },
     );
     for _ in 0..steps {
-        flock.step(1.0 / 64.0);
+        flock.step(1.0 / 64.0, &ObstacleField::default());
     }
     flock.birds
 }
@@ -195,15 +211,7 @@ fn matrices_of_tick_n_come_from_birds_of_tick_n() {
     let mut app = build_app(HeadlessConfig {
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
-        flock: Some((
-            500,
-            FlockParams {
-                threads: 2,
-                ..FlockParams::default()
-            },
-            1,
-            180,
-        )),
+        flock: Some(flock_plugins(500, 2, 1, 180)),
     });
     for _ in 0..5 {
         app.update();
@@ -281,7 +289,10 @@ fn the_flock_schedule_has_no_ambiguities() {
     let mut app = build_app(HeadlessConfig {
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
-        flock: Some((100, FlockParams::default(), 1, 180)),
+        flock: Some(FlockPlugins {
+            obstacles: true,
+            ..flock_plugins(100, 2, 1, 180)
+        }),
     });
     app.edit_schedule(FixedUpdate, |s| {
         s.set_build_settings(ScheduleBuildSettings {
@@ -298,15 +309,7 @@ fn evolve_run(threads: usize, seed: u64, every: u32, ticks: usize) -> App {
     let mut app = build_app(HeadlessConfig {
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
-        flock: Some((
-            1000,
-            FlockParams {
-                threads,
-                ..FlockParams::default()
-            },
-            seed,
-            every,
-        )),
+        flock: Some(flock_plugins(1000, threads, seed, every)),
     });
     for _ in 0..ticks {
         app.update();

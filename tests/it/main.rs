@@ -7,7 +7,10 @@ mod epochs;
 mod flock;
 mod guards;
 mod layout;
+mod physics;
 mod registry;
+#[cfg(feature = "render")]
+mod render;
 mod rings;
 mod snapshots;
 mod streams;

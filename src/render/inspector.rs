@@ -1,0 +1,409 @@
+//! The egui inspector: a live view of the SAB (registry, supervisor headers, epochs with their
+//! rates, rings, guards and the arena), tick-time and fitness plots, the controls (pause and
+//! step, bird count, faithful mode, seed, snapshot save and load), and the FPS overlay.
+//!
+//! The SAB report behind the panels is the one `inos inspect` prints, rebuilt a few times a second
+//! from the live SAB; birds are never listed one by one.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use bevy::diagnostic::{DiagnosticsStore, FrameTimeDiagnosticsPlugin};
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+
+use super::birds::UploadStats;
+use crate::inspect::SabReport;
+use crate::pulse::PulseControl;
+use crate::sab::{BirdRecord, EpochIndex, Sab, StreamId, SupervisorStatus};
+use crate::supervisors::evolution::Evolution;
+use crate::timing::StageTimes;
+use crate::units::boids::{Flock, FlockCommand, FlockCommands};
+
+/// How often the SAB report and the epoch rates are refreshed.
+const REFRESH_SECONDS: f64 = 0.25;
+/// Tick-time samples per stage in the plot.
+const PLOT_TICKS: usize = 240;
+
+pub struct InspectorPlugin;
+
+impl Plugin for InspectorPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<InspectorState>()
+            .add_systems(Update, (refresh, keyboard))
+            .add_systems(EguiPrimaryContextPass, (overlay, inspector));
+    }
+}
+
+/// What the panels show and the controls' pending values.
+#[derive(Resource)]
+pub struct InspectorState {
+    report: Option<SabReport>,
+    refreshed_at: f64,
+    /// Epoch values at the previous refresh, and the rates derived from them.
+    last_epochs: Vec<u32>,
+    rates: Vec<f64>,
+    birds: usize,
+    seed: u64,
+    snapshot_path: String,
+    message: String,
+    frame_ms: VecDeque<f32>,
+}
+
+impl Default for InspectorState {
+    fn default() -> Self {
+        Self {
+            report: None,
+            refreshed_at: f64::NEG_INFINITY,
+            last_epochs: Vec::new(),
+            rates: Vec::new(),
+            birds: 0,
+            seed: 1,
+            snapshot_path: "inos.snap".into(),
+            message: String::new(),
+            frame_ms: VecDeque::new(),
+        }
+    }
+}
+
+fn refresh(
+    sab: Res<Sab>,
+    time: Res<Time<Real>>,
+    flock: Res<Flock>,
+    diagnostics: Res<DiagnosticsStore>,
+    mut state: ResMut<InspectorState>,
+) {
+    if let Some(ms) = diagnostics
+        .get(&FrameTimeDiagnosticsPlugin::FRAME_TIME)
+        .and_then(|d| d.value())
+    {
+        state.frame_ms.push_back(ms as f32);
+        if state.frame_ms.len() > PLOT_TICKS {
+            state.frame_ms.pop_front();
+        }
+    }
+    if state.birds == 0 {
+        state.birds = flock.birds.len();
+    }
+    let now = time.elapsed_secs_f64();
+    let dt = now - state.refreshed_at;
+    if dt < REFRESH_SECONDS {
+        return;
+    }
+    let epochs = sab.epochs();
+    let values: Vec<u32> = EpochIndex::NAMED.iter().map(|(i, _, _)| epochs.load(*i)).collect();
+    state.rates = if state.last_epochs.len() == values.len() {
+        values
+            .iter()
+            .zip(&state.last_epochs)
+            .map(|(v, old)| f64::from(v.wrapping_sub(*old)) / dt)
+            .collect()
+    } else {
+        vec![0.0; values.len()]
+    };
+    state.last_epochs = values;
+    state.refreshed_at = now;
+    state.report = Some(SabReport::new(&sab, None));
+}
+
+/// Space pauses and resumes; `.` steps one tick while paused.
+fn keyboard(keys: Res<ButtonInput<KeyCode>>, mut pulse: ResMut<PulseControl>) {
+    if keys.just_pressed(KeyCode::Space) {
+        pulse.paused = !pulse.paused;
+    }
+    if keys.just_pressed(KeyCode::Period) && pulse.paused {
+        pulse.pending_steps += 1;
+    }
+}
+
+/// FPS and frame time, top left.
+fn overlay(mut contexts: EguiContexts, diagnostics: Res<DiagnosticsStore>, uploads: Res<UploadStats>) -> Result {
+    let ctx = contexts.ctx_mut()?;
+    let fps = diagnostics
+        .get(&FrameTimeDiagnosticsPlugin::FPS)
+        .and_then(|d| d.smoothed())
+        .unwrap_or(0.0);
+    let frame = diagnostics
+        .get(&FrameTimeDiagnosticsPlugin::FRAME_TIME)
+        .and_then(|d| d.smoothed())
+        .unwrap_or(0.0);
+    let (_, upload_ms, upload_bytes, birds) = uploads.read();
+    egui::Area::new("fps".into())
+        .fixed_pos(egui::pos2(10.0, 10.0))
+        .show(ctx, |ui| {
+            egui::Frame::popup(ui.style()).show(ui, |ui| {
+                ui.monospace(format!("{fps:5.1} fps  {frame:6.2} ms/frame"));
+                ui.monospace(format!(
+                    "{birds} birds  matrices {:.2} MB in {upload_ms:.2} ms",
+                    upload_bytes as f64 / 1e6
+                ));
+            });
+        });
+    Ok(())
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inspector shows and controls most of the app"
+)]
+fn inspector(
+    mut contexts: EguiContexts,
+    sab: Res<Sab>,
+    mut state: ResMut<InspectorState>,
+    mut pulse: ResMut<PulseControl>,
+    flock: Res<Flock>,
+    mut commands: ResMut<FlockCommands>,
+    mut evolution: ResMut<Evolution>,
+    times: Res<StageTimes>,
+) -> Result {
+    let ctx = contexts.ctx_mut()?;
+    let state = &mut *state;
+    egui::Window::new("INOS inspector")
+        .default_pos(egui::pos2(ctx.content_rect().right() - 430.0, 10.0))
+        .default_width(410.0)
+        .default_height(ctx.content_rect().height() - 30.0)
+        .vscroll(true)
+        .show(ctx, |ui| {
+            controls(ui, &sab, state, &mut pulse, &flock, &mut commands, &mut evolution);
+            let Some(report) = &state.report else {
+                return;
+            };
+            ui.label(format!(
+                "tier {}  {} MiB  layout v{}  {} birds max",
+                report.tier,
+                report.sab_size >> 20,
+                report.layout_version,
+                sab.layout().spec().max_birds
+            ));
+            egui::CollapsingHeader::new("Epochs (non-zero)").default_open(true).show(ui, |ui| {
+                egui::Grid::new("epochs").striped(true).show(ui, |ui| {
+                    ui.strong("epoch");
+                    ui.strong("value");
+                    ui.strong("rate/s");
+                    ui.end_row();
+                    let named = EpochIndex::NAMED.iter().zip(&state.last_epochs).zip(&state.rates);
+                    for (((index, name, _), value), rate) in named.filter(|((_, v), _)| **v != 0) {
+                        ui.monospace(format!("{:>2} {name}", index.get()));
+                        ui.monospace(value.to_string());
+                        ui.monospace(format!("{rate:.1}"));
+                        ui.end_row();
+                    }
+                });
+            });
+            egui::CollapsingHeader::new(format!("Registry ({} modules)", report.modules.len()))
+                .default_open(true)
+                .show(ui, |ui| {
+                    for m in &report.modules {
+                        let [a, b, c] = m.version;
+                        ui.strong(format!("{} {a}.{b}.{c}  (slot {})", m.id, m.slot));
+                        ui.indent(&m.id, |ui| {
+                            let caps: Vec<&str> = m.capabilities.iter().map(|c| c.id.as_str()).collect();
+                            ui.label(format!("capabilities: {}", caps.join(", ")));
+                            if !m.dependencies.is_empty() {
+                                let v = |[a, b, c]: [u8; 3]| format!("{a}.{b}.{c}");
+                                let deps: Vec<String> = m
+                                    .dependencies
+                                    .iter()
+                                    .map(|d| format!("{} {} to {}", d.module_id, v(d.min), v(d.max)))
+                                    .collect();
+                                ui.label(format!("depends on: {}", deps.join(", ")));
+                            }
+                        });
+                    }
+                });
+            egui::CollapsingHeader::new(format!("Supervisors ({})", report.supervisors.len())).show(ui, |ui| {
+                if report.supervisors.is_empty() {
+                    ui.label("no supervisor has claimed a slot in the supervisor table");
+                }
+                let now = crate::sab::now_ms();
+                for s in &report.supervisors {
+                    let (colour, status) = match s.status {
+                        Some(SupervisorStatus::Healthy) => (egui::Color32::from_rgb(80, 200, 120), "healthy"),
+                        Some(SupervisorStatus::Degraded) => (egui::Color32::from_rgb(240, 180, 40), "degraded"),
+                        Some(SupervisorStatus::Zombie) => (egui::Color32::from_rgb(230, 70, 60), "zombie"),
+                        Some(SupervisorStatus::Starting) => (egui::Color32::GRAY, "starting"),
+                        None => (egui::Color32::GRAY, "?"),
+                    };
+                    let h = &s.header;
+                    ui.horizontal(|ui| {
+                        ui.colored_label(colour, "●");
+                        ui.monospace(format!(
+                            "{} (epoch {}) {status}: {} jobs, {} failed, {} restarts, health {:.2}, heartbeat {} ms ago",
+                            s.name,
+                            s.epoch,
+                            h.jobs_processed,
+                            h.jobs_failed,
+                            h.restarts,
+                            h.health_score,
+                            now.saturating_sub(h.last_heartbeat_ms)
+                        ));
+                    });
+                }
+            });
+            egui::CollapsingHeader::new("Rings, guards and arena").show(ui, |ui| {
+                for r in &report.rings {
+                    let used = r.used_bytes as f64 / r.control.capacity.max(1) as f64;
+                    ui.horizontal(|ui| {
+                        ui.monospace(format!("{:?}", r.ring));
+                        ui.add(
+                            egui::ProgressBar::new(used as f32)
+                                .desired_width(140.0)
+                                .text(format!("{} B, {} frames", r.used_bytes, r.pending_frames)),
+                        );
+                    });
+                }
+                let violations: u32 = report.guards.iter().map(|g| g.entry.violations).sum();
+                ui.label(format!("guard violations: {violations}"));
+                for g in report.guards.iter().filter(|g| g.entry.violations > 0) {
+                    ui.monospace(format!("  {:?}: {}", g.policy.region, g.entry.violations));
+                }
+                let a = &report.arena;
+                ui.label(format!(
+                    "arena: {} KiB used of {} KiB, {} allocations, fragmentation {:.2}",
+                    a.used >> 10,
+                    a.capacity >> 10,
+                    a.allocations,
+                    a.fragmentation
+                ));
+                ui.label(format!(
+                    "patterns: {}  job history: {} records",
+                    report.live_patterns, report.job_history.count
+                ));
+            });
+            egui::CollapsingHeader::new("Tick times (µs)").default_open(true).show(ui, |ui| {
+                let frame: Vec<f32> = state.frame_ms.iter().map(|ms| ms * 1000.0).collect();
+                plot(ui, "frame", &frame);
+                for (stage, samples) in times.series() {
+                    plot(ui, stage, &samples[samples.len().saturating_sub(PLOT_TICKS)..]);
+                }
+            });
+            egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.history.len()))
+                .default_open(true)
+                .show(ui, |ui| {
+                    let mean: Vec<f32> = evolution.history.iter().map(|g| g.mean_fitness).collect();
+                    let best: Vec<f32> = evolution.history.iter().map(|g| g.best_fitness).collect();
+                    plot(ui, "mean", &mean);
+                    plot(ui, "best", &best);
+                    ui.label(format!("now: mean {:.4}, best {:.4}", flock.mean_fitness(), flock.best_fitness()));
+                });
+        });
+    Ok(())
+}
+
+fn controls(
+    ui: &mut egui::Ui,
+    sab: &Sab,
+    state: &mut InspectorState,
+    pulse: &mut PulseControl,
+    flock: &Flock,
+    commands: &mut FlockCommands,
+    evolution: &mut Evolution,
+) {
+    ui.horizontal(|ui| {
+        if ui.button(if pulse.paused { "▶ resume" } else { "⏸ pause" }).clicked() {
+            pulse.paused = !pulse.paused;
+        }
+        if ui.add_enabled(pulse.paused, egui::Button::new("step")).clicked() {
+            pulse.pending_steps += 1;
+        }
+        let mut faithful = flock.params.faithful;
+        if ui.checkbox(&mut faithful, "faithful").changed() {
+            commands.0.push(FlockCommand::SetFaithful(faithful));
+        }
+    });
+    let max = sab.layout().spec().max_birds as usize;
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::Slider::new(&mut state.birds, 2..=max)
+                .logarithmic(true)
+                .text("birds"),
+        );
+        if ui.button("respawn").clicked() {
+            commands.0.push(FlockCommand::Respawn(state.birds));
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.add(egui::DragValue::new(&mut state.seed).prefix("seed "));
+        if ui.button("restart evolution").clicked() {
+            evolution.restart(state.seed);
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.text_edit_singleline(&mut state.snapshot_path);
+        let path = PathBuf::from(&state.snapshot_path);
+        if ui.button("save").clicked() {
+            state.message = match sab.write_snapshot(&path) {
+                Ok(_) => format!("saved {}", path.display()),
+                Err(e) => e.to_string(),
+            };
+        }
+        if ui.button("load").clicked() {
+            state.message = match load_flock(sab, &path) {
+                Ok(records) => {
+                    let n = records.len();
+                    commands.0.push(FlockCommand::Restore(records));
+                    format!("loaded {n} birds from {}", path.display())
+                }
+                Err(e) => e,
+            };
+        }
+    });
+    if !state.message.is_empty() {
+        ui.label(&state.message);
+    }
+    ui.separator();
+}
+
+/// The bird records of a snapshot, if it was taken from a SAB of this layout.
+fn load_flock(sab: &Sab, path: &std::path::Path) -> Result<Vec<BirdRecord>, String> {
+    let (saved, _) = Sab::read_snapshot(path).map_err(|e| e.to_string())?;
+    if saved.layout() != sab.layout() {
+        return Err(format!(
+            "{} was taken from a {} SAB of {} MiB; this one is {} with {} MiB",
+            path.display(),
+            saved.layout().tier,
+            saved.layout().sab_size >> 20,
+            sab.layout().tier,
+            sab.layout().sab_size >> 20
+        ));
+    }
+    let stream = saved.stream(StreamId::Birds);
+    let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
+    let read = stream.read_into(&mut birds).map_err(|e| e.to_string())?;
+    if read.count == 0 {
+        return Err(format!("{} holds no birds", path.display()));
+    }
+    birds.truncate(read.count);
+    Ok(birds)
+}
+
+/// A small line plot of `values`, with its label and latest value.
+fn plot(ui: &mut egui::Ui, label: &str, values: &[f32]) {
+    ui.horizontal(|ui| {
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(260.0, 36.0), egui::Sense::hover());
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+        if values.len() >= 2 {
+            let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+            let span = (hi - lo).max(1e-6);
+            let points: Vec<egui::Pos2> = values
+                .iter()
+                .enumerate()
+                .map(|(k, v)| {
+                    egui::pos2(
+                        rect.left() + rect.width() * k as f32 / (values.len() - 1) as f32,
+                        rect.bottom() - 2.0 - (rect.height() - 4.0) * (v - lo) / span,
+                    )
+                })
+                .collect();
+            painter.add(egui::Shape::line(
+                points,
+                egui::Stroke::new(1.2, egui::Color32::from_rgb(90, 170, 255)),
+            ));
+        }
+        let last = values.last().copied().unwrap_or(0.0);
+        ui.monospace(format!("{label} {last:.1}"));
+    });
+}

@@ -1,0 +1,159 @@
+//! The scene around the flock: an orbit camera framed on the flock's world, the original's cream
+//! backdrop, a lit ground with a grid, and meshes for the physics unit's obstacles (which follow
+//! their Rapier bodies through their transforms).
+
+use bevy::input::mouse::{AccumulatedMouseMotion, AccumulatedMouseScroll, MouseScrollUnit};
+use bevy::light::GlobalAmbientLight;
+use bevy::prelude::*;
+use bevy_egui::input::egui_wants_any_pointer_input;
+
+use crate::units::boids::Flock;
+use crate::units::physics::{Obstacle, ObstacleKind};
+
+/// The original page's background (reference §8).
+pub const BACKDROP: Color = Color::srgb(0.957, 0.945, 0.918);
+
+pub struct ScenePlugin;
+
+impl Plugin for ScenePlugin {
+    fn build(&self, app: &mut App) {
+        app.insert_resource(ClearColor(BACKDROP))
+            .insert_resource(GlobalAmbientLight {
+                color: Color::WHITE,
+                brightness: 600.0,
+                ..default()
+            })
+            .add_systems(Startup, (spawn_camera, spawn_lights))
+            .add_systems(
+                Update,
+                (
+                    orbit.run_if(not(egui_wants_any_pointer_input)),
+                    dress_obstacles,
+                    draw_grid,
+                ),
+            );
+    }
+}
+
+/// Where the camera looks from: yaw and pitch about the target, and the distance.
+#[derive(Component, Clone, Copy, Debug)]
+pub struct OrbitCamera {
+    pub target: Vec3,
+    pub yaw: f32,
+    pub pitch: f32,
+    pub distance: f32,
+}
+
+impl OrbitCamera {
+    /// The original's view, (15, 12, 45) onto the origin, scaled with the world's width.
+    pub fn framing(flock: &Flock) -> Self {
+        let eye = Vec3::new(15.0, 12.0, 45.0) * (flock.world.bounds.x / 38.0);
+        Self {
+            target: Vec3::ZERO,
+            yaw: eye.x.atan2(eye.z),
+            pitch: (eye.y / eye.length()).asin(),
+            distance: eye.length(),
+        }
+    }
+
+    pub fn transform(&self) -> Transform {
+        let rotation = Quat::from_euler(EulerRot::YXZ, self.yaw, -self.pitch, 0.0);
+        Transform::from_translation(self.target + rotation * Vec3::Z * self.distance).looking_at(self.target, Vec3::Y)
+    }
+}
+
+fn spawn_camera(mut commands: Commands, flock: Res<Flock>) {
+    let orbit = OrbitCamera::framing(&flock);
+    commands.spawn((
+        Camera3d::default(),
+        Projection::Perspective(PerspectiveProjection {
+            fov: 42f32.to_radians(),
+            far: 20.0 * orbit.distance,
+            ..default()
+        }),
+        orbit.transform(),
+        orbit,
+        // The bird parts are drawn with plain instanced draws, not indirect ones.
+        bevy::render::view::NoIndirectDrawing,
+    ));
+}
+
+fn spawn_lights(mut commands: Commands) {
+    commands.spawn((
+        DirectionalLight {
+            illuminance: 6000.0,
+            ..default()
+        },
+        Transform::from_xyz(15.0, 30.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y),
+    ));
+}
+
+/// Left drag orbits, right drag pans, the wheel zooms.
+fn orbit(
+    buttons: Res<ButtonInput<MouseButton>>,
+    motion: Res<AccumulatedMouseMotion>,
+    scroll: Res<AccumulatedMouseScroll>,
+    mut camera: Single<(&mut OrbitCamera, &mut Transform)>,
+) {
+    let (orbit, transform) = &mut *camera;
+    let delta = motion.delta;
+    if buttons.pressed(MouseButton::Left) {
+        orbit.yaw -= delta.x * 0.005;
+        orbit.pitch = (orbit.pitch + delta.y * 0.005).clamp(-1.45, 1.45);
+    }
+    if buttons.pressed(MouseButton::Right) {
+        let pan = orbit.distance * 0.0015;
+        let (right, up) = (transform.right(), transform.up());
+        orbit.target += (-delta.x * *right + delta.y * *up) * pan;
+    }
+    let lines = match scroll.unit {
+        MouseScrollUnit::Line => scroll.delta.y,
+        MouseScrollUnit::Pixel => scroll.delta.y / 40.0,
+    };
+    orbit.distance = (orbit.distance * 0.9f32.powf(lines)).clamp(2.0, 5000.0);
+    **transform = orbit.transform();
+}
+
+/// Gives each new obstacle a mesh and a material from its kind.
+fn dress_obstacles(
+    mut commands: Commands,
+    obstacles: Query<(Entity, &Obstacle), Added<Obstacle>>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
+    for (entity, obstacle) in &obstacles {
+        let (mesh, colour) = match obstacle.kind {
+            ObstacleKind::Floor { half } => (Mesh::from(Cuboid::from_size(half * 2.0)), Color::srgb(0.91, 0.89, 0.84)),
+            ObstacleKind::Pillar { radius, half_height } => (
+                Mesh::from(Cylinder::new(radius, half_height * 2.0)),
+                Color::srgb(0.80, 0.84, 0.88),
+            ),
+            ObstacleKind::Orbiter { radius } => (Sphere::new(radius).mesh().uv(32, 16), Color::srgb(0.96, 0.62, 0.04)),
+            ObstacleKind::Ball { radius } => (Sphere::new(radius).mesh().uv(24, 12), Color::srgb(0.05, 0.65, 0.91)),
+        };
+        commands.entity(entity).insert((
+            Mesh3d(meshes.add(mesh)),
+            MeshMaterial3d(materials.add(StandardMaterial {
+                base_color: colour,
+                perceptual_roughness: 0.8,
+                ..default()
+            })),
+        ));
+    }
+}
+
+/// A grid on the ground (or, without obstacles, where the ground would be), sized for the world
+/// the app started with, like the scene.
+fn draw_grid(flock: Res<Flock>, mut bounds: Local<Option<Vec3>>, mut gizmos: Gizmos) {
+    let b = *bounds.get_or_insert(flock.world.bounds);
+    let cells = 16;
+    gizmos.grid(
+        Isometry3d::new(
+            Vec3::new(0.0, -b.y + 0.02, 0.0),
+            Quat::from_rotation_x(std::f32::consts::FRAC_PI_2),
+        ),
+        UVec2::splat(cells),
+        Vec2::new(b.x, b.z) * 3.2 / cells as f32,
+        Color::srgb(0.78, 0.75, 0.68),
+    );
+}

@@ -1,0 +1,355 @@
+//! The physics unit: a Rapier world (bevy_rapier3d) holding the scene's obstacles, stepped on the
+//! pulse, and the obstacle field it publishes for the boids unit to steer by.
+//!
+//! The scene is sized from the flock's world: a floor under the flock, three static pillars
+//! through it, a kinematic ball orbiting through the flock at mid height, and dynamic balls
+//! bouncing elastically between the floor and invisible walls (which only the balls meet). After
+//! each Rapier step the unit snapshots every obstacle's collider and pose into [`ObstacleField`];
+//! the boids step then projects each bird that is near an obstacle onto that collider's shape
+//! (Rapier's point projection) and steers it away from the surface.
+//!
+//! Rapier steps only on ticks where the pulse moved, so pausing the pulse pauses the scene too,
+//! and the same seed, bird count and tick count give the same run.
+
+use bevy::prelude::*;
+use bevy_rapier3d::prelude::*;
+
+use crate::pulse::PulseSystems;
+use crate::sab::{Capability, EpochIndex, ModuleSpec, Sab, epoch_changed};
+use crate::units::RegisterUnitExt;
+use crate::units::boids::{Flock, FlockSystems, World};
+
+/// Birds closer than this to an obstacle's surface steer away from it.
+pub const AVOID_RADIUS: f32 = 4.0;
+/// Velocity change per frame (1/60 s) at the surface, fading linearly to zero at [`AVOID_RADIUS`].
+/// It has to beat the swirl, which near the pillars adds about 0.9 per frame along their circle.
+pub const W_AVOID: f32 = 3.0;
+/// The orbiting ball's angular speed (rad/s) and its bobbing frequency (rad/s).
+const ORBIT_SPEED: f32 = 0.35;
+const BOB_SPEED: f32 = 0.9;
+
+/// What an obstacle is, for drawing it; `bound` is the radius of a sphere around its centre that
+/// holds the whole shape, for the field's quick rejection.
+#[derive(Component, Clone, Copy, Debug, PartialEq)]
+pub struct Obstacle {
+    pub kind: ObstacleKind,
+    pub bound: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ObstacleKind {
+    /// The ground plane under the flock (a flat box).
+    Floor { half: Vec3 },
+    /// A static vertical cylinder.
+    Pillar { radius: f32, half_height: f32 },
+    /// The kinematic ball orbiting through the flock.
+    Orbiter { radius: f32 },
+    /// A dynamic ball.
+    Ball { radius: f32 },
+}
+
+/// The physics unit's scene: the kinematic orbiter's path.
+#[derive(Component, Clone, Copy, Debug)]
+struct Orbit {
+    radius: f32,
+    height: f32,
+    bob: f32,
+}
+
+/// The obstacles as of the last Rapier step, for the boids step to query.
+#[derive(Resource, Default, Clone)]
+pub struct ObstacleField {
+    entries: Vec<FieldEntry>,
+}
+
+#[derive(Clone)]
+struct FieldEntry {
+    collider: Collider,
+    translation: Vec3,
+    rotation: Quat,
+    /// `bound + AVOID_RADIUS`, squared.
+    reach2: f32,
+}
+
+impl ObstacleField {
+    /// A field over `(collider, translation, rotation, bound)` obstacles.
+    pub fn new(obstacles: impl IntoIterator<Item = (Collider, Vec3, Quat, f32)>) -> Self {
+        Self {
+            entries: obstacles
+                .into_iter()
+                .map(|(collider, translation, rotation, bound)| FieldEntry {
+                    collider,
+                    translation,
+                    rotation,
+                    reach2: (bound + AVOID_RADIUS).powi(2),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
+    /// each, the unit direction from the surface to the bird (out of the shape, if the bird is
+    /// inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
+    pub fn steer(&self, p: Vec3) -> Vec3 {
+        let mut steer = Vec3::ZERO;
+        for e in &self.entries {
+            if p.distance_squared(e.translation) > e.reach2 {
+                continue;
+            }
+            let projection = e.collider.project_point(e.translation, e.rotation, p, false);
+            let to_bird = p - projection.point;
+            let d = to_bird.length();
+            if projection.is_inside {
+                // Out through the nearest surface point.
+                steer += (-to_bird).normalize_or(Vec3::Y);
+            } else if d < AVOID_RADIUS {
+                steer += to_bird / d.max(1e-6) * (1.0 - d / AVOID_RADIUS);
+            }
+        }
+        steer
+    }
+}
+
+/// The physics unit: Rapier in `FixedUpdate`, the scene for the flock's world, and the field.
+pub struct PhysicsPlugin;
+
+/// The physics unit's stages in `FixedUpdate`, around Rapier's own sets.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PhysicsSystems {
+    /// Gates Rapier on the pulse and moves the kinematic obstacles.
+    Drive,
+    /// Publishes the obstacle field after Rapier's writeback.
+    Publish,
+}
+
+impl Plugin for PhysicsPlugin {
+    fn build(&self, app: &mut App) {
+        let world = app
+            .world()
+            .get_resource::<Flock>()
+            .map(|flock| flock.world)
+            .expect("the physics unit sizes its scene from the flock: add BoidsPlugin first");
+        let dt = app
+            .world()
+            .get_resource::<Time<Fixed>>()
+            .map_or(1.0 / 64.0, |t| t.timestep().as_secs_f32());
+        if !app.is_plugin_added::<TransformPlugin>() {
+            app.add_plugins(TransformPlugin);
+        }
+        app.insert_resource(TimestepMode::Fixed { dt, substeps: 1 })
+            .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
+            .init_resource::<ObstacleField>()
+            .register_unit(spec())
+            .add_systems(Startup, move |commands: Commands| spawn_scene(commands, &world))
+            .configure_sets(
+                FixedUpdate,
+                (
+                    PhysicsSystems::Drive
+                        .after(PulseSystems)
+                        .before(PhysicsSet::SyncBackend),
+                    PhysicsSystems::Publish
+                        .after(PhysicsSet::Writeback)
+                        .before(FlockSystems::Physics),
+                ),
+            )
+            .add_systems(
+                FixedUpdate,
+                (
+                    (
+                        gate_rapier,
+                        drive_orbiters.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                    )
+                        .in_set(PhysicsSystems::Drive),
+                    publish_field
+                        .in_set(PhysicsSystems::Publish)
+                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                ),
+            );
+    }
+}
+
+/// The unit's registry record.
+pub fn spec() -> ModuleSpec {
+    ModuleSpec {
+        id: "physics".into(),
+        version: [0, 1, 0],
+        resource_flags: 1,
+        min_memory_mb: 4,
+        capabilities: ["physics:step", "physics:obstacle_field", "physics:project_point"]
+            .map(|id| Capability {
+                id: id.into(),
+                min_memory_mb: 4,
+                requires_gpu: false,
+            })
+            .to_vec(),
+        dependencies: vec![],
+    }
+}
+
+/// The scene's obstacles for a flock world, as (kind, position) pairs; the floor first.
+pub fn scene_layout(world: &World) -> Vec<(ObstacleKind, Vec3)> {
+    let b = world.bounds;
+    let mut scene = vec![(
+        ObstacleKind::Floor {
+            half: Vec3::new(b.x * 1.6, 0.5, b.z * 1.6),
+        },
+        Vec3::new(0.0, -b.y - 0.5, 0.0),
+    )];
+    let pillar_radius = 0.045 * b.x.min(b.z);
+    // Spaced a third of a turn apart, and none straight between the default camera and the centre.
+    for k in 0..3 {
+        let angle = k as f32 * std::f32::consts::TAU / 3.0 + 0.2;
+        scene.push((
+            ObstacleKind::Pillar {
+                radius: pillar_radius,
+                half_height: b.y,
+            },
+            Vec3::new(0.5 * b.x * angle.cos(), 0.0, 0.5 * b.z * angle.sin()),
+        ));
+    }
+    scene.push((
+        ObstacleKind::Orbiter {
+            radius: 0.1 * b.x.min(b.z),
+        },
+        Vec3::new(0.3 * b.x, 0.0, 0.0),
+    ));
+    let ball = 0.06 * b.x.min(b.z);
+    for k in 0..4 {
+        let angle = k as f32 * std::f32::consts::FRAC_PI_2 + 0.8;
+        scene.push((
+            ObstacleKind::Ball { radius: ball },
+            Vec3::new(
+                0.75 * b.x * angle.cos(),
+                0.3 * b.y * (k + 1) as f32 / 4.0,
+                0.75 * b.z * angle.sin(),
+            ),
+        ));
+    }
+    scene
+}
+
+impl ObstacleKind {
+    pub fn collider(self) -> Collider {
+        match self {
+            Self::Floor { half } => Collider::cuboid(half.x, half.y, half.z),
+            Self::Pillar { radius, half_height } => Collider::cylinder(half_height, radius),
+            Self::Orbiter { radius } | Self::Ball { radius } => Collider::ball(radius),
+        }
+    }
+
+    pub fn bound(self) -> f32 {
+        match self {
+            Self::Floor { half } => half.length(),
+            Self::Pillar { radius, half_height } => Vec2::new(radius, half_height).length(),
+            Self::Orbiter { radius } | Self::Ball { radius } => radius,
+        }
+    }
+}
+
+fn spawn_scene(mut commands: Commands, world: &World) {
+    let b = world.bounds;
+    for (kind, at) in scene_layout(world) {
+        let obstacle = Obstacle {
+            kind,
+            bound: kind.bound(),
+        };
+        let mut entity = commands.spawn((obstacle, kind.collider(), Transform::from_translation(at)));
+        match kind {
+            ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } => {
+                entity.insert((RigidBody::Fixed, Restitution::new(1.0), Friction::new(0.0)));
+            }
+            ObstacleKind::Orbiter { .. } => {
+                entity.insert((
+                    RigidBody::KinematicPositionBased,
+                    Orbit {
+                        radius: at.x,
+                        height: at.y,
+                        bob: 0.35 * b.y,
+                    },
+                ));
+            }
+            ObstacleKind::Ball { .. } => {
+                // Elastic and frictionless: they keep bouncing between the floor and the walls.
+                let sideways = Vec3::new(-at.z, 0.0, at.x).normalize_or_zero() * 6.0;
+                entity.insert((
+                    RigidBody::Dynamic,
+                    Velocity::linear(sideways),
+                    Restitution {
+                        coefficient: 1.0,
+                        combine_rule: CoefficientCombineRule::Max,
+                    },
+                    Friction::new(0.0),
+                    Damping {
+                        linear_damping: 0.0,
+                        angular_damping: 0.0,
+                    },
+                    Ccd::enabled(),
+                ));
+            }
+        }
+    }
+    // Walls that keep the balls over the floor; the birds do not see them.
+    let (wx, wz, h) = (b.x * 1.6, b.z * 1.6, b.y * 2.0);
+    for (half, at) in [
+        (Vec3::new(0.5, h, wz), Vec3::new(wx + 0.5, 0.0, 0.0)),
+        (Vec3::new(0.5, h, wz), Vec3::new(-wx - 0.5, 0.0, 0.0)),
+        (Vec3::new(wx, h, 0.5), Vec3::new(0.0, 0.0, wz + 0.5)),
+        (Vec3::new(wx, h, 0.5), Vec3::new(0.0, 0.0, -wz - 0.5)),
+    ] {
+        commands.spawn((
+            RigidBody::Fixed,
+            Collider::cuboid(half.x, half.y, half.z),
+            Restitution::new(1.0),
+            Friction::new(0.0),
+            Transform::from_translation(at),
+        ));
+    }
+}
+
+/// Rapier steps only on ticks where the pulse moved (a paused pulse pauses the scene).
+fn gate_rapier(sab: Res<Sab>, mut seen: Local<u32>, mut configs: Query<&mut RapierConfiguration>) {
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    let active = pulse != *seen;
+    *seen = pulse;
+    for mut config in &mut configs {
+        if config.physics_pipeline_active != active {
+            config.physics_pipeline_active = active;
+        }
+    }
+}
+
+/// Moves the kinematic orbiters along their paths, by pulse count (not wall time).
+fn drive_orbiters(time: Res<Time>, mut ticks: Local<u32>, mut orbiters: Query<(&Orbit, &mut Transform)>) {
+    *ticks += 1;
+    let t = *ticks as f32 * time.delta_secs();
+    for (orbit, mut transform) in &mut orbiters {
+        let angle = ORBIT_SPEED * t;
+        transform.translation = Vec3::new(
+            orbit.radius * angle.cos(),
+            orbit.height + orbit.bob * (BOB_SPEED * t).sin(),
+            orbit.radius * angle.sin(),
+        );
+    }
+}
+
+/// Snapshots every obstacle's collider and pose after Rapier's writeback.
+fn publish_field(
+    sab: Res<Sab>,
+    obstacles: Query<(&Obstacle, &Collider, &Transform)>,
+    mut field: ResMut<ObstacleField>,
+) {
+    *field = ObstacleField::new(
+        obstacles
+            .iter()
+            .map(|(o, collider, t)| (collider.clone(), t.translation, t.rotation, o.bound)),
+    );
+    sab.epochs().signal(EpochIndex::SENSOR);
+}

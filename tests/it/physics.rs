@@ -1,0 +1,180 @@
+//! The physics unit: the obstacle field's steering against hand-computed values, Rapier really
+//! stepping the scene (and pausing with the pulse), birds avoiding the pillars, and determinism
+//! with the obstacles in.
+
+use bevy::prelude::*;
+use bevy_rapier3d::prelude::Collider;
+use inos::FlockPlugins;
+use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
+use inos::pulse::PulseControl;
+use inos::sab::{BirdRecord, Sab, SabLayout, StreamId, Tier};
+use inos::units::boids::World;
+use inos::units::physics::{AVOID_RADIUS, Obstacle, ObstacleField, ObstacleKind, scene_layout};
+
+use crate::flock::flock_plugins;
+
+fn close(a: Vec3, b: Vec3) -> bool {
+    (a - b).length() < 1e-5
+}
+
+#[test]
+fn steering_fades_linearly_from_the_surface_and_pushes_out_from_inside() {
+    let field = ObstacleField::new([(Collider::ball(2.0), Vec3::ZERO, Quat::IDENTITY, 2.0)]);
+    // 1 unit from the surface: (1 - 1/4) along the outward normal.
+    assert!(close(field.steer(Vec3::new(3.0, 0.0, 0.0)), Vec3::new(0.75, 0.0, 0.0)));
+    assert!(close(
+        field.steer(Vec3::new(0.0, -5.0, 0.0)),
+        Vec3::new(0.0, -0.25, 0.0)
+    ));
+    // At or beyond the avoidance radius: nothing.
+    assert_eq!(field.steer(Vec3::new(2.0 + AVOID_RADIUS, 0.0, 0.0)), Vec3::ZERO);
+    assert_eq!(field.steer(Vec3::new(40.0, 1.0, 0.0)), Vec3::ZERO);
+    // Inside: full strength, out through the nearest surface point.
+    assert!(close(field.steer(Vec3::new(0.0, 0.0, 1.5)), Vec3::new(0.0, 0.0, 1.0)));
+
+    // A rotated box: the steering follows its faces, and two obstacles add up.
+    let field = ObstacleField::new([
+        (
+            Collider::cuboid(1.0, 3.0, 1.0),
+            Vec3::new(10.0, 0.0, 0.0),
+            Quat::from_rotation_z(std::f32::consts::FRAC_PI_2),
+            3.4,
+        ),
+        (Collider::ball(1.0), Vec3::new(10.0, 5.0, 0.0), Quat::IDENTITY, 1.0),
+    ]);
+    // The box now lies along X (half length 3) with half height 1: 2 units above its top face,
+    // and 1 unit below the ball's surface.
+    let steer = field.steer(Vec3::new(10.0, 3.0, 0.0));
+    assert!(close(steer, Vec3::new(0.0, 0.5 - 0.75, 0.0)), "{steer}");
+}
+
+fn obstacle_app(birds: usize, threads: usize) -> App {
+    build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: Some(FlockPlugins {
+            obstacles: true,
+            ..flock_plugins(birds, threads, 1, 180)
+        }),
+    })
+}
+
+/// Every obstacle's kind and position, in spawn order.
+fn obstacles(app: &mut App) -> Vec<(ObstacleKind, Vec3)> {
+    let mut query = app.world_mut().query::<(Entity, &Obstacle, &Transform)>();
+    let mut all: Vec<_> = query
+        .iter(app.world())
+        .map(|(e, o, t)| (e, o.kind, t.translation))
+        .collect();
+    all.sort_by_key(|(e, _, _)| *e);
+    all.into_iter().map(|(_, kind, at)| (kind, at)).collect()
+}
+
+#[test]
+fn rapier_moves_the_scene_on_the_pulse_and_stops_when_it_pauses() {
+    let mut app = obstacle_app(200, 1);
+    let world = World::new(200, None);
+    let start = obstacles(&mut app);
+    assert_eq!(start.len(), scene_layout(&world).len());
+    for _ in 0..120 {
+        app.update();
+    }
+    let moved = obstacles(&mut app);
+    let floor_top = -world.bounds.y;
+    for ((kind, before), (_, after)) in start.iter().zip(&moved) {
+        match kind {
+            ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } => assert_eq!(before, after),
+            ObstacleKind::Orbiter { .. } => {
+                // The orbiter follows its path by tick count: 120 ticks of 1/64 s at 0.35 rad/s.
+                let angle: f32 = 0.35 * 120.0 / 64.0;
+                let r = before.x;
+                assert!((after.x - r * angle.cos()).abs() < 1e-3 && (after.z - r * angle.sin()).abs() < 1e-3);
+            }
+            ObstacleKind::Ball { radius } => {
+                assert!(
+                    before.distance(*after) > 1.0,
+                    "a ball fell and moved: {before} -> {after}"
+                );
+                assert!(after.y > floor_top + radius - 0.1, "the floor holds the ball: {after}");
+            }
+        }
+    }
+    // Paused: the flock's pulse stops, and the scene with it.
+    app.world_mut().resource_mut::<PulseControl>().paused = true;
+    for _ in 0..30 {
+        app.update();
+    }
+    let paused = obstacles(&mut app);
+    for _ in 0..30 {
+        app.update();
+    }
+    assert_eq!(paused, obstacles(&mut app));
+    // One step moves it again, by one tick.
+    app.world_mut().resource_mut::<PulseControl>().pending_steps = 1;
+    app.update();
+    assert_ne!(paused, obstacles(&mut app));
+}
+
+/// Birds inside a pillar (summed over every tick), with and without the obstacles in the scene.
+fn birds_inside_pillars(obstacles_on: bool) -> usize {
+    let birds = 1000;
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: Some(FlockPlugins {
+            obstacles: obstacles_on,
+            ..flock_plugins(birds, 2, 1, 0)
+        }),
+    });
+    let pillars: Vec<(Vec3, f32)> = scene_layout(&World::new(birds, None))
+        .into_iter()
+        .filter_map(|(kind, at)| match kind {
+            ObstacleKind::Pillar { radius, .. } => Some((at, radius)),
+            _ => None,
+        })
+        .collect();
+    let sab = app.world().resource::<Sab>().clone();
+    let mut records: Vec<BirdRecord> = vec![bytemuck::Zeroable::zeroed(); birds];
+    let mut inside = 0;
+    for _ in 0..600 {
+        app.update();
+        sab.stream(StreamId::Birds).read_into(&mut records).unwrap();
+        inside += records
+            .iter()
+            .filter(|b| {
+                let p = Vec3::from(b.position);
+                pillars
+                    .iter()
+                    .any(|(c, r)| Vec2::new(p.x - c.x, p.z - c.z).length() < *r)
+            })
+            .count();
+    }
+    inside
+}
+
+#[test]
+fn birds_steer_around_the_pillars() {
+    let without = birds_inside_pillars(false);
+    let with = birds_inside_pillars(true);
+    // Without the physics unit, the swirl carries plenty of birds through where the pillars stand.
+    assert!(
+        without > 1000,
+        "{without} bird-ticks inside the pillars without obstacles"
+    );
+    assert!(
+        with * 10 < without,
+        "{with} bird-ticks inside with obstacles, {without} without"
+    );
+}
+
+#[test]
+fn obstacles_keep_the_run_identical_on_one_and_two_threads() {
+    let hash = |threads| {
+        let mut app = obstacle_app(1000, threads);
+        for _ in 0..200 {
+            app.update();
+        }
+        bird_stream_hash(app.world().resource::<Sab>())
+    };
+    assert_eq!(hash(1), hash(2));
+}
