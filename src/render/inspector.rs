@@ -15,10 +15,10 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use super::birds::UploadStats;
 use crate::inspect::SabReport;
 use crate::pulse::PulseControl;
-use crate::sab::{BirdRecord, EpochIndex, Sab, StreamId, SupervisorStatus};
+use crate::sab::{EpochIndex, Sab, SupervisorStatus};
 use crate::supervisors::evolution::Evolution;
 use crate::timing::StageTimes;
-use crate::units::boids::{Flock, FlockCommand, FlockCommands};
+use crate::units::boids::{Flock, FlockCommand, FlockCommands, load_flock};
 
 /// How often the SAB report and the epoch rates are refreshed.
 const REFRESH_SECONDS: f64 = 0.25;
@@ -30,7 +30,7 @@ pub struct InspectorPlugin;
 impl Plugin for InspectorPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<InspectorState>()
-            .add_systems(Update, (refresh, keyboard))
+            .add_systems(Update, (refresh, keyboard, log_frame_times))
             .add_systems(EguiPrimaryContextPass, (overlay, inspector));
     }
 }
@@ -48,6 +48,7 @@ pub struct InspectorState {
     snapshot_path: String,
     message: String,
     frame_ms: VecDeque<f32>,
+    all_epochs: bool,
 }
 
 impl Default for InspectorState {
@@ -62,6 +63,7 @@ impl Default for InspectorState {
             snapshot_path: "inos.snap".into(),
             message: String::new(),
             frame_ms: VecDeque::new(),
+            all_epochs: false,
         }
     }
 }
@@ -106,6 +108,36 @@ fn refresh(
     state.report = Some(SabReport::new(&sab, None));
 }
 
+/// Every 5 s of wall time, the frame rate and the last matrix upload go to the log (for runs
+/// without a window to look at, such as screenshots and measurements under Xvfb).
+fn log_frame_times(
+    time: Res<Time<Real>>,
+    diagnostics: Res<DiagnosticsStore>,
+    uploads: Res<UploadStats>,
+    mut last: Local<f64>,
+) {
+    let now = time.elapsed_secs_f64();
+    if now - *last < 5.0 {
+        return;
+    }
+    *last = now;
+    let (fps, frame) = frame_rate(&diagnostics);
+    let (count, upload_ms, upload_bytes, birds) = uploads.read();
+    info!(
+        "{fps:.1} fps, {frame:.1} ms/frame; {count} matrix uploads, the last {:.2} MB for {birds} birds in {upload_ms:.2} ms",
+        upload_bytes as f64 / 1e6
+    );
+}
+
+/// Smoothed frames per second and frame time (ms).
+fn frame_rate(diagnostics: &DiagnosticsStore) -> (f64, f64) {
+    let smoothed = |path| diagnostics.get(path).and_then(|d| d.smoothed()).unwrap_or(0.0);
+    (
+        smoothed(&FrameTimeDiagnosticsPlugin::FPS),
+        smoothed(&FrameTimeDiagnosticsPlugin::FRAME_TIME),
+    )
+}
+
 /// Space pauses and resumes; `.` steps one tick while paused.
 fn keyboard(keys: Res<ButtonInput<KeyCode>>, mut pulse: ResMut<PulseControl>) {
     if keys.just_pressed(KeyCode::Space) {
@@ -119,14 +151,7 @@ fn keyboard(keys: Res<ButtonInput<KeyCode>>, mut pulse: ResMut<PulseControl>) {
 /// FPS and frame time, top left.
 fn overlay(mut contexts: EguiContexts, diagnostics: Res<DiagnosticsStore>, uploads: Res<UploadStats>) -> Result {
     let ctx = contexts.ctx_mut()?;
-    let fps = diagnostics
-        .get(&FrameTimeDiagnosticsPlugin::FPS)
-        .and_then(|d| d.smoothed())
-        .unwrap_or(0.0);
-    let frame = diagnostics
-        .get(&FrameTimeDiagnosticsPlugin::FRAME_TIME)
-        .and_then(|d| d.smoothed())
-        .unwrap_or(0.0);
+    let (fps, frame) = frame_rate(&diagnostics);
     let (_, upload_ms, upload_bytes, birds) = uploads.read();
     egui::Area::new("fps".into())
         .fixed_pos(egui::pos2(10.0, 10.0))
@@ -175,14 +200,15 @@ fn inspector(
                 report.layout_version,
                 sab.layout().spec().max_birds
             ));
-            egui::CollapsingHeader::new("Epochs (non-zero)").default_open(true).show(ui, |ui| {
+            egui::CollapsingHeader::new("Epochs").default_open(true).show(ui, |ui| {
+                ui.checkbox(&mut state.all_epochs, "show the epochs still at zero");
                 egui::Grid::new("epochs").striped(true).show(ui, |ui| {
                     ui.strong("epoch");
                     ui.strong("value");
                     ui.strong("rate/s");
                     ui.end_row();
                     let named = EpochIndex::NAMED.iter().zip(&state.last_epochs).zip(&state.rates);
-                    for (((index, name, _), value), rate) in named.filter(|((_, v), _)| **v != 0) {
+                    for (((index, name, _), value), rate) in named.filter(|((_, v), _)| state.all_epochs || **v != 0) {
                         ui.monospace(format!("{:>2} {name}", index.get()));
                         ui.monospace(value.to_string());
                         ui.monospace(format!("{rate:.1}"));
@@ -338,7 +364,7 @@ fn controls(
             };
         }
         if ui.button("load").clicked() {
-            state.message = match load_flock(sab, &path) {
+            state.message = match load_flock(&path, sab.layout()) {
                 Ok(records) => {
                     let n = records.len();
                     commands.0.push(FlockCommand::Restore(records));
@@ -352,29 +378,6 @@ fn controls(
         ui.label(&state.message);
     }
     ui.separator();
-}
-
-/// The bird records of a snapshot, if it was taken from a SAB of this layout.
-fn load_flock(sab: &Sab, path: &std::path::Path) -> Result<Vec<BirdRecord>, String> {
-    let (saved, _) = Sab::read_snapshot(path).map_err(|e| e.to_string())?;
-    if saved.layout() != sab.layout() {
-        return Err(format!(
-            "{} was taken from a {} SAB of {} MiB; this one is {} with {} MiB",
-            path.display(),
-            saved.layout().tier,
-            saved.layout().sab_size >> 20,
-            sab.layout().tier,
-            sab.layout().sab_size >> 20
-        ));
-    }
-    let stream = saved.stream(StreamId::Birds);
-    let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
-    let read = stream.read_into(&mut birds).map_err(|e| e.to_string())?;
-    if read.count == 0 {
-        return Err(format!("{} holds no birds", path.display()));
-    }
-    birds.truncate(read.count);
-    Ok(birds)
 }
 
 /// A small line plot of `values`, with its label and latest value.

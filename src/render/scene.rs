@@ -73,6 +73,7 @@ fn spawn_camera(mut commands: Commands, flock: Res<Flock>) {
         }),
         orbit.transform(),
         orbit,
+        Msaa::Off,
         // The bird parts are drawn with plain instanced draws, not indirect ones.
         bevy::render::view::NoIndirectDrawing,
     ));
@@ -136,6 +137,9 @@ fn dress_obstacles(
             MeshMaterial3d(materials.add(StandardMaterial {
                 base_color: colour,
                 perceptual_roughness: 0.8,
+                // The ground is large on screen and flat: unlit, it costs a software renderer a
+                // fraction of the lit shading and looks the same.
+                unlit: matches!(obstacle.kind, ObstacleKind::Floor { .. }),
                 ..default()
             })),
         ));

@@ -119,14 +119,21 @@ impl World {
 }
 
 /// A uniform grid rebuilt every step by counting sort, into buffers that are reused.
+///
+/// Cells are numbered with z fastest, so the three z-neighbouring cells of a row are one
+/// contiguous run. Within a cell the birds are kept twice: in index order (`items`, the faithful
+/// mode's candidate order) and sorted by z (`order`, with positions and velocities alongside), so a
+/// run is sorted by z as a whole and the Jacobi step only visits the slice within the perception
+/// radius along z.
 #[derive(Default)]
 pub struct Grid {
     starts: Vec<u32>,
     fill: Vec<u32>,
     items: Vec<u32>,
+    order: Vec<u32>,
     cell_of_bird: Vec<u32>,
-    /// Positions and velocities in cell order (`items` order): neighbour loops read contiguous
-    /// memory instead of scattered 236-byte records.
+    /// Positions and velocities in `order`: neighbour loops read contiguous memory instead of
+    /// scattered 236-byte records.
     positions: Vec<Vec3A>,
     velocities: Vec<Vec3A>,
 }
@@ -147,28 +154,63 @@ impl Grid {
         }
         self.items.clear();
         self.items.resize(birds.len(), 0);
-        // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
+        // Stable: birds of a cell stay in index order.
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts[..cells]);
         for (i, &c) in self.cell_of_bird.iter().enumerate() {
             self.items[self.fill[c as usize] as usize] = i as u32;
             self.fill[c as usize] += 1;
         }
+        // By z within each cell, ties by index: a fixed order whatever the thread count.
+        self.order.clone_from(&self.items);
+        let z = |i: u32| birds[i as usize].position[2];
+        for cell in self.starts.windows(2) {
+            let run = &mut self.order[cell[0] as usize..cell[1] as usize];
+            if run.len() > 1 {
+                run.sort_unstable_by(|&a, &b| z(a).total_cmp(&z(b)).then(a.cmp(&b)));
+            }
+        }
         self.positions.clear();
         self.velocities.clear();
-        for &j in &self.items {
+        for &j in &self.order {
             let b = &birds[j as usize];
             self.positions.push(Vec3A::from(b.position));
             self.velocities.push(Vec3A::from(b.velocity));
         }
     }
 
-    /// The birds in the 27 cells around `cell`.
-    fn near<'a>(&'a self, world: &'a World, cell: usize) -> GridNear<'a> {
+    /// The rows (x, y) around `cell` and the contiguous `starts` range of their three z cells.
+    fn rows(&self, world: &World, cell: usize) -> impl Iterator<Item = (usize, usize, std::ops::Range<usize>)> {
+        let dims = world.dims;
+        let [cx, cy, cz] = world.cell_coords(cell);
+        let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
+        let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(dims[2] - 1));
+        range(cx, dims[0]).flat_map(move |x| {
+            range(cy, dims[1]).map(move |y| {
+                let row = (x * dims[1] + y) * dims[2];
+                (x, y, self.starts[row + z0] as usize..self.starts[row + z1 + 1] as usize)
+            })
+        })
+    }
+
+    /// Every bird in the 27 cells around `cell`, in cell order and index order within a cell.
+    fn visit_near_indices(&self, world: &World, cell: usize, mut f: impl FnMut(usize)) {
+        for (_, _, run) in self.rows(world, cell) {
+            for &j in &self.items[run] {
+                f(j as usize);
+            }
+        }
+    }
+
+    /// The birds around bird `i` at `p` (in cell `cell`) that may be within the perception
+    /// radius: whole rows farther than the radius are skipped, and in each row only the z slice
+    /// within the radius is visited.
+    fn near<'a>(&'a self, world: &'a World, cell: usize, p: Vec3A) -> GridNear<'a> {
         GridNear {
             grid: self,
             world,
             cell,
+            p,
         }
     }
 }
@@ -179,28 +221,42 @@ pub trait Candidates {
     fn visit(self, f: impl FnMut(usize, Vec3A, Vec3A));
 }
 
-/// The birds in the 27 cells around a cell (cell order, then index order within a cell), with
-/// positions and velocities as of the grid's build.
+/// The birds near a position, from the grid (see `Grid::near`), with positions and velocities as
+/// of the grid's build.
 pub struct GridNear<'a> {
     grid: &'a Grid,
     world: &'a World,
     cell: usize,
+    p: Vec3A,
 }
 
 impl Candidates for GridNear<'_> {
     fn visit(self, mut f: impl FnMut(usize, Vec3A, Vec3A)) {
-        let (grid, dims) = (self.grid, self.world.dims);
-        let [cx, cy, cz] = self.world.cell_coords(self.cell);
-        let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
-        for x in range(cx, dims[0]) {
-            for y in range(cy, dims[1]) {
-                let row = (x * dims[1] + y) * dims[2];
-                let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(dims[2] - 1));
-                // Cells z0..=z1 of one row are contiguous in the sorted arrays.
-                let (a, b) = (grid.starts[row + z0] as usize, grid.starts[row + z1 + 1] as usize);
-                for k in a..b {
-                    f(grid.items[k] as usize, grid.positions[k], grid.velocities[k]);
-                }
+        let (grid, world, p) = (self.grid, self.world, self.p);
+        let [cx, cy, _] = world.cell_coords(self.cell);
+        let r2 = PERCEPTION_RADIUS * PERCEPTION_RADIUS;
+        // The distance from p to a neighbouring row's slab along one axis: birds in the cell
+        // below lie below this cell's lower face, birds in the cell above at or above its upper
+        // face (also when positions outside the grid were clamped into edge cells).
+        let gap = |c: usize, n: usize, v: f32, half: f32| {
+            let lower = c as f32 * CELL_SIZE - half;
+            match n.cmp(&c) {
+                std::cmp::Ordering::Less => (v - lower).max(0.0),
+                std::cmp::Ordering::Greater => (lower + CELL_SIZE - v).max(0.0),
+                std::cmp::Ordering::Equal => 0.0,
+            }
+        };
+        let (z_lo, z_hi) = (p.z - PERCEPTION_RADIUS, p.z + PERCEPTION_RADIUS);
+        for (x, y, run) in grid.rows(world, self.cell) {
+            let (gx, gy) = (gap(cx, x, p.x, world.half.x), gap(cy, y, p.y, world.half.y));
+            if gx * gx + gy * gy >= r2 {
+                continue;
+            }
+            let zs = &grid.positions[run.clone()];
+            let lo = run.start + zs.partition_point(|q| q.z < z_lo);
+            let hi = run.start + zs.partition_point(|q| q.z <= z_hi);
+            for k in lo..hi {
+                f(grid.order[k] as usize, grid.positions[k], grid.velocities[k]);
             }
         }
     }
@@ -336,10 +392,14 @@ pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, worl
         n += 1;
         vel_sum += other_v;
         pos_sum += other_p;
-        let d2 = d2.max(0.01);
-        let d = d2.sqrt();
-        if d < SEPARATION_DISTANCE {
-            sep += diff * ((SEPARATION_DISTANCE - d) / d2);
+        // Only the few neighbours within the separation distance pay for the square root (the
+        // outer test is implied by the inner one, which stays the reference's exact comparison).
+        if d2 < SEPARATION_DISTANCE * SEPARATION_DISTANCE {
+            let d2 = d2.max(0.01);
+            let d = d2.sqrt();
+            if d < SEPARATION_DISTANCE {
+                sep += diff * ((SEPARATION_DISTANCE - d) / d2);
+            }
         }
     });
     let (alignment, cohesion) = if n > 0 {
@@ -548,8 +608,7 @@ impl Flock {
             for i in 0..self.birds.len() {
                 // The grid's candidates, but their current records (already moved if j < i).
                 candidates.clear();
-                grid.near(world, grid.cell_of_bird[i] as usize)
-                    .visit(|j, _, _| candidates.push(j));
+                grid.visit_near_indices(world, grid.cell_of_bird[i] as usize, |j| candidates.push(j));
                 let mut f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
                 f.avoidance = obstacles.steer(Vec3::from(me.position));
@@ -568,7 +627,8 @@ impl Flock {
                 let cell = grid.cell_of_bird[i] as usize;
                 let me = &birds[i];
                 let p = Vec3::from(me.position);
-                let mut f = forces_from(i, p, Vec3::from(me.velocity), grid.near(world, cell), world);
+                let near = grid.near(world, cell, Vec3A::from(p));
+                let mut f = forces_from(i, p, Vec3::from(me.velocity), near, world);
                 f.avoidance = obstacles.steer(p);
                 *slot = step_bird(i, me, &f, ease, clock, false);
             }
@@ -679,6 +739,30 @@ pub enum FlockCommand {
     SetFaithful(bool),
     /// Continue from these records (for example a snapshot's bird stream).
     Restore(Vec<BirdRecord>),
+}
+
+/// The bird records in a snapshot file, if it was taken from a SAB with this layout (so that its
+/// birds fit).
+pub fn load_flock(path: &std::path::Path, layout: &SabLayout) -> Result<Vec<BirdRecord>, String> {
+    let (saved, _) = Sab::read_snapshot(path).map_err(|e| e.to_string())?;
+    if saved.layout() != layout {
+        return Err(format!(
+            "{} was taken from a {} SAB of {} MiB, not a {} SAB of {} MiB",
+            path.display(),
+            saved.layout().tier,
+            saved.layout().sab_size >> 20,
+            layout.tier,
+            layout.sab_size >> 20
+        ));
+    }
+    let stream = saved.stream(StreamId::Birds);
+    let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
+    let read = stream.read_into(&mut birds).map_err(|e| e.to_string())?;
+    if read.count == 0 {
+        return Err(format!("{} holds no birds", path.display()));
+    }
+    birds.truncate(read.count);
+    Ok(birds)
 }
 
 /// The bird stream's writer, held by the unit.

@@ -354,3 +354,66 @@ fn the_same_seed_gives_the_same_stream_hash_on_one_and_two_threads() {
     let other_seed = evolve_run(2, 43, 60, 200);
     assert_ne!(hash(&one), hash(&other_seed), "the seed drives the GA");
 }
+
+#[test]
+fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
+    use inos::pulse::PulseControl;
+    use inos::sab::EpochIndex;
+    use inos::units::boids::{FlockCommand, FlockCommands, load_flock};
+
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: Some(flock_plugins(500, 2, 1, 0)),
+    });
+    for _ in 0..20 {
+        app.update();
+    }
+    let sab = app.world().resource::<Sab>().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flock.snap");
+    sab.write_snapshot(&path).unwrap();
+    let saved = load_flock(&path, sab.layout()).unwrap();
+    assert_eq!(saved.len(), 500);
+
+    let published = |sab: &Sab| {
+        let mut birds: Vec<BirdRecord> = vec![bytemuck::Zeroable::zeroed(); 2000];
+        let n = sab.stream(StreamId::Birds).read_into(&mut birds).unwrap().count;
+        birds.truncate(n);
+        birds
+    };
+    let matrices = |sab: &Sab| {
+        let mut parts = vec![MatrixPart { cols: [0.0; 16] }; 8 * 2000];
+        sab.stream(StreamId::Matrices).read_into(&mut parts).unwrap().count
+    };
+    let command = |app: &mut App, c: FlockCommand| {
+        app.world_mut().resource_mut::<FlockCommands>().0.push(c);
+        app.update();
+    };
+    app.world_mut().resource_mut::<PulseControl>().paused = true;
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+
+    command(&mut app, FlockCommand::Respawn(300));
+    assert_eq!(sab.epochs().load(EpochIndex::BIRD_COUNT), 300);
+    assert!(published(&sab) == initial_population(300));
+    assert_eq!(
+        matrices(&sab),
+        300,
+        "the matrix unit follows the new flock while paused"
+    );
+
+    command(&mut app, FlockCommand::SetFaithful(true));
+    assert!(app.world().resource::<Flock>().params.faithful);
+
+    command(&mut app, FlockCommand::Restore(saved.clone()));
+    assert!(published(&sab) == saved);
+
+    // Beyond the tier: refused, and the flock is left as it was.
+    command(&mut app, FlockCommand::Respawn(5000));
+    assert!(published(&sab) == saved);
+    assert_eq!(sab.epochs().load(EpochIndex::SYSTEM_PULSE), pulse, "paused throughout");
+
+    let heavy = SabLayout::for_tier(Tier::Heavy);
+    let refused = load_flock(&path, &heavy).unwrap_err();
+    assert!(refused.contains("light") && refused.contains("heavy"), "{refused}");
+}
