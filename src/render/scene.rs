@@ -5,6 +5,7 @@
 use bevy::input::mouse::{AccumulatedMouseMotion, AccumulatedMouseScroll, MouseScrollUnit};
 use bevy::light::GlobalAmbientLight;
 use bevy::prelude::*;
+use bevy::render::renderer::RenderAdapterInfo;
 use bevy_egui::input::egui_wants_any_pointer_input;
 
 use crate::units::boids::Flock;
@@ -62,8 +63,10 @@ impl OrbitCamera {
     }
 }
 
-fn spawn_camera(mut commands: Commands, flock: Res<Flock>) {
+fn spawn_camera(mut commands: Commands, flock: Res<Flock>, adapter: Option<Res<RenderAdapterInfo>>) {
     let orbit = OrbitCamera::framing(&flock);
+    // A software rasteriser (Mesa lavapipe under Xvfb) pays for every sample: no MSAA there.
+    let software = adapter.is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
     commands.spawn((
         Camera3d::default(),
         Projection::Perspective(PerspectiveProjection {
@@ -73,7 +76,7 @@ fn spawn_camera(mut commands: Commands, flock: Res<Flock>) {
         }),
         orbit.transform(),
         orbit,
-        Msaa::Off,
+        if software { Msaa::Off } else { Msaa::default() },
         // The bird parts are drawn with plain instanced draws, not indirect ones.
         bevy::render::view::NoIndirectDrawing,
     ));

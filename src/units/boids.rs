@@ -12,11 +12,14 @@
 //!   horizontally by √(birds / 1000), which also keeps the golden-angle start disk in the same
 //!   proportion to the world.
 //! - Neighbour search uses a counting-sort uniform grid with cell-ordered position and velocity
-//!   arrays; all of its buffers, and the step's output buffers, are reused, so a steady-state step
-//!   allocates no flock-sized memory. Jacobi steps split the flock into contiguous chunks across
-//!   scoped threads (one per `threads`).
+//!   arrays (one array per coordinate); the Jacobi step takes candidates four at a time in SIMD
+//!   lanes and skips rows of cells beyond the perception radius. All buffers, and the step's
+//!   output buffers, are reused, so a steady-state step allocates no flock-sized memory. Jacobi
+//!   steps split the flock into contiguous chunks across scoped threads (one per `threads`).
+//! - Birds steer away from the physics unit's obstacles (`ObstacleField::steer`, weight
+//!   `W_AVOID`), an addition to the reference's forces.
 
-use bevy::math::{DQuat, EulerRot, Vec3, Vec3A};
+use bevy::math::{DQuat, EulerRot, Vec3, Vec4};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use serde::Serialize;
@@ -121,25 +124,30 @@ impl World {
 /// A uniform grid rebuilt every step by counting sort, into buffers that are reused.
 ///
 /// Cells are numbered with z fastest, so the three z-neighbouring cells of a row are one
-/// contiguous run. Within a cell the birds are kept twice: in index order (`items`, the faithful
-/// mode's candidate order) and sorted by z (`order`, with positions and velocities alongside), so a
-/// run is sorted by z as a whole and the Jacobi step only visits the slice within the perception
-/// radius along z.
+/// contiguous run of `items` (birds in index order within a cell). Positions and velocities are
+/// copied out in that order as separate x, y, z arrays (structure of arrays), so the neighbour
+/// pass reads contiguous memory four candidates at a time.
 #[derive(Default)]
 pub struct Grid {
     starts: Vec<u32>,
     fill: Vec<u32>,
     items: Vec<u32>,
-    order: Vec<u32>,
+    /// Where each bird sits in `items`.
+    slot_of_bird: Vec<u32>,
     cell_of_bird: Vec<u32>,
-    /// Positions and velocities in `order`: neighbour loops read contiguous memory instead of
-    /// scattered 236-byte records.
-    positions: Vec<Vec3A>,
-    velocities: Vec<Vec3A>,
+    /// [x, y, z, vx, vy, vz] in `items` order, each padded with `LANES - 1` far-away entries so a
+    /// four-wide load at any slot stays in bounds.
+    soa: [Vec<f32>; 6],
 }
 
+/// Candidates per step of the neighbour pass.
+const LANES: usize = 4;
+/// Padding coordinates: far from every bird, yet finite when squared and multiplied by zero.
+const FAR: f32 = 1e18;
+
 impl Grid {
-    fn build(&mut self, world: &World, birds: &[BirdRecord]) {
+    /// Rebuilds the grid over `birds` (reusing its buffers).
+    pub fn build(&mut self, world: &World, birds: &[BirdRecord]) {
         let cells = world.cell_count();
         self.starts.clear();
         self.starts.resize(cells + 1, 0);
@@ -154,28 +162,26 @@ impl Grid {
         }
         self.items.clear();
         self.items.resize(birds.len(), 0);
-        // Stable: birds of a cell stay in index order.
+        // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts[..cells]);
         for (i, &c) in self.cell_of_bird.iter().enumerate() {
             self.items[self.fill[c as usize] as usize] = i as u32;
             self.fill[c as usize] += 1;
         }
-        // By z within each cell, ties by index: a fixed order whatever the thread count.
-        self.order.clone_from(&self.items);
-        let z = |i: u32| birds[i as usize].position[2];
-        for cell in self.starts.windows(2) {
-            let run = &mut self.order[cell[0] as usize..cell[1] as usize];
-            if run.len() > 1 {
-                run.sort_unstable_by(|&a, &b| z(a).total_cmp(&z(b)).then(a.cmp(&b)));
+        self.slot_of_bird.resize(birds.len(), 0);
+        for column in &mut self.soa {
+            column.clear();
+        }
+        for (k, &j) in self.items.iter().enumerate() {
+            self.slot_of_bird[j as usize] = k as u32;
+            let b = &birds[j as usize];
+            for (column, value) in self.soa.iter_mut().zip(b.position.iter().chain(&b.velocity)) {
+                column.push(*value);
             }
         }
-        self.positions.clear();
-        self.velocities.clear();
-        for &j in &self.order {
-            let b = &birds[j as usize];
-            self.positions.push(Vec3A::from(b.position));
-            self.velocities.push(Vec3A::from(b.velocity));
+        for column in &mut self.soa {
+            column.extend([FAR; LANES - 1]);
         }
     }
 
@@ -202,38 +208,16 @@ impl Grid {
         }
     }
 
-    /// The birds around bird `i` at `p` (in cell `cell`) that may be within the perception
-    /// radius: whole rows farther than the radius are skipped, and in each row only the z slice
-    /// within the radius is visited.
-    fn near<'a>(&'a self, world: &'a World, cell: usize, p: Vec3A) -> GridNear<'a> {
-        GridNear {
-            grid: self,
-            world,
-            cell,
-            p,
-        }
-    }
-}
-
-/// Candidate neighbours, visited as (index, position, velocity) in a fixed order. (`Vec3A` keeps
-/// the inner loop in SIMD registers.)
-pub trait Candidates {
-    fn visit(self, f: impl FnMut(usize, Vec3A, Vec3A));
-}
-
-/// The birds near a position, from the grid (see `Grid::near`), with positions and velocities as
-/// of the grid's build.
-pub struct GridNear<'a> {
-    grid: &'a Grid,
-    world: &'a World,
-    cell: usize,
-    p: Vec3A,
-}
-
-impl Candidates for GridNear<'_> {
-    fn visit(self, mut f: impl FnMut(usize, Vec3A, Vec3A)) {
-        let (grid, world, p) = (self.grid, self.world, self.p);
-        let [cx, cy, _] = world.cell_coords(self.cell);
+    /// The flocking forces on bird `i` from the positions and velocities the grid was built from
+    /// (the Jacobi step): the same sums as [`forces`], over the same neighbours, taken four
+    /// candidates at a time. Rows of cells farther than the perception radius are skipped.
+    pub fn forces(&self, i: usize, world: &World) -> BirdForces {
+        let slot = self.slot_of_bird[i] as usize;
+        let [xs, ys, zs, vxs, vys, vzs] = &self.soa;
+        let p = Vec3::new(xs[slot], ys[slot], zs[slot]);
+        let v = Vec3::new(vxs[slot], vys[slot], vzs[slot]);
+        let cell = self.cell_of_bird[i] as usize;
+        let [cx, cy, _] = world.cell_coords(cell);
         let r2 = PERCEPTION_RADIUS * PERCEPTION_RADIUS;
         // The distance from p to a neighbouring row's slab along one axis: birds in the cell
         // below lie below this cell's lower face, birds in the cell above at or above its upper
@@ -246,34 +230,53 @@ impl Candidates for GridNear<'_> {
                 std::cmp::Ordering::Equal => 0.0,
             }
         };
-        let (z_lo, z_hi) = (p.z - PERCEPTION_RADIUS, p.z + PERCEPTION_RADIUS);
-        for (x, y, run) in grid.rows(world, self.cell) {
+        let (px, py, pz) = (Vec4::splat(p.x), Vec4::splat(p.y), Vec4::splat(p.z));
+        let lane = Vec4::new(0.0, 1.0, 2.0, 3.0);
+        let mut sums = [Vec4::ZERO; 10];
+        for (x, y, run) in self.rows(world, cell) {
             let (gx, gy) = (gap(cx, x, p.x, world.half.x), gap(cy, y, p.y, world.half.y));
             if gx * gx + gy * gy >= r2 {
                 continue;
             }
-            let zs = &grid.positions[run.clone()];
-            let lo = run.start + zs.partition_point(|q| q.z < z_lo);
-            let hi = run.start + zs.partition_point(|q| q.z <= z_hi);
-            for k in lo..hi {
-                f(grid.order[k] as usize, grid.positions[k], grid.velocities[k]);
+            let (lo, hi) = (run.start, run.end);
+            for k in (lo..hi).step_by(LANES) {
+                let load = |column: &[f32]| Vec4::from_slice(&column[k..k + LANES]);
+                let (x, y, z) = (load(xs), load(ys), load(zs));
+                let (dx, dy, dz) = (px - x, py - y, pz - z);
+                let d2 = dx * dx + dy * dy + dz * dz;
+                let live = (lane + Vec4::splat((k - lo) as f32)).cmplt(Vec4::splat((hi - lo) as f32));
+                let mut w = Vec4::select(live & d2.cmplt(Vec4::splat(r2)), Vec4::ONE, Vec4::ZERO);
+                if (k..k + LANES).contains(&slot) {
+                    w[slot - k] = 0.0;
+                }
+                let terms = [w, w * x, w * y, w * z, w * load(vxs), w * load(vys), w * load(vzs)];
+                for (sum, term) in sums.iter_mut().zip(terms) {
+                    *sum += term;
+                }
+                // Few candidates are within the separation distance: the square root and the
+                // division are only paid for a group that has one.
+                if d2.cmplt(Vec4::splat(SEPARATION_DISTANCE * SEPARATION_DISTANCE)).any() {
+                    let d2c = d2.max(Vec4::splat(0.01));
+                    let d = d2c.sqrt();
+                    let near = d.cmplt(Vec4::splat(SEPARATION_DISTANCE));
+                    let push = Vec4::select(near, (Vec4::splat(SEPARATION_DISTANCE) - d) / d2c, Vec4::ZERO) * w;
+                    for (sum, term) in sums[7..].iter_mut().zip([dx * push, dy * push, dz * push]) {
+                        *sum += term;
+                    }
+                }
             }
         }
-    }
-}
-
-/// The current records of `flock` at the given indices.
-pub struct RecordCandidates<'a, I> {
-    pub flock: &'a [BirdRecord],
-    pub indices: I,
-}
-
-impl<I: Iterator<Item = usize>> Candidates for RecordCandidates<'_, I> {
-    fn visit(self, mut f: impl FnMut(usize, Vec3A, Vec3A)) {
-        for j in self.indices {
-            let b = &self.flock[j];
-            f(j, Vec3A::from(b.position), Vec3A::from(b.velocity));
-        }
+        let total = |s: Vec4| ((s.x + s.y) + s.z) + s.w;
+        let [n, x, y, z, vx, vy, vz, sx, sy, sz] = sums.map(total);
+        finish_forces(
+            p,
+            v,
+            n as u32,
+            Vec3::new(vx, vy, vz),
+            Vec3::new(x, y, z),
+            Vec3::new(sx, sy, sz),
+            world,
+        )
     }
 }
 
@@ -364,47 +367,35 @@ fn speed_score(speed: f32) -> f32 {
 /// The flocking forces on bird `i` from the current records of `flock` (reference §4.3);
 /// `candidates` is any superset of the birds within the perception radius, in a fixed order.
 pub fn forces(i: usize, flock: &[BirdRecord], candidates: impl Iterator<Item = usize>, world: &World) -> BirdForces {
-    forces_from(
-        i,
-        Vec3::from(flock[i].position),
-        Vec3::from(flock[i].velocity),
-        RecordCandidates {
-            flock,
-            indices: candidates,
-        },
-        world,
-    )
-}
-
-/// The forces on bird `i` at `p` with velocity `v`, from candidates (index, position, velocity).
-pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, world: &World) -> BirdForces {
-    let (pa, va) = (Vec3A::from(p), Vec3A::from(v));
-    let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3A::ZERO, Vec3A::ZERO, Vec3A::ZERO, 0u32);
-    candidates.visit(|j, other_p, other_v| {
-        if j == i {
-            return;
-        }
-        let diff = pa - other_p;
-        let d2 = diff.length_squared();
+    let (p, v) = (Vec3::from(flock[i].position), Vec3::from(flock[i].velocity));
+    let (mut sep, mut vel_sum, mut pos_sum, mut n) = (Vec3::ZERO, Vec3::ZERO, Vec3::ZERO, 0u32);
+    for j in candidates.filter(|&j| j != i) {
+        let (other_p, other_v) = (Vec3::from(flock[j].position), Vec3::from(flock[j].velocity));
+        let diff = p - other_p;
+        // Spelled out (not `length_squared`) so the grid's four-wide pass includes exactly the
+        // same neighbours.
+        let d2 = diff.x * diff.x + diff.y * diff.y + diff.z * diff.z;
         if d2 >= PERCEPTION_RADIUS * PERCEPTION_RADIUS {
-            return;
+            continue;
         }
         n += 1;
         vel_sum += other_v;
         pos_sum += other_p;
-        // Only the few neighbours within the separation distance pay for the square root (the
-        // outer test is implied by the inner one, which stays the reference's exact comparison).
-        if d2 < SEPARATION_DISTANCE * SEPARATION_DISTANCE {
-            let d2 = d2.max(0.01);
-            let d = d2.sqrt();
-            if d < SEPARATION_DISTANCE {
-                sep += diff * ((SEPARATION_DISTANCE - d) / d2);
-            }
+        let d2 = d2.max(0.01);
+        let d = d2.sqrt();
+        if d < SEPARATION_DISTANCE {
+            sep += diff * ((SEPARATION_DISTANCE - d) / d2);
         }
-    });
+    }
+    finish_forces(p, v, n, vel_sum, pos_sum, sep, world)
+}
+
+/// The forces from a bird's neighbour sums: alignment and cohesion towards the neighbours' mean
+/// velocity and position, the separation sum, and the boundary spring.
+fn finish_forces(p: Vec3, v: Vec3, n: u32, vel_sum: Vec3, pos_sum: Vec3, sep: Vec3, world: &World) -> BirdForces {
     let (alignment, cohesion) = if n > 0 {
         let inv = 1.0 / n as f32;
-        (Vec3::from(vel_sum * inv - va), Vec3::from(pos_sum * inv - pa))
+        (vel_sum * inv - v, pos_sum * inv - p)
     } else {
         (Vec3::ZERO, Vec3::ZERO)
     };
@@ -419,7 +410,7 @@ pub fn forces_from(i: usize, p: Vec3, v: Vec3, candidates: impl Candidates, worl
         }
     };
     BirdForces {
-        separation: Vec3::from(sep),
+        separation: sep,
         alignment,
         cohesion,
         boundary: Vec3::new(axis(p.x, b.x), axis(p.y, b.y), axis(p.z, b.z)),
@@ -624,12 +615,9 @@ impl Flock {
         let run = |start: usize, out: &mut [BirdRecord], intensity: &mut [f32]| {
             for (k, (slot, ease)) in out.iter_mut().zip(intensity.iter_mut()).enumerate() {
                 let i = start + k;
-                let cell = grid.cell_of_bird[i] as usize;
                 let me = &birds[i];
-                let p = Vec3::from(me.position);
-                let near = grid.near(world, cell, Vec3A::from(p));
-                let mut f = forces_from(i, p, Vec3::from(me.velocity), near, world);
-                f.avoidance = obstacles.steer(p);
+                let mut f = grid.forces(i, world);
+                f.avoidance = obstacles.steer(Vec3::from(me.position));
                 *slot = step_bird(i, me, &f, ease, clock, false);
             }
         };

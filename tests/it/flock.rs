@@ -417,3 +417,39 @@ fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
     let refused = load_flock(&path, &heavy).unwrap_err();
     assert!(refused.contains("light") && refused.contains("heavy"), "{refused}");
 }
+
+/// The Jacobi step's four-wide grid pass against the plain loop over every bird: the same
+/// neighbours, and the same sums up to the order of additions.
+#[test]
+fn the_grid_pass_finds_the_same_neighbours_and_forces_as_the_plain_loop() {
+    use inos::units::boids::Grid;
+    let mut flock = Flock::new(
+        3000,
+        FlockParams {
+            threads: 2,
+            ..FlockParams::default()
+        },
+    );
+    for _ in 0..90 {
+        flock.step(1.0 / 64.0, &ObstacleField::default());
+    }
+    let mut grid = Grid::default();
+    grid.build(&flock.world, &flock.birds);
+    let close = |a: Vec3, b: Vec3| (a - b).length() <= 1e-4 * (1.0 + b.length());
+    let mut neighbours = 0;
+    for i in 0..flock.birds.len() {
+        let fast = grid.forces(i, &flock.world);
+        let slow = forces(i, &flock.birds, 0..flock.birds.len(), &flock.world);
+        assert_eq!(fast.neighbours, slow.neighbours, "bird {i}");
+        for (a, b) in [
+            (fast.separation, slow.separation),
+            (fast.alignment, slow.alignment),
+            (fast.cohesion, slow.cohesion),
+            (fast.boundary, slow.boundary),
+        ] {
+            assert!(close(a, b), "bird {i}: {a} vs {b}");
+        }
+        neighbours += slow.neighbours;
+    }
+    assert!(neighbours > 3000 * 5, "a real flock: {neighbours} neighbour pairs");
+}
