@@ -138,6 +138,28 @@ pub struct ModuleSpec {
     pub dependencies: Vec<Dependency>,
 }
 
+impl ModuleSpec {
+    /// Version 0.1.0 of a CPU unit with these capabilities (each needing the unit's memory) and
+    /// no dependencies.
+    pub fn cpu_unit(id: &str, min_memory_mb: u16, capabilities: &[&str]) -> Self {
+        Self {
+            id: id.into(),
+            version: [0, 1, 0],
+            resource_flags: 1,
+            min_memory_mb,
+            capabilities: capabilities
+                .iter()
+                .map(|&id| Capability {
+                    id: id.into(),
+                    min_memory_mb,
+                    requires_gpu: false,
+                })
+                .collect(),
+            dependencies: vec![],
+        }
+    }
+}
+
 /// A registered module as read back: its entry, slot, capabilities and dependencies.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModuleRecord {

@@ -665,20 +665,11 @@ impl Flock {
 
 /// The unit's registry record.
 pub fn spec() -> ModuleSpec {
-    ModuleSpec {
-        id: "boids".into(),
-        version: [0, 1, 0],
-        resource_flags: 1,
-        min_memory_mb: 8,
-        capabilities: ["boids:step_physics", "boids:init_population", "boids:evolve_batch"]
-            .map(|id| crate::sab::Capability {
-                id: id.into(),
-                min_memory_mb: 8,
-                requires_gpu: false,
-            })
-            .to_vec(),
-        dependencies: vec![],
-    }
+    ModuleSpec::cpu_unit(
+        "boids",
+        8,
+        &["boids:step_physics", "boids:init_population", "boids:evolve_batch"],
+    )
 }
 
 /// Why a flock cannot be created.

@@ -97,21 +97,13 @@ pub fn write_part_major(birds: &[BirdRecord], out: &mut Vec<MatrixPart>) {
 
 pub fn spec() -> ModuleSpec {
     ModuleSpec {
-        id: "matrices".into(),
-        version: [0, 1, 0],
-        resource_flags: 1,
-        min_memory_mb: 8,
-        capabilities: vec![crate::sab::Capability {
-            id: "math:compute_instance_matrices".into(),
-            min_memory_mb: 8,
-            requires_gpu: false,
-        }],
         dependencies: vec![crate::sab::Dependency {
             module_id: "boids".into(),
             min: [0, 1, 0],
             max: [0, 255, 255],
             optional: false,
         }],
+        ..ModuleSpec::cpu_unit("matrices", 8, &["math:compute_instance_matrices"])
     }
 }
 

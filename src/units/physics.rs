@@ -15,7 +15,7 @@ use bevy::prelude::*;
 use bevy_rapier3d::prelude::*;
 
 use crate::pulse::PulseSystems;
-use crate::sab::{Capability, EpochIndex, ModuleSpec, Sab, epoch_changed};
+use crate::sab::{EpochIndex, ModuleSpec, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
 use crate::units::boids::{Flock, FlockSystems, World};
 
@@ -178,20 +178,11 @@ impl Plugin for PhysicsPlugin {
 
 /// The unit's registry record.
 pub fn spec() -> ModuleSpec {
-    ModuleSpec {
-        id: "physics".into(),
-        version: [0, 1, 0],
-        resource_flags: 1,
-        min_memory_mb: 4,
-        capabilities: ["physics:step", "physics:obstacle_field", "physics:project_point"]
-            .map(|id| Capability {
-                id: id.into(),
-                min_memory_mb: 4,
-                requires_gpu: false,
-            })
-            .to_vec(),
-        dependencies: vec![],
-    }
+    ModuleSpec::cpu_unit(
+        "physics",
+        4,
+        &["physics:step", "physics:obstacle_field", "physics:project_point"],
+    )
 }
 
 /// The scene's obstacles for a flock world, as (kind, position) pairs; the floor first.

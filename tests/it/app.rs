@@ -143,14 +143,7 @@ fn units_register_at_startup_and_late_ones_are_discovered_through_the_registry_e
     use inos::supervisors::DiscoveredModules;
     use inos::units::{RegisterUnitExt, UnitRegistrationErrors};
 
-    let unit = |id: &str| ModuleSpec {
-        id: id.into(),
-        version: [0, 1, 0],
-        resource_flags: 0,
-        min_memory_mb: 0,
-        capabilities: vec![],
-        dependencies: vec![],
-    };
+    let unit = |id: &str| ModuleSpec::cpu_unit(id, 0, &[]);
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
         .add_plugins(inos::CorePlugins {
