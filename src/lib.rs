@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod headless;
 pub mod inspect;
+pub mod protocol;
 pub mod pulse;
 #[cfg(feature = "render")]
 pub mod render;

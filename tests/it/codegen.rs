@@ -1,7 +1,8 @@
-//! The generated layout files must match what the schema generates now.
+//! The generated files must match what the schemas generate now.
 //!
-//! Rust: capnpc's own output. JS: this file's emitter, over the same compiler request. Set
-//! `INOS_REGENERATE=1` to rewrite both after editing `schemas/sab_layout.capnp`:
+//! Layout: capnpc's Rust output and this file's JS emitter, over the same compiler request.
+//! Protocol (`job.capnp`, `syscall.capnp`): capnpc's Rust output, placed in `inos::protocol`. Set
+//! `INOS_REGENERATE=1` to rewrite them all after editing a schema:
 //!
 //!     INOS_REGENERATE=1 cargo test --test it codegen
 //!
@@ -15,6 +16,8 @@ use capnp::schema_capnp::{code_generator_request, node, value};
 const SCHEMA: &str = "schemas/sab_layout.capnp";
 const RUST_OUT: &str = "src/sab/generated/sab_layout_capnp.rs";
 const JS_OUT: &str = "web/generated/sab_layout.js";
+const PROTOCOL_SCHEMAS: [&str; 2] = ["job", "syscall"];
+const PROTOCOL_OUT: &str = "src/protocol/generated";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -123,6 +126,36 @@ fn generated_layout_files_are_up_to_date() {
     assert!(current_rust == rust, "{RUST_OUT} {stale}");
     let current_js = std::fs::read_to_string(&js_path).unwrap_or_default();
     assert!(current_js == js, "{JS_OUT} {stale}");
+}
+
+#[test]
+fn generated_protocol_files_are_up_to_date() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = capnpc::CompilerCommand::new();
+    command
+        .src_prefix(root().join("schemas"))
+        .default_parent_module(vec!["protocol".into(), "generated".into()])
+        .output_path(dir.path());
+    for schema in PROTOCOL_SCHEMAS {
+        command.file(root().join(format!("schemas/{schema}.capnp")));
+    }
+    command
+        .run()
+        .unwrap_or_else(|e| panic!("capnp compile failed ({e}); is the `capnp` tool installed?"));
+    for schema in PROTOCOL_SCHEMAS {
+        let name = format!("{schema}_capnp.rs");
+        let fresh = std::fs::read_to_string(dir.path().join(&name)).expect("capnpc wrote the file");
+        let path = root().join(PROTOCOL_OUT).join(&name);
+        if std::env::var_os("INOS_REGENERATE").is_some() {
+            std::fs::write(&path, &fresh).expect("write the protocol code");
+            continue;
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            current == fresh,
+            "{PROTOCOL_OUT}/{name} is stale: run `INOS_REGENERATE=1 cargo test --test it codegen` and commit the result"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod flock;
 mod guards;
 mod layout;
 mod physics;
+mod protocol;
 mod registry;
 #[cfg(feature = "render")]
 mod render;

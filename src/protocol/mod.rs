@@ -1,0 +1,723 @@
+//! The wire protocol: jobs (`schemas/job.capnp`) and syscalls (`schemas/syscall.capnp`) as Cap'n
+//! Proto frames, and plain Rust types for them.
+//!
+//! One encoding on both ends: standard framing (segment table), unpacked. A frame is the exact
+//! bytes of one message; a ring frame carries one. Frames from elsewhere are untrusted: decoding
+//! checks the frame size first, reads with `ReaderOptions` limits (traversal words and nesting
+//! depth proportional to the frame), and reports every failure as a [`FrameError`], never a panic.
+
+#[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
+#[rustfmt::skip]
+pub mod generated {
+    #[path = "job_capnp.rs"]
+    pub mod job_capnp;
+    #[path = "syscall_capnp.rs"]
+    pub mod syscall_capnp;
+}
+
+use capnp::message::{Builder, ReaderOptions};
+use capnp::serialize;
+
+use generated::job_capnp::{job_request, job_result, physics_params};
+use generated::syscall_capnp::{self as sc, message, response};
+
+/// The largest frame accepted: the inbox ring's largest frame is smaller still.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// How deep a decoded message may nest (ours nest three deep).
+pub const MAX_NESTING: i32 = 8;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("a frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("the frame is not a valid Cap'n Proto message: {0}")]
+    Malformed(String),
+    #[error("{len} bytes follow the message in the frame")]
+    TrailingBytes { len: usize },
+    #[error("the envelope's magic is {found:#010x}, not {:#010x} (\"SABS\")", sc::MAGIC)]
+    BadMagic { found: u32 },
+    #[error(
+        "syscall protocol version {found} is not supported (this kernel speaks {})",
+        sc::VERSION
+    )]
+    UnsupportedVersion { found: u8 },
+    #[error("the header's opcode {header:?} does not match the body ({body:?})")]
+    OpcodeMismatch { header: Opcode, body: Opcode },
+    #[error("unknown enum value {value} in field {field}")]
+    UnknownEnum { field: &'static str, value: u16 },
+}
+
+impl From<capnp::Error> for FrameError {
+    fn from(e: capnp::Error) -> Self {
+        Self::Malformed(e.to_string())
+    }
+}
+
+impl From<capnp::NotInSchema> for FrameError {
+    fn from(e: capnp::NotInSchema) -> Self {
+        Self::UnknownEnum {
+            field: "union or enum",
+            value: e.0,
+        }
+    }
+}
+
+/// Reads one framed message that must fill `frame` exactly, within the limits.
+fn read_frame(frame: &[u8]) -> Result<capnp::message::Reader<serialize::OwnedSegments>, FrameError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len: frame.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    // Traversal is bounded by the frame's own size (in words, with slack for the root pointer),
+    // so a small frame cannot make the reader walk far (amplification through shared pointers).
+    let options = *ReaderOptions::new()
+        .traversal_limit_in_words(Some(frame.len() / 8 * 4 + 64))
+        .nesting_limit(MAX_NESTING);
+    let mut rest = frame;
+    let reader = serialize::read_message(&mut rest, options)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes { len: rest.len() });
+    }
+    Ok(reader)
+}
+
+fn write_frame(message: &Builder<capnp::message::HeapAllocator>) -> Vec<u8> {
+    serialize::write_message_to_words(message)
+}
+
+fn text(reader: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, FrameError> {
+    Ok(reader?
+        .to_str()
+        .map_err(|e| FrameError::Malformed(e.to_string()))?
+        .to_owned())
+}
+
+/// A byte range of the SAB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SabRange {
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// Where a job's input or output bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Inline(Vec<u8>),
+    Sab(SabRange),
+}
+
+/// A job's unit-specific parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobParams {
+    None,
+    Crypto { key: Vec<u8>, expected: Vec<u8> },
+    Physics(PhysicsCall),
+    Binary(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PhysicsCall {
+    /// A ball (radius `size.x`) or a cuboid (half extents `size`) at `at`.
+    SpawnBody {
+        cuboid: bool,
+        size: [f32; 3],
+        at: [f32; 3],
+        dynamic: bool,
+    },
+    Step {
+        steps: u32,
+    },
+    Raycast {
+        origin: [f32; 3],
+        direction: [f32; 3],
+        max_distance: f32,
+    },
+}
+
+/// A job request (`JobRequest`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    pub library: String,
+    pub method: String,
+    pub input: Payload,
+    pub params: JobParams,
+    pub budget: u64,
+    pub priority: u8,
+    pub timeout_ms: u64,
+    pub deadline_ms: u64,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Job {
+    /// A job with no parameters, budget, deadline or metadata.
+    pub fn new(id: u64, library: &str, method: &str, input: Payload) -> Self {
+        Self {
+            id,
+            library: library.into(),
+            method: method.into(),
+            input,
+            params: JobParams::None,
+            budget: 0,
+            priority: 0,
+            timeout_ms: 0,
+            deadline_ms: 0,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// The job as one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = Builder::new_default();
+        let mut job = message.init_root::<job_request::Builder>();
+        job.set_job_id(self.id);
+        job.set_library(&self.library);
+        job.set_method(&self.method);
+        match &self.input {
+            Payload::Inline(bytes) => job.reborrow().init_input().set_inline(bytes),
+            Payload::Sab(range) => {
+                let mut r = job.reborrow().init_input().init_sab_range();
+                r.set_offset(range.offset);
+                r.set_length(range.length);
+            }
+        }
+        let mut params = job.reborrow().init_params();
+        match &self.params {
+            JobParams::None => params.set_none(()),
+            JobParams::Crypto { key, expected } => {
+                let mut c = params.init_crypto();
+                c.set_key(key);
+                c.set_expected(expected);
+            }
+            JobParams::Binary(bytes) => params.set_binary(bytes),
+            JobParams::Physics(call) => encode_physics(params.init_physics(), call),
+        }
+        job.set_budget(self.budget);
+        job.set_priority(self.priority);
+        job.set_timeout_ms(self.timeout_ms);
+        job.set_deadline_ms(self.deadline_ms);
+        let mut metadata = job.init_metadata(self.metadata.len() as u32);
+        for (k, (key, value)) in self.metadata.iter().enumerate() {
+            let mut kv = metadata.reborrow().get(k as u32);
+            kv.set_key(key);
+            kv.set_value(value);
+        }
+        write_frame(&message)
+    }
+
+    /// Decodes an untrusted frame.
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        let message = read_frame(frame)?;
+        let job: job_request::Reader = message.get_root()?;
+        let input = match job.get_input().which()? {
+            job_request::input::Inline(bytes) => Payload::Inline(bytes?.to_vec()),
+            job_request::input::SabRange(range) => Payload::Sab(read_range(range?)),
+        };
+        let params = match job.get_params().which()? {
+            job_request::params::None(()) => JobParams::None,
+            job_request::params::Crypto(c) => {
+                let c = c?;
+                JobParams::Crypto {
+                    key: c.get_key()?.to_vec(),
+                    expected: c.get_expected()?.to_vec(),
+                }
+            }
+            job_request::params::Physics(p) => JobParams::Physics(decode_physics(p?)?),
+            job_request::params::Binary(bytes) => JobParams::Binary(bytes?.to_vec()),
+        };
+        let metadata = job
+            .get_metadata()?
+            .iter()
+            .map(|kv| Ok((text(kv.get_key())?, text(kv.get_value())?)))
+            .collect::<Result<_, FrameError>>()?;
+        Ok(Self {
+            id: job.get_job_id(),
+            library: text(job.get_library())?,
+            method: text(job.get_method())?,
+            input,
+            params,
+            budget: job.get_budget(),
+            priority: job.get_priority(),
+            timeout_ms: job.get_timeout_ms(),
+            deadline_ms: job.get_deadline_ms(),
+            metadata,
+        })
+    }
+}
+
+fn read_range(r: generated::job_capnp::sab_range::Reader<'_>) -> SabRange {
+    SabRange {
+        offset: r.get_offset(),
+        length: r.get_length(),
+    }
+}
+
+fn encode_physics(p: physics_params::Builder<'_>, call: &PhysicsCall) {
+    match *call {
+        PhysicsCall::SpawnBody {
+            cuboid,
+            size,
+            at,
+            dynamic,
+        } => {
+            let mut s = p.init_spawn_body();
+            s.set_shape(if cuboid {
+                physics_params::Shape::Cuboid
+            } else {
+                physics_params::Shape::Ball
+            });
+            s.set_size_x(size[0]);
+            s.set_size_y(size[1]);
+            s.set_size_z(size[2]);
+            s.set_x(at[0]);
+            s.set_y(at[1]);
+            s.set_z(at[2]);
+            s.set_dynamic(dynamic);
+        }
+        PhysicsCall::Step { steps } => p.init_step().set_steps(steps),
+        PhysicsCall::Raycast {
+            origin,
+            direction,
+            max_distance,
+        } => {
+            let mut r = p.init_raycast();
+            r.set_origin_x(origin[0]);
+            r.set_origin_y(origin[1]);
+            r.set_origin_z(origin[2]);
+            r.set_dir_x(direction[0]);
+            r.set_dir_y(direction[1]);
+            r.set_dir_z(direction[2]);
+            r.set_max_distance(max_distance);
+        }
+    }
+}
+
+fn decode_physics(p: physics_params::Reader<'_>) -> Result<PhysicsCall, FrameError> {
+    Ok(match p.which()? {
+        physics_params::SpawnBody(s) => PhysicsCall::SpawnBody {
+            cuboid: s.get_shape()? == physics_params::Shape::Cuboid,
+            size: [s.get_size_x(), s.get_size_y(), s.get_size_z()],
+            at: [s.get_x(), s.get_y(), s.get_z()],
+            dynamic: s.get_dynamic(),
+        },
+        physics_params::Step(s) => PhysicsCall::Step { steps: s.get_steps() },
+        physics_params::Raycast(r) => PhysicsCall::Raycast {
+            origin: [r.get_origin_x(), r.get_origin_y(), r.get_origin_z()],
+            direction: [r.get_dir_x(), r.get_dir_y(), r.get_dir_z()],
+            max_distance: r.get_max_distance(),
+        },
+    })
+}
+
+/// How a job ended (`JobResult.Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Success,
+    Failed,
+    BudgetExceeded,
+    Timeout,
+    InvalidParams,
+    Rejected,
+}
+
+const JOB_STATUSES: [(JobStatus, job_result::Status); 6] = [
+    (JobStatus::Success, job_result::Status::Success),
+    (JobStatus::Failed, job_result::Status::Failed),
+    (JobStatus::BudgetExceeded, job_result::Status::BudgetExceeded),
+    (JobStatus::Timeout, job_result::Status::Timeout),
+    (JobStatus::InvalidParams, job_result::Status::InvalidParams),
+    (JobStatus::Rejected, job_result::Status::Rejected),
+];
+
+/// The wire value of `ours` in a (ours, wire) table that lists every value of both enums.
+fn to_wire<A: PartialEq + Copy, B: Copy>(table: &[(A, B)], ours: A) -> B {
+    table
+        .iter()
+        .find(|(a, _)| *a == ours)
+        .expect("the table lists every value")
+        .1
+}
+
+/// Our value of `wire` in a (ours, wire) table that lists every value of both enums.
+fn from_wire<A: Copy, B: PartialEq + Copy>(table: &[(A, B)], wire: B) -> A {
+    table
+        .iter()
+        .find(|(_, b)| *b == wire)
+        .expect("the table lists every value")
+        .0
+}
+
+/// A job's result (`JobResult`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub id: u64,
+    pub status: JobStatus,
+    pub output: Payload,
+    pub cost: u64,
+    pub execution_time_ns: u64,
+    pub error: String,
+    pub retryable: bool,
+    pub cpu_ns: u64,
+    pub peak_memory_bytes: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+}
+
+impl JobOutcome {
+    /// A result with this status and output, and no cost, metrics or error.
+    pub fn new(id: u64, status: JobStatus, output: Payload) -> Self {
+        Self {
+            id,
+            status,
+            output,
+            cost: 0,
+            execution_time_ns: 0,
+            error: String::new(),
+            retryable: false,
+            cpu_ns: 0,
+            peak_memory_bytes: 0,
+            input_bytes: 0,
+            output_bytes: 0,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = Builder::new_default();
+        let mut r = message.init_root::<job_result::Builder>();
+        r.set_job_id(self.id);
+        r.set_status(to_wire(&JOB_STATUSES, self.status));
+        match &self.output {
+            Payload::Inline(bytes) => r.reborrow().init_output().set_inline(bytes),
+            Payload::Sab(range) => {
+                let mut s = r.reborrow().init_output().init_sab_range();
+                s.set_offset(range.offset);
+                s.set_length(range.length);
+            }
+        }
+        r.set_cost(self.cost);
+        r.set_execution_time_ns(self.execution_time_ns);
+        r.set_error_message(&self.error);
+        r.set_retryable(self.retryable);
+        let mut m = r.init_metrics();
+        m.set_cpu_ns(self.cpu_ns);
+        m.set_peak_memory_bytes(self.peak_memory_bytes);
+        m.set_input_bytes(self.input_bytes);
+        m.set_output_bytes(self.output_bytes);
+        write_frame(&message)
+    }
+
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        let message = read_frame(frame)?;
+        let r: job_result::Reader = message.get_root()?;
+        let output = match r.get_output().which()? {
+            job_result::output::Inline(bytes) => Payload::Inline(bytes?.to_vec()),
+            job_result::output::SabRange(range) => Payload::Sab(read_range(range?)),
+        };
+        let m = r.get_metrics()?;
+        Ok(Self {
+            id: r.get_job_id(),
+            status: from_wire(&JOB_STATUSES, r.get_status()?),
+            output,
+            cost: r.get_cost(),
+            execution_time_ns: r.get_execution_time_ns(),
+            error: text(r.get_error_message())?,
+            retryable: r.get_retryable(),
+            cpu_ns: m.get_cpu_ns(),
+            peak_memory_bytes: m.get_peak_memory_bytes(),
+            input_bytes: m.get_input_bytes(),
+            output_bytes: m.get_output_bytes(),
+        })
+    }
+}
+
+/// A syscall's operation (`Opcode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opcode {
+    Noop,
+    FetchChunk,
+    StoreChunk,
+    SendMessage,
+    SpawnThread,
+    KillThread,
+    HostCall,
+}
+
+const OPCODES: [(Opcode, sc::Opcode); 7] = [
+    (Opcode::Noop, sc::Opcode::Noop),
+    (Opcode::FetchChunk, sc::Opcode::FetchChunk),
+    (Opcode::StoreChunk, sc::Opcode::StoreChunk),
+    (Opcode::SendMessage, sc::Opcode::SendMessage),
+    (Opcode::SpawnThread, sc::Opcode::SpawnThread),
+    (Opcode::KillThread, sc::Opcode::KillThread),
+    (Opcode::HostCall, sc::Opcode::HostCall),
+];
+
+/// A syscall's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyscallBody {
+    Noop,
+    FetchChunk {
+        hash: Vec<u8>,
+        priority: u8,
+        destination: SabRange,
+    },
+    StoreChunk {
+        hash: Vec<u8>,
+        source: SabRange,
+        ttl: u32,
+    },
+    SendMessage {
+        target: u32,
+        payload: Vec<u8>,
+        priority: u8,
+    },
+    SpawnThread {
+        unit: String,
+    },
+    KillThread {
+        unit: String,
+    },
+    HostCall {
+        service: String,
+        payload: Vec<u8>,
+    },
+}
+
+impl SyscallBody {
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Self::Noop => Opcode::Noop,
+            Self::FetchChunk { .. } => Opcode::FetchChunk,
+            Self::StoreChunk { .. } => Opcode::StoreChunk,
+            Self::SendMessage { .. } => Opcode::SendMessage,
+            Self::SpawnThread { .. } => Opcode::SpawnThread,
+            Self::KillThread { .. } => Opcode::KillThread,
+            Self::HostCall { .. } => Opcode::HostCall,
+        }
+    }
+}
+
+/// A syscall envelope (`Message`): header fields and body. Magic and version are written by
+/// `encode` and checked by `decode`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Syscall {
+    pub flags: u8,
+    pub source_module: u32,
+    pub call_id: u64,
+    pub body: SyscallBody,
+}
+
+impl Syscall {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = Builder::new_default();
+        let mut m = message.init_root::<message::Builder>();
+        let mut h = m.reborrow().init_header();
+        h.set_magic(sc::MAGIC);
+        h.set_version(sc::VERSION);
+        h.set_flags(self.flags);
+        h.set_source_module_id(self.source_module);
+        h.set_call_id(self.call_id);
+        h.set_opcode(to_wire(&OPCODES, self.body.opcode()));
+        let mut body = m.init_body();
+        match &self.body {
+            SyscallBody::Noop => body.set_noop(()),
+            SyscallBody::FetchChunk {
+                hash,
+                priority,
+                destination,
+            } => {
+                let mut f = body.init_fetch_chunk();
+                f.set_hash(hash);
+                f.set_priority(*priority);
+                f.set_destination_offset(destination.offset);
+                f.set_destination_size(destination.length);
+            }
+            SyscallBody::StoreChunk { hash, source, ttl } => {
+                let mut s = body.init_store_chunk();
+                s.set_hash(hash);
+                s.set_source_offset(source.offset);
+                s.set_size(source.length);
+                s.set_ttl(*ttl);
+            }
+            SyscallBody::SendMessage {
+                target,
+                payload,
+                priority,
+            } => {
+                let mut s = body.init_send_message();
+                s.set_target_id(*target);
+                s.set_payload(payload);
+                s.set_priority(*priority);
+            }
+            SyscallBody::SpawnThread { unit } => body.init_spawn_thread().set_unit(unit),
+            SyscallBody::KillThread { unit } => body.init_kill_thread().set_unit(unit),
+            SyscallBody::HostCall { service, payload } => {
+                let mut c = body.init_host_call();
+                c.set_service(service);
+                c.set_payload(payload);
+            }
+        }
+        write_frame(&message)
+    }
+
+    /// Decodes an untrusted frame: magic, version and the opcode's agreement with the body are
+    /// checked as well as the encoding.
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        let reader = read_frame(frame)?;
+        let m: message::Reader = reader.get_root()?;
+        let h = m.get_header()?;
+        if h.get_magic() != sc::MAGIC {
+            return Err(FrameError::BadMagic { found: h.get_magic() });
+        }
+        if h.get_version() != sc::VERSION {
+            return Err(FrameError::UnsupportedVersion { found: h.get_version() });
+        }
+        let header_opcode = from_wire(&OPCODES, h.get_opcode()?);
+        let body = match m.get_body().which()? {
+            message::body::Noop(()) => SyscallBody::Noop,
+            message::body::FetchChunk(f) => SyscallBody::FetchChunk {
+                hash: f.get_hash()?.to_vec(),
+                priority: f.get_priority(),
+                destination: SabRange {
+                    offset: f.get_destination_offset(),
+                    length: f.get_destination_size(),
+                },
+            },
+            message::body::StoreChunk(s) => SyscallBody::StoreChunk {
+                hash: s.get_hash()?.to_vec(),
+                source: SabRange {
+                    offset: s.get_source_offset(),
+                    length: s.get_size(),
+                },
+                ttl: s.get_ttl(),
+            },
+            message::body::SendMessage(s) => SyscallBody::SendMessage {
+                target: s.get_target_id(),
+                payload: s.get_payload()?.to_vec(),
+                priority: s.get_priority(),
+            },
+            message::body::SpawnThread(s) => SyscallBody::SpawnThread {
+                unit: text(s.get_unit())?,
+            },
+            message::body::KillThread(s) => SyscallBody::KillThread {
+                unit: text(s.get_unit())?,
+            },
+            message::body::HostCall(c) => SyscallBody::HostCall {
+                service: text(c.get_service())?,
+                payload: c.get_payload()?.to_vec(),
+            },
+        };
+        if body.opcode() != header_opcode {
+            return Err(FrameError::OpcodeMismatch {
+                header: header_opcode,
+                body: body.opcode(),
+            });
+        }
+        Ok(Self {
+            flags: h.get_flags(),
+            source_module: h.get_source_module_id(),
+            call_id: h.get_call_id(),
+            body,
+        })
+    }
+}
+
+/// A syscall's outcome (`Response.Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallStatus {
+    Success,
+    Pending,
+    InvalidRequest,
+    Timeout,
+    InternalError,
+    NotFound,
+    OutOfBounds,
+}
+
+const SYSCALL_STATUSES: [(SyscallStatus, response::Status); 7] = [
+    (SyscallStatus::Success, response::Status::Success),
+    (SyscallStatus::Pending, response::Status::Pending),
+    (SyscallStatus::InvalidRequest, response::Status::InvalidRequest),
+    (SyscallStatus::Timeout, response::Status::Timeout),
+    (SyscallStatus::InternalError, response::Status::InternalError),
+    (SyscallStatus::NotFound, response::Status::NotFound),
+    (SyscallStatus::OutOfBounds, response::Status::OutOfBounds),
+];
+
+/// A syscall's typed result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyscallResult {
+    None,
+    FetchChunk { bytes: u64, hash_verified: bool },
+    StoreChunk { hash: Vec<u8>, replicas: u16 },
+    SendMessage { delivered: bool },
+    HostCall { payload: Vec<u8> },
+}
+
+/// The kernel's answer (`Response`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallResponse {
+    pub call_id: u64,
+    pub status: SyscallStatus,
+    pub result: SyscallResult,
+    pub error: String,
+}
+
+impl SyscallResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = Builder::new_default();
+        let mut r = message.init_root::<response::Builder>();
+        r.set_call_id(self.call_id);
+        r.set_status(to_wire(&SYSCALL_STATUSES, self.status));
+        r.set_error(&self.error);
+        let mut result = r.init_result();
+        match &self.result {
+            SyscallResult::None => result.set_none(()),
+            SyscallResult::FetchChunk { bytes, hash_verified } => {
+                let mut f = result.init_fetch_chunk();
+                f.set_bytes_transferred(*bytes);
+                f.set_hash_verified(*hash_verified);
+            }
+            SyscallResult::StoreChunk { hash, replicas } => {
+                let mut s = result.init_store_chunk();
+                s.set_hash(hash);
+                s.set_replicas(*replicas);
+            }
+            SyscallResult::SendMessage { delivered } => result.init_send_message().set_delivered(*delivered),
+            SyscallResult::HostCall { payload } => result.init_host_call().set_payload(payload),
+        }
+        write_frame(&message)
+    }
+
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        let reader = read_frame(frame)?;
+        let r: response::Reader = reader.get_root()?;
+        let status = from_wire(&SYSCALL_STATUSES, r.get_status()?);
+        let result = match r.get_result().which()? {
+            response::result::None(()) => SyscallResult::None,
+            response::result::FetchChunk(f) => SyscallResult::FetchChunk {
+                bytes: f.get_bytes_transferred(),
+                hash_verified: f.get_hash_verified(),
+            },
+            response::result::StoreChunk(s) => SyscallResult::StoreChunk {
+                hash: s.get_hash()?.to_vec(),
+                replicas: s.get_replicas(),
+            },
+            response::result::SendMessage(s) => SyscallResult::SendMessage {
+                delivered: s.get_delivered(),
+            },
+            response::result::HostCall(c) => SyscallResult::HostCall {
+                payload: c.get_payload()?.to_vec(),
+            },
+        };
+        Ok(Self {
+            call_id: r.get_call_id(),
+            status,
+            result,
+            error: text(r.get_error())?,
+        })
+    }
+}
