@@ -195,6 +195,21 @@ const streamControlRegionSize :UInt32 = 0x80;
 const birdStreamControlOffset :UInt32 = 0x161000;
 const matrixStreamControlOffset :UInt32 = 0x161040;
 
+# Obstacle table (not in v2.2): the physics unit's obstacles after each Rapier step, for the boids
+# unit to steer by. A 64 B header ([count u32], then reserved) and up to 31 records of 64 B:
+# [shape u32][reserved u32][centre 3 x f32][bounding radius f32][rotation quaternion 4 x f32]
+# [dimensions 3 x f32][reserved 3 x u32]. Written under its guard; signals epochPhysics.
+const obstacleTableOffset :UInt32 = 0x161800;
+const obstacleTableSize :UInt32 = 0x800;
+const obstacleHeaderSize :UInt32 = 64;
+const obstacleRecordSize :UInt32 = 64;
+const obstacleMax :UInt32 = 31;
+# Shapes: a ball (dimensions: radius), a box (half extents), a cylinder along its local Y axis
+# (radius, half height).
+const obstacleShapeBall :UInt32 = 0;
+const obstacleShapeCuboid :UInt32 = 1;
+const obstacleShapeCylinder :UInt32 = 2;
+
 # ---------------------------------------------------------------------------------------------
 # Tiers. DEVIATION: the ping-pong buffers are sized from each tier's maximum bird count (v2.2 used
 # a fixed 10 000 whatever the tier, so counts above it overflowed buffer A into buffer B). Buffers
@@ -414,7 +429,12 @@ const guardGeneBufferMode :UInt32 = .guardModeSingleWriter;
 const guardGeneBufferWriters :UInt32 = 1;  # kernel (the boids supervisor)
 const guardGeneBufferEpoch :UInt32 = .epochEvolution;
 
-const guardCount :UInt32 = 14;
+const guardObstacleTable :UInt32 = 14;
+const guardObstacleTableMode :UInt32 = .guardModeSingleWriter;
+const guardObstacleTableWriters :UInt32 = .ownerModule;  # the physics unit
+const guardObstacleTableEpoch :UInt32 = .epochPhysics;
+
+const guardCount :UInt32 = 15;
 
 # ---------------------------------------------------------------------------------------------
 # Record magics and flag bits

@@ -22,7 +22,6 @@ use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingErro
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::matrices::write_part_major_threads;
-use crate::units::physics::ObstacleField;
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -92,12 +91,12 @@ fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
     let mut flock = Flock::new(birds, FlockParams::default());
     let mut parts = Vec::new();
     for _ in 0..3 {
-        flock.step(1.0 / 64.0, &ObstacleField::default());
+        flock.step(1.0 / 64.0, &[]);
     }
     let ms = (0..ticks)
         .map(|_| {
             let start = Instant::now();
-            flock.step(1.0 / 64.0, &ObstacleField::default());
+            flock.step(1.0 / 64.0, &[]);
             write_part_major_threads(&flock.birds, &mut parts, flock.params.threads);
             start.elapsed().as_secs_f64() * 1e3
         })

@@ -9,6 +9,8 @@ pub mod bench;
 pub mod cli;
 pub mod headless;
 pub mod inspect;
+#[cfg(feature = "render")]
+pub mod inspector;
 pub mod protocol;
 pub mod pulse;
 #[cfg(feature = "render")]
@@ -25,9 +27,9 @@ use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
-use crate::units::boids::{BoidsPlugin, FlockParams, FlockSystems};
+use crate::units::boids::{BoidsPlugin, FlockParams, FlockSystems, World};
 use crate::units::matrices::MatricesPlugin;
-use crate::units::physics::PhysicsPlugin;
+use crate::units::physics::{PhysicsPlugin, PhysicsSystems};
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
 /// supervisors' discovery of registered units.
@@ -75,19 +77,28 @@ impl PluginGroup for FlockPlugins {
             })
             .add(FlockOrderPlugin);
         if self.obstacles {
-            group.add(PhysicsPlugin)
+            group.add(PhysicsPlugin {
+                bounds: World::new(self.birds, self.params.world_scale).bounds,
+            })
         } else {
             group
         }
     }
 }
 
-/// Stage order of one tick: pulse, physics, matrices, then evolution (which reads this tick's
-/// birds; its genes reach the physics of the next tick).
+/// Stage order of one tick: pulse, the Rapier step and its obstacle table, the flock's physics,
+/// matrices, then evolution (which reads this tick's birds; its genes reach the physics of the
+/// next tick).
 struct FlockOrderPlugin;
 
 impl Plugin for FlockOrderPlugin {
     fn build(&self, app: &mut App) {
-        app.configure_sets(FixedUpdate, EvolutionSystems.after(FlockSystems::Matrices));
+        app.configure_sets(
+            FixedUpdate,
+            (
+                PhysicsSystems::Publish.before(FlockSystems::Physics),
+                EvolutionSystems.after(FlockSystems::Matrices),
+            ),
+        );
     }
 }

@@ -1,9 +1,8 @@
 //! The visual simulator (feature `render`): the flock, drawn by WGSL instancing straight from the
 //! SAB's matrix stream (`birds`), the physics unit's Rapier obstacles in a lit scene with an orbit
-//! camera (`scene`), and the egui inspector with the FPS overlay (`inspector`).
+//! camera (`scene`); with the egui inspector and the FPS overlay (`crate::inspector`).
 
 pub mod birds;
-pub mod inspector;
 pub mod scene;
 
 use std::path::PathBuf;
@@ -29,7 +28,7 @@ impl Plugin for VisualPlugins {
             EguiPlugin::default(),
             scene::ScenePlugin,
             birds::BirdRenderPlugin,
-            inspector::InspectorPlugin,
+            crate::inspector::InspectorPlugin,
         ));
     }
 }

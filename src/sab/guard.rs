@@ -78,6 +78,7 @@ pub enum GuardRegion {
     JobHistory,
     SupervisorTable,
     GeneBuffer,
+    ObstacleTable,
 }
 
 /// What the schema says about one guarded region.
@@ -120,6 +121,7 @@ impl GuardRegion {
         GuardRegion::JobHistory,
         GuardRegion::SupervisorTable,
         GuardRegion::GeneBuffer,
+        GuardRegion::ObstacleTable,
     ];
 
     pub const fn policy(self) -> GuardPolicy {
@@ -222,6 +224,13 @@ impl GuardRegion {
                 g::GUARD_GENE_BUFFER_MODE,
                 g::GUARD_GENE_BUFFER_WRITERS,
                 g::GUARD_GENE_BUFFER_EPOCH,
+            ),
+            R::ObstacleTable => policy(
+                self,
+                g::GUARD_OBSTACLE_TABLE,
+                g::GUARD_OBSTACLE_TABLE_MODE,
+                g::GUARD_OBSTACLE_TABLE_WRITERS,
+                g::GUARD_OBSTACLE_TABLE_EPOCH,
             ),
         }
     }

@@ -100,6 +100,7 @@ pub mod regions {
         Region::new("mesh_event_queue", g::MESH_EVENT_QUEUE_OFFSET, g::MESH_EVENT_QUEUE_SIZE);
     pub const GUARD_TABLE: Region = Region::new("guard_table", g::GUARD_TABLE_OFFSET, g::GUARD_TABLE_SIZE);
     pub const BIRD_STATE: Region = Region::new("bird_state", g::BIRD_STATE_OFFSET, g::BIRD_STATE_SIZE);
+    pub const OBSTACLE_TABLE: Region = Region::new("obstacle_table", g::OBSTACLE_TABLE_OFFSET, g::OBSTACLE_TABLE_SIZE);
     pub const STREAM_CONTROL: Region = Region::new(
         "stream_control",
         g::STREAM_CONTROL_OFFSET,
@@ -405,6 +406,7 @@ impl SabLayout {
                 regions::ARENA_METADATA,
                 regions::BIRD_STATE,
                 regions::STREAM_CONTROL,
+                regions::OBSTACLE_TABLE,
                 spec.bird_buffers[0],
                 spec.bird_buffers[1],
                 spec.matrix_buffers[0],

@@ -27,6 +27,7 @@ pub mod generated;
 pub mod guard;
 pub mod layout;
 mod memory;
+pub mod obstacles;
 pub mod patterns;
 pub mod registry;
 pub mod ring;
@@ -47,6 +48,7 @@ pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
 pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
 pub use layout::{Region, SabLayout, Tier};
 pub use memory::AccessError;
+pub use obstacles::{ObstacleRecord, ObstacleShape, ObstacleTable};
 pub use patterns::{JobHistory, JobRecord, PatternExchange, PatternRecord};
 pub use registry::{Capability, Dependency, ModuleSpec, Registry, RegistryError};
 pub use ring::{Ring, RingError, RingId};
@@ -197,6 +199,10 @@ impl Sab {
 
     pub fn job_history(&self) -> JobHistory<'_> {
         JobHistory::new(self)
+    }
+
+    pub fn obstacles(&self) -> ObstacleTable<'_> {
+        ObstacleTable::new(self)
     }
 
     pub fn genes(&self) -> genes::GeneBuffer<'_> {

@@ -16,8 +16,8 @@
 //!   lanes and skips rows of cells beyond the perception radius. All buffers, and the step's
 //!   output buffers, are reused, so a steady-state step allocates no flock-sized memory. Jacobi
 //!   steps split the flock into contiguous chunks across scoped threads (one per `threads`).
-//! - Birds steer away from the physics unit's obstacles (`ObstacleField::steer`, weight
-//!   `W_AVOID`), an addition to the reference's forces.
+//! - Birds steer away from the physics unit's obstacles, read from the SAB's obstacle table on the
+//!   physics epoch ([`steer`], weight [`W_AVOID`]): an addition to the reference's forces.
 
 use bevy::math::{DQuat, EulerRot, Vec3, Vec4};
 use bevy::platform::time::Instant;
@@ -27,10 +27,9 @@ use serde::Serialize;
 use crate::pulse::PulseSystems;
 use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
-use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, Owner, Sab, SabLayout, StreamId, epoch_changed};
+use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
-use crate::units::physics::{ObstacleField, W_AVOID};
 
 /// Reference §4.3.
 pub const SEPARATION_DISTANCE: f32 = 3.0;
@@ -46,6 +45,12 @@ pub const MAX_SPEED: f32 = 6.0;
 pub const BASE_BOUNDS: Vec3 = Vec3::new(38.0, 28.0, 38.0);
 pub const BASE_CELLS: [f32; 3] = [8.0, 6.0, 8.0];
 pub const BASE_BIRDS: f32 = 1000.0;
+/// Birds closer than this to an obstacle's surface steer away from it.
+pub const AVOID_RADIUS: f32 = 4.0;
+/// Velocity change per frame (1/60 s) at an obstacle's surface, fading linearly to zero at
+/// [`AVOID_RADIUS`]. It has to beat the swirl, which near the pillars adds about 0.9 per frame
+/// along their circle.
+pub const W_AVOID: f32 = 3.0;
 
 /// How the flock is stepped.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -337,7 +342,7 @@ pub struct BirdForces {
     pub alignment: Vec3,
     pub cohesion: Vec3,
     pub boundary: Vec3,
-    /// Steering away from the physics unit's obstacles (`ObstacleField::steer`).
+    /// Steering away from the physics unit's obstacles ([`steer`]).
     pub avoidance: Vec3,
     pub neighbours: u32,
 }
@@ -587,7 +592,7 @@ impl Flock {
     }
 
     /// One physics step of `dt` seconds among `obstacles`.
-    pub fn step(&mut self, dt: f32, obstacles: &ObstacleField) {
+    pub fn step(&mut self, dt: f32, obstacles: &[ObstacleRecord]) {
         self.t += dt;
         let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
@@ -602,7 +607,7 @@ impl Flock {
                 grid.visit_near_indices(world, grid.cell_of_bird[i] as usize, |j| candidates.push(j));
                 let mut f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
-                f.avoidance = obstacles.steer(Vec3::from(me.position));
+                f.avoidance = steer(obstacles, Vec3::from(me.position));
                 self.birds[i] = step_bird(i, &me, &f, &mut self.intensity[i], clock, true);
             }
             return;
@@ -617,7 +622,7 @@ impl Flock {
                 let i = start + k;
                 let me = &birds[i];
                 let mut f = grid.forces(i, world);
-                f.avoidance = obstacles.steer(Vec3::from(me.position));
+                f.avoidance = steer(obstacles, Vec3::from(me.position));
                 *slot = step_bird(i, me, &f, ease, clock, false);
             }
         };
@@ -661,6 +666,29 @@ impl Flock {
     pub fn best_fitness(&self) -> f32 {
         self.birds.iter().map(|b| b.fitness).fold(0.0, f32::max)
     }
+}
+
+/// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
+/// each, the unit direction from the nearest surface point to the bird (out of the shape, if the
+/// bird is inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
+pub fn steer(obstacles: &[ObstacleRecord], p: Vec3) -> Vec3 {
+    let mut steer = Vec3::ZERO;
+    for o in obstacles {
+        if p.distance_squared(Vec3::from(o.centre)) > (o.bound + AVOID_RADIUS).powi(2) {
+            continue;
+        }
+        let Some((surface, inside)) = o.closest_point(p) else {
+            continue;
+        };
+        let to_bird = p - surface;
+        let d = to_bird.length();
+        if inside {
+            steer += (-to_bird).normalize_or(Vec3::Y);
+        } else if d < AVOID_RADIUS {
+            steer += to_bird / d.max(1e-6) * (1.0 - d / AVOID_RADIUS);
+        }
+    }
+    steer
 }
 
 /// The unit's registry record.
@@ -820,28 +848,41 @@ fn apply_commands(
     }
 }
 
+/// What the boids step keeps between runs: the epochs it last saw of what it reads besides the
+/// pulse, and its copy of the obstacle table.
+#[derive(Default)]
+struct StepInputs {
+    evolution: u32,
+    physics: u32,
+    obstacles: Vec<ObstacleRecord>,
+}
+
 fn step_flock(
     sab: Res<Sab>,
     time: Res<Time>,
     mut flock: ResMut<Flock>,
     mut writer: ResMut<BirdWriter>,
     mut times: ResMut<StageTimes>,
-    obstacles: Option<Res<ObstacleField>>,
-    mut evolution_seen: Local<u32>,
+    mut inputs: Local<StepInputs>,
 ) {
     let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
     let start = Instant::now();
-    let evolution = sab.epochs().load(EpochIndex::EVOLUTION);
-    if evolution != *evolution_seen {
-        *evolution_seen = evolution;
+    let epochs = sab.epochs();
+    let evolution = epochs.load(EpochIndex::EVOLUTION);
+    if evolution != inputs.evolution {
+        inputs.evolution = evolution;
         if let Err(e) = flock.merge_genes(&sab) {
             error!("the boids unit could not read the new generation: {e}");
         }
     }
-    flock.step(
-        time.delta_secs(),
-        obstacles.as_deref().unwrap_or(&ObstacleField::default()),
-    );
+    let physics = epochs.load(EpochIndex::PHYSICS);
+    if physics != inputs.physics {
+        inputs.physics = physics;
+        if let Err(e) = sab.obstacles().read_into(&mut inputs.obstacles) {
+            error!("the boids unit could not read the obstacles: {e}");
+        }
+    }
+    flock.step(time.delta_secs(), &inputs.obstacles);
     if let Err(e) = writer.0.publish(&flock.birds) {
         error!("the bird stream refused a publish: {e}");
     }

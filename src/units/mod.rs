@@ -1,8 +1,6 @@
 //! Compute units. Each unit is a plugin that registers itself in the SAB's module registry at
 //! startup (through `RegisterUnitExt::register_unit`) and adds its systems, gated on the epochs it
-//! consumes. Units never call each other or the supervisors: they meet in the SAB. The one shared
-//! Bevy resource is the physics unit's `ObstacleField`, Rapier colliders that the boids step
-//! projects its birds onto.
+//! consumes. Units never call each other or the supervisors: they meet only in the SAB.
 
 pub mod boids;
 pub mod matrices;

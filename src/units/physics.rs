@@ -1,12 +1,11 @@
 //! The physics unit: a Rapier world (bevy_rapier3d) holding the scene's obstacles, stepped on the
-//! pulse, and the obstacle field it publishes for the boids unit to steer by.
+//! pulse, and published into the SAB's obstacle table for the boids unit to steer by.
 //!
-//! The scene is sized from the flock's world: a floor under the flock, three static pillars
+//! The scene is sized from the flock's soft bounds: a floor under the flock, three static pillars
 //! through it, a kinematic ball orbiting through the flock at mid height, and dynamic balls
 //! bouncing elastically between the floor and invisible walls (which only the balls meet). After
-//! each Rapier step the unit snapshots every obstacle's collider and pose into [`ObstacleField`];
-//! the boids step then projects each bird that is near an obstacle onto that collider's shape
-//! (Rapier's point projection) and steers it away from the surface.
+//! each Rapier step the unit writes every obstacle's shape and pose (as Rapier left it) into the
+//! obstacle table and signals the physics epoch; the boids unit reads the table from there.
 //!
 //! Rapier steps only on ticks where the pulse moved, so pausing the pulse pauses the scene too,
 //! and the same seed, bird count and tick count give the same run.
@@ -15,25 +14,17 @@ use bevy::prelude::*;
 use bevy_rapier3d::prelude::*;
 
 use crate::pulse::PulseSystems;
-use crate::sab::{EpochIndex, ModuleSpec, Sab, epoch_changed};
+use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
-use crate::units::boids::{Flock, FlockSystems, World};
 
-/// Birds closer than this to an obstacle's surface steer away from it.
-pub const AVOID_RADIUS: f32 = 4.0;
-/// Velocity change per frame (1/60 s) at the surface, fading linearly to zero at [`AVOID_RADIUS`].
-/// It has to beat the swirl, which near the pillars adds about 0.9 per frame along their circle.
-pub const W_AVOID: f32 = 3.0;
 /// The orbiting ball's angular speed (rad/s) and its bobbing frequency (rad/s).
 const ORBIT_SPEED: f32 = 0.35;
 const BOB_SPEED: f32 = 0.9;
 
-/// What an obstacle is, for drawing it; `bound` is the radius of a sphere around its centre that
-/// holds the whole shape, for the field's quick rejection.
+/// What an obstacle is, for publishing and drawing it.
 #[derive(Component, Clone, Copy, Debug, PartialEq)]
 pub struct Obstacle {
     pub kind: ObstacleKind,
-    pub bound: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,87 +47,23 @@ struct Orbit {
     bob: f32,
 }
 
-/// The obstacles as of the last Rapier step, for the boids step to query.
-#[derive(Resource, Default, Clone)]
-pub struct ObstacleField {
-    entries: Vec<FieldEntry>,
+/// The physics unit: Rapier in `FixedUpdate`, and the scene for a flock within `bounds`.
+pub struct PhysicsPlugin {
+    pub bounds: Vec3,
 }
-
-#[derive(Clone)]
-struct FieldEntry {
-    collider: Collider,
-    translation: Vec3,
-    rotation: Quat,
-    /// `bound + AVOID_RADIUS`, squared.
-    reach2: f32,
-}
-
-impl ObstacleField {
-    /// A field over `(collider, translation, rotation, bound)` obstacles.
-    pub fn new(obstacles: impl IntoIterator<Item = (Collider, Vec3, Quat, f32)>) -> Self {
-        Self {
-            entries: obstacles
-                .into_iter()
-                .map(|(collider, translation, rotation, bound)| FieldEntry {
-                    collider,
-                    translation,
-                    rotation,
-                    reach2: (bound + AVOID_RADIUS).powi(2),
-                })
-                .collect(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
-    /// each, the unit direction from the surface to the bird (out of the shape, if the bird is
-    /// inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
-    pub fn steer(&self, p: Vec3) -> Vec3 {
-        let mut steer = Vec3::ZERO;
-        for e in &self.entries {
-            if p.distance_squared(e.translation) > e.reach2 {
-                continue;
-            }
-            let projection = e.collider.project_point(e.translation, e.rotation, p, false);
-            let to_bird = p - projection.point;
-            let d = to_bird.length();
-            if projection.is_inside {
-                // Out through the nearest surface point.
-                steer += (-to_bird).normalize_or(Vec3::Y);
-            } else if d < AVOID_RADIUS {
-                steer += to_bird / d.max(1e-6) * (1.0 - d / AVOID_RADIUS);
-            }
-        }
-        steer
-    }
-}
-
-/// The physics unit: Rapier in `FixedUpdate`, the scene for the flock's world, and the field.
-pub struct PhysicsPlugin;
 
 /// The physics unit's stages in `FixedUpdate`, around Rapier's own sets.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PhysicsSystems {
     /// Gates Rapier on the pulse and moves the kinematic obstacles.
     Drive,
-    /// Publishes the obstacle field after Rapier's writeback.
+    /// Publishes the obstacle table after Rapier's writeback.
     Publish,
 }
 
 impl Plugin for PhysicsPlugin {
     fn build(&self, app: &mut App) {
-        let world = app
-            .world()
-            .get_resource::<Flock>()
-            .map(|flock| flock.world)
-            .expect("the physics unit sizes its scene from the flock: add BoidsPlugin first");
+        let bounds = self.bounds;
         let dt = app
             .world()
             .get_resource::<Time<Fixed>>()
@@ -146,18 +73,15 @@ impl Plugin for PhysicsPlugin {
         }
         app.insert_resource(TimestepMode::Fixed { dt, substeps: 1 })
             .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
-            .init_resource::<ObstacleField>()
             .register_unit(spec())
-            .add_systems(Startup, move |commands: Commands| spawn_scene(commands, &world))
+            .add_systems(Startup, move |commands: Commands| spawn_scene(commands, bounds))
             .configure_sets(
                 FixedUpdate,
                 (
                     PhysicsSystems::Drive
                         .after(PulseSystems)
                         .before(PhysicsSet::SyncBackend),
-                    PhysicsSystems::Publish
-                        .after(PhysicsSet::Writeback)
-                        .before(FlockSystems::Physics),
+                    PhysicsSystems::Publish.after(PhysicsSet::Writeback),
                 ),
             )
             .add_systems(
@@ -168,7 +92,7 @@ impl Plugin for PhysicsPlugin {
                         drive_orbiters.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
                     )
                         .in_set(PhysicsSystems::Drive),
-                    publish_field
+                    publish_obstacles
                         .in_set(PhysicsSystems::Publish)
                         .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
                 ),
@@ -178,16 +102,12 @@ impl Plugin for PhysicsPlugin {
 
 /// The unit's registry record.
 pub fn spec() -> ModuleSpec {
-    ModuleSpec::cpu_unit(
-        "physics",
-        4,
-        &["physics:step", "physics:obstacle_field", "physics:project_point"],
-    )
+    ModuleSpec::cpu_unit("physics", 4, &["physics:step", "physics:obstacle_table"])
 }
 
-/// The scene's obstacles for a flock world, as (kind, position) pairs; the floor first.
-pub fn scene_layout(world: &World) -> Vec<(ObstacleKind, Vec3)> {
-    let b = world.bounds;
+/// The scene's obstacles for a flock within `b` (its soft bounds), as (kind, position) pairs;
+/// the floor first.
+pub fn scene_layout(b: Vec3) -> Vec<(ObstacleKind, Vec3)> {
     let mut scene = vec![(
         ObstacleKind::Floor {
             half: Vec3::new(b.x * 1.6, 0.5, b.z * 1.6),
@@ -236,23 +156,20 @@ impl ObstacleKind {
         }
     }
 
-    pub fn bound(self) -> f32 {
-        match self {
-            Self::Floor { half } => half.length(),
-            Self::Pillar { radius, half_height } => Vec2::new(radius, half_height).length(),
-            Self::Orbiter { radius } | Self::Ball { radius } => radius,
-        }
+    /// The obstacle table's record for this obstacle at `centre`, turned by `rotation`.
+    pub fn record(self, centre: Vec3, rotation: Quat) -> ObstacleRecord {
+        let (shape, dims) = match self {
+            Self::Floor { half } => (ObstacleShape::Cuboid, half),
+            Self::Pillar { radius, half_height } => (ObstacleShape::Cylinder, Vec3::new(radius, half_height, 0.0)),
+            Self::Orbiter { radius } | Self::Ball { radius } => (ObstacleShape::Ball, Vec3::new(radius, 0.0, 0.0)),
+        };
+        ObstacleRecord::new(shape, centre, rotation, dims)
     }
 }
 
-fn spawn_scene(mut commands: Commands, world: &World) {
-    let b = world.bounds;
-    for (kind, at) in scene_layout(world) {
-        let obstacle = Obstacle {
-            kind,
-            bound: kind.bound(),
-        };
-        let mut entity = commands.spawn((obstacle, kind.collider(), Transform::from_translation(at)));
+fn spawn_scene(mut commands: Commands, b: Vec3) {
+    for (kind, at) in scene_layout(b) {
+        let mut entity = commands.spawn((Obstacle { kind }, kind.collider(), Transform::from_translation(at)));
         match kind {
             ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } => {
                 entity.insert((RigidBody::Fixed, Restitution::new(1.0), Friction::new(0.0)));
@@ -331,16 +248,24 @@ fn drive_orbiters(time: Res<Time>, mut ticks: Local<u32>, mut orbiters: Query<(&
     }
 }
 
-/// Snapshots every obstacle's collider and pose after Rapier's writeback.
-fn publish_field(
+/// Writes every obstacle's shape and pose, as Rapier's writeback left them, into the SAB, in
+/// spawn order (query order changes as Rapier adds components).
+fn publish_obstacles(
     sab: Res<Sab>,
-    obstacles: Query<(&Obstacle, &Collider, &Transform)>,
-    mut field: ResMut<ObstacleField>,
+    obstacles: Query<(Entity, &Obstacle, &Transform)>,
+    mut records: Local<Vec<(Entity, ObstacleRecord)>>,
+    mut table: Local<Vec<ObstacleRecord>>,
 ) {
-    *field = ObstacleField::new(
+    records.clear();
+    records.extend(
         obstacles
             .iter()
-            .map(|(o, collider, t)| (collider.clone(), t.translation, t.rotation, o.bound)),
+            .map(|(e, o, t)| (e, o.kind.record(t.translation, t.rotation))),
     );
-    sab.epochs().signal(EpochIndex::SENSOR);
+    records.sort_unstable_by_key(|(e, _)| *e);
+    table.clear();
+    table.extend(records.iter().map(|(_, r)| *r));
+    if let Err(e) = sab.obstacles().publish(&table, Owner::Module) {
+        error!("the physics unit could not publish its obstacles: {e}");
+    }
 }

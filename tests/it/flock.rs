@@ -8,7 +8,6 @@ use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
 use inos::sab::{BirdRecord, MatrixPart, Sab, SabLayout, StreamId, Tier};
 use inos::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use inos::units::matrices::{bird_parts, write_part_major};
-use inos::units::physics::ObstacleField;
 
 fn bird(p: [f32; 3], v: [f32; 3]) -> BirdRecord {
     let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
@@ -173,7 +172,7 @@ fn run(threads: usize, faithful: bool, steps: usize) -> Vec<BirdRecord> {
         },
     );
     for _ in 0..steps {
-        flock.step(1.0 / 64.0, &ObstacleField::default());
+        flock.step(1.0 / 64.0, &[]);
     }
     flock.birds
 }
@@ -431,7 +430,7 @@ fn the_grid_pass_finds_the_same_neighbours_and_forces_as_the_plain_loop() {
         },
     );
     for _ in 0..90 {
-        flock.step(1.0 / 64.0, &ObstacleField::default());
+        flock.step(1.0 / 64.0, &[]);
     }
     let mut grid = Grid::default();
     grid.build(&flock.world, &flock.birds);

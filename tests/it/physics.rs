@@ -1,15 +1,14 @@
-//! The physics unit: the obstacle field's steering against hand-computed values, Rapier really
+//! The physics unit: steering by the obstacle table against hand-computed values, Rapier really
 //! stepping the scene (and pausing with the pulse), birds avoiding the pillars, and determinism
 //! with the obstacles in.
 
 use bevy::prelude::*;
-use bevy_rapier3d::prelude::Collider;
 use inos::FlockPlugins;
 use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
 use inos::pulse::PulseControl;
-use inos::sab::{BirdRecord, Sab, SabLayout, StreamId, Tier};
-use inos::units::boids::World;
-use inos::units::physics::{AVOID_RADIUS, Obstacle, ObstacleField, ObstacleKind, scene_layout};
+use inos::sab::{BirdRecord, ObstacleRecord, ObstacleShape, Sab, SabLayout, StreamId, Tier};
+use inos::units::boids::{AVOID_RADIUS, World, steer};
+use inos::units::physics::{Obstacle, ObstacleKind, scene_layout};
 
 use crate::flock::flock_plugins;
 
@@ -17,35 +16,65 @@ fn close(a: Vec3, b: Vec3) -> bool {
     (a - b).length() < 1e-5
 }
 
+fn ball(centre: Vec3, r: f32) -> ObstacleRecord {
+    ObstacleRecord::new(ObstacleShape::Ball, centre, Quat::IDENTITY, Vec3::new(r, 0.0, 0.0))
+}
+
 #[test]
 fn steering_fades_linearly_from_the_surface_and_pushes_out_from_inside() {
-    let field = ObstacleField::new([(Collider::ball(2.0), Vec3::ZERO, Quat::IDENTITY, 2.0)]);
+    let field = [ball(Vec3::ZERO, 2.0)];
     // 1 unit from the surface: (1 - 1/4) along the outward normal.
-    assert!(close(field.steer(Vec3::new(3.0, 0.0, 0.0)), Vec3::new(0.75, 0.0, 0.0)));
     assert!(close(
-        field.steer(Vec3::new(0.0, -5.0, 0.0)),
+        steer(&field, Vec3::new(3.0, 0.0, 0.0)),
+        Vec3::new(0.75, 0.0, 0.0)
+    ));
+    assert!(close(
+        steer(&field, Vec3::new(0.0, -5.0, 0.0)),
         Vec3::new(0.0, -0.25, 0.0)
     ));
     // At or beyond the avoidance radius: nothing.
-    assert_eq!(field.steer(Vec3::new(2.0 + AVOID_RADIUS, 0.0, 0.0)), Vec3::ZERO);
-    assert_eq!(field.steer(Vec3::new(40.0, 1.0, 0.0)), Vec3::ZERO);
+    assert_eq!(steer(&field, Vec3::new(2.0 + AVOID_RADIUS, 0.0, 0.0)), Vec3::ZERO);
+    assert_eq!(steer(&field, Vec3::new(40.0, 1.0, 0.0)), Vec3::ZERO);
     // Inside: full strength, out through the nearest surface point.
-    assert!(close(field.steer(Vec3::new(0.0, 0.0, 1.5)), Vec3::new(0.0, 0.0, 1.0)));
+    assert!(close(steer(&field, Vec3::new(0.0, 0.0, 1.5)), Vec3::new(0.0, 0.0, 1.0)));
 
-    // A rotated box: the steering follows its faces, and two obstacles add up.
-    let field = ObstacleField::new([
-        (
-            Collider::cuboid(1.0, 3.0, 1.0),
+    // A box turned a quarter about Z lies along X (half length 3, half height 1): 2 units above
+    // its top face, and 1 unit below a ball's surface; the two add up.
+    let field = [
+        ObstacleRecord::new(
+            ObstacleShape::Cuboid,
             Vec3::new(10.0, 0.0, 0.0),
             Quat::from_rotation_z(std::f32::consts::FRAC_PI_2),
-            3.4,
+            Vec3::new(1.0, 3.0, 1.0),
         ),
-        (Collider::ball(1.0), Vec3::new(10.0, 5.0, 0.0), Quat::IDENTITY, 1.0),
-    ]);
-    // The box now lies along X (half length 3) with half height 1: 2 units above its top face,
-    // and 1 unit below the ball's surface.
-    let steer = field.steer(Vec3::new(10.0, 3.0, 0.0));
-    assert!(close(steer, Vec3::new(0.0, 0.5 - 0.75, 0.0)), "{steer}");
+        ball(Vec3::new(10.0, 5.0, 0.0), 1.0),
+    ];
+    let s = steer(&field, Vec3::new(10.0, 3.0, 0.0));
+    assert!(close(s, Vec3::new(0.0, 0.5 - 0.75, 0.0)), "{s}");
+    // Inside the box, nearer its end face (x = 13) than its top: out along +X.
+    let s = steer(&field[..1], Vec3::new(12.5, 0.2, 0.0));
+    assert!(close(s, Vec3::X), "{s}");
+
+    // A pillar (radius 2, half height 10): beside it radially, above its cap, and inside it.
+    let pillar = [ObstacleRecord::new(
+        ObstacleShape::Cylinder,
+        Vec3::new(0.0, 0.0, 5.0),
+        Quat::IDENTITY,
+        Vec3::new(2.0, 10.0, 0.0),
+    )];
+    assert!(close(
+        steer(&pillar, Vec3::new(0.0, 3.0, 8.0)),
+        Vec3::new(0.0, 0.0, 0.75)
+    ));
+    assert!(close(
+        steer(&pillar, Vec3::new(0.5, 12.0, 5.0)),
+        Vec3::new(0.0, 0.5, 0.0)
+    ));
+    assert!(close(steer(&pillar, Vec3::new(1.5, 0.0, 5.0)), Vec3::X));
+    // An unknown shape code (a corrupt table) is ignored, not trusted.
+    let mut corrupt = pillar[0];
+    corrupt.shape = 99;
+    assert_eq!(steer(&[corrupt], Vec3::new(1.5, 0.0, 5.0)), Vec3::ZERO);
 }
 
 fn obstacle_app(birds: usize, threads: usize) -> App {
@@ -75,7 +104,7 @@ fn rapier_moves_the_scene_on_the_pulse_and_stops_when_it_pauses() {
     let mut app = obstacle_app(200, 1);
     let world = World::new(200, None);
     let start = obstacles(&mut app);
-    assert_eq!(start.len(), scene_layout(&world).len());
+    assert_eq!(start.len(), scene_layout(world.bounds).len());
     for _ in 0..120 {
         app.update();
     }
@@ -99,6 +128,11 @@ fn rapier_moves_the_scene_on_the_pulse_and_stops_when_it_pauses() {
             }
         }
     }
+    // The obstacle table in the SAB holds what Rapier left, in the same order.
+    let mut table = Vec::new();
+    app.world().resource::<Sab>().obstacles().read_into(&mut table).unwrap();
+    let published: Vec<Vec3> = table.iter().map(|r| Vec3::from(r.centre)).collect();
+    assert_eq!(published, moved.iter().map(|(_, at)| *at).collect::<Vec<_>>());
     // Paused: the flock's pulse stops, and the scene with it.
     app.world_mut().resource_mut::<PulseControl>().paused = true;
     for _ in 0..30 {
@@ -126,7 +160,7 @@ fn birds_inside_pillars(obstacles_on: bool) -> usize {
             ..flock_plugins(birds, 2, 1, 0)
         }),
     });
-    let pillars: Vec<(Vec3, f32)> = scene_layout(&World::new(birds, None))
+    let pillars: Vec<(Vec3, f32)> = scene_layout(World::new(birds, None).bounds)
         .into_iter()
         .filter_map(|(kind, at)| match kind {
             ObstacleKind::Pillar { radius, .. } => Some((at, radius)),

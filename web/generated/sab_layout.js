@@ -108,6 +108,15 @@ export const STREAM_CONTROL_OFFSET = 1445888;
 export const STREAM_CONTROL_REGION_SIZE = 128;
 export const BIRD_STREAM_CONTROL_OFFSET = 1445888;
 export const MATRIX_STREAM_CONTROL_OFFSET = 1445952;
+export const OBSTACLE_TABLE_OFFSET = 1447936;
+export const OBSTACLE_TABLE_SIZE = 2048;
+export const OBSTACLE_HEADER_SIZE = 64;
+export const OBSTACLE_RECORD_SIZE = 64;
+/** Shapes: a ball (dimensions: radius), a box (half extents), a cylinder along its local Y axis (radius, half height). */
+export const OBSTACLE_MAX = 31;
+export const OBSTACLE_SHAPE_BALL = 0;
+export const OBSTACLE_SHAPE_CUBOID = 1;
+export const OBSTACLE_SHAPE_CYLINDER = 2;
 export const TIER_COUNT = 4;
 export const TIER_LIGHT = 0;
 export const TIER_MODERATE = 1;
@@ -326,7 +335,12 @@ export const GUARD_GENE_BUFFER_MODE = 0;
 /** kernel (the boids supervisor) */
 export const GUARD_GENE_BUFFER_WRITERS = 1;
 export const GUARD_GENE_BUFFER_EPOCH = 24;
-export const GUARD_COUNT = 14;
+export const GUARD_OBSTACLE_TABLE = 14;
+export const GUARD_OBSTACLE_TABLE_MODE = 0;
+/** the physics unit */
+export const GUARD_OBSTACLE_TABLE_WRITERS = 2;
+export const GUARD_OBSTACLE_TABLE_EPOCH = 45;
+export const GUARD_COUNT = 15;
 export const REGISTRY_SIGNATURE = 0x494e4f5352454749n;
 export const REGISTRY_FLAG_EXTENDED_DATA = 1;
 export const REGISTRY_FLAG_ACTIVE = 2;

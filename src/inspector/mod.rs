@@ -1,20 +1,20 @@
-//! The egui inspector: a live view of the SAB (registry, supervisor headers, epochs with their
+//! The egui inspector (feature `render`): a live view of the SAB (registry, supervisor headers, epochs with their
 //! rates, rings, guards and the arena), tick-time and fitness plots, the controls (pause and
 //! step, bird count, faithful mode, seed, snapshot save and load), and the FPS overlay.
 //!
 //! The SAB report behind the panels is the one `inos inspect` prints, rebuilt a few times a second
 //! from the live SAB; birds are never listed one by one.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use bevy::diagnostic::{DiagnosticsStore, FrameTimeDiagnosticsPlugin};
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+use egui_plot::{Legend, Line, Plot};
 
-use super::birds::UploadStats;
 use crate::inspect::SabReport;
 use crate::pulse::PulseControl;
+use crate::render::birds::UploadStats;
 use crate::sab::{EpochIndex, Sab, SupervisorStatus};
 use crate::supervisors::evolution::Evolution;
 use crate::timing::StageTimes;
@@ -24,6 +24,7 @@ use crate::units::boids::{Flock, FlockCommand, FlockCommands, load_flock};
 const REFRESH_SECONDS: f64 = 0.25;
 /// Tick-time samples per stage in the plot.
 const PLOT_TICKS: usize = 240;
+const PLOT_HEIGHT: f32 = 110.0;
 
 pub struct InspectorPlugin;
 
@@ -47,7 +48,6 @@ pub struct InspectorState {
     seed: u64,
     snapshot_path: String,
     message: String,
-    frame_ms: VecDeque<f32>,
     all_epochs: bool,
 }
 
@@ -62,28 +62,12 @@ impl Default for InspectorState {
             seed: 1,
             snapshot_path: "inos.snap".into(),
             message: String::new(),
-            frame_ms: VecDeque::new(),
             all_epochs: false,
         }
     }
 }
 
-fn refresh(
-    sab: Res<Sab>,
-    time: Res<Time<Real>>,
-    flock: Res<Flock>,
-    diagnostics: Res<DiagnosticsStore>,
-    mut state: ResMut<InspectorState>,
-) {
-    if let Some(ms) = diagnostics
-        .get(&FrameTimeDiagnosticsPlugin::FRAME_TIME)
-        .and_then(|d| d.value())
-    {
-        state.frame_ms.push_back(ms as f32);
-        if state.frame_ms.len() > PLOT_TICKS {
-            state.frame_ms.pop_front();
-        }
-    }
+fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, flock: Res<Flock>, mut state: ResMut<InspectorState>) {
     if state.birds == 0 {
         state.birds = flock.birds.len();
     }
@@ -217,7 +201,6 @@ fn inspector(
                 });
             });
             egui::CollapsingHeader::new(format!("Registry ({} modules)", report.modules.len()))
-                .default_open(true)
                 .show(ui, |ui| {
                     for m in &report.modules {
                         let [a, b, c] = m.version;
@@ -296,20 +279,22 @@ fn inspector(
                     report.live_patterns, report.job_history.count
                 ));
             });
-            egui::CollapsingHeader::new("Tick times (µs)").default_open(true).show(ui, |ui| {
-                let frame: Vec<f32> = state.frame_ms.iter().map(|ms| ms * 1000.0).collect();
-                plot(ui, "frame", &frame);
-                for (stage, samples) in times.series() {
-                    plot(ui, stage, &samples[samples.len().saturating_sub(PLOT_TICKS)..]);
-                }
+            egui::CollapsingHeader::new("Tick times (ms)").default_open(true).show(ui, |ui| {
+                let lines = times
+                    .series()
+                    .map(|(stage, samples)| {
+                        let recent = &samples[samples.len().saturating_sub(PLOT_TICKS)..];
+                        (stage, series(recent.iter().map(|us| us / 1000.0)))
+                    })
+                    .collect();
+                plot(ui, "tick times", lines);
             });
             egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.history.len()))
                 .default_open(true)
                 .show(ui, |ui| {
-                    let mean: Vec<f32> = evolution.history.iter().map(|g| g.mean_fitness).collect();
-                    let best: Vec<f32> = evolution.history.iter().map(|g| g.best_fitness).collect();
-                    plot(ui, "mean", &mean);
-                    plot(ui, "best", &best);
+                    let mean = series(evolution.history.iter().map(|g| g.mean_fitness));
+                    let best = series(evolution.history.iter().map(|g| g.best_fitness));
+                    plot(ui, "fitness", vec![("mean", mean), ("best", best)]);
                     ui.label(format!("now: mean {:.4}, best {:.4}", flock.mean_fitness(), flock.best_fitness()));
                 });
         });
@@ -380,33 +365,24 @@ fn controls(
     ui.separator();
 }
 
-/// A small line plot of `values`, with its label and latest value.
-fn plot(ui: &mut egui::Ui, label: &str, values: &[f32]) {
-    ui.horizontal(|ui| {
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(260.0, 36.0), egui::Sense::hover());
-        let painter = ui.painter_at(rect);
-        painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
-        if values.len() >= 2 {
-            let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(*v), hi.max(*v))
-            });
-            let span = (hi - lo).max(1e-6);
-            let points: Vec<egui::Pos2> = values
-                .iter()
-                .enumerate()
-                .map(|(k, v)| {
-                    egui::pos2(
-                        rect.left() + rect.width() * k as f32 / (values.len() - 1) as f32,
-                        rect.bottom() - 2.0 - (rect.height() - 4.0) * (v - lo) / span,
-                    )
-                })
-                .collect();
-            painter.add(egui::Shape::line(
-                points,
-                egui::Stroke::new(1.2, egui::Color32::from_rgb(90, 170, 255)),
-            ));
-        }
-        let last = values.last().copied().unwrap_or(0.0);
-        ui.monospace(format!("{label} {last:.1}"));
-    });
+/// Values as plot points, x = sample index.
+fn series(values: impl Iterator<Item = f32>) -> Vec<[f64; 2]> {
+    values.enumerate().map(|(k, v)| [k as f64, f64::from(v)]).collect()
+}
+
+/// Named lines in one small plot with a legend; dragging and zooming are off, so the inspector
+/// scrolls normally over it.
+fn plot(ui: &mut egui::Ui, id: &str, lines: Vec<(&str, Vec<[f64; 2]>)>) {
+    Plot::new(id)
+        .height(PLOT_HEIGHT)
+        .legend(Legend::default())
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .allow_boxed_zoom(false)
+        .show(ui, |plot| {
+            for (name, points) in lines {
+                plot.line(Line::new(name, points));
+            }
+        });
 }
