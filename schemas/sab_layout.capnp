@@ -195,7 +195,7 @@ const streamControlRegionSize :UInt32 = 0x80;
 const birdStreamControlOffset :UInt32 = 0x161000;
 const matrixStreamControlOffset :UInt32 = 0x161040;
 
-# Obstacle table (not in v2.2): the physics unit's obstacles after each Rapier step, for the boids
+# DEVIATION (new): the obstacle table, the physics unit's obstacles after each Rapier step, for the boids
 # unit to steer by. A 64 B header ([count u32], then reserved) and up to 31 records of 64 B:
 # [shape u32][reserved u32][centre 3 x f32][bounding radius f32][rotation quaternion 4 x f32]
 # [dimensions 3 x f32][reserved 3 x u32]. Written under its guard; signals epochPhysics.
@@ -429,6 +429,7 @@ const guardGeneBufferMode :UInt32 = .guardModeSingleWriter;
 const guardGeneBufferWriters :UInt32 = 1;  # kernel (the boids supervisor)
 const guardGeneBufferEpoch :UInt32 = .epochEvolution;
 
+# DEVIATION (new): the obstacle table's guard.
 const guardObstacleTable :UInt32 = 14;
 const guardObstacleTableMode :UInt32 = .guardModeSingleWriter;
 const guardObstacleTableWriters :UInt32 = .ownerModule;  # the physics unit

@@ -7,7 +7,7 @@
 
 @0x8f985162b083f847;
 
-# "SABS": the first field of every envelope.
+# The first field of every envelope (the reference's value; it calls it "SABS").
 const magic :UInt32 = 0x53424142;
 const version :UInt8 = 1;
 

@@ -27,8 +27,8 @@ use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
-use crate::units::boids::{BoidsPlugin, FlockParams, FlockSystems, World};
-use crate::units::matrices::MatricesPlugin;
+use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
+use crate::units::matrices::{MatricesPlugin, MatricesSystems};
 use crate::units::physics::{PhysicsPlugin, PhysicsSystems};
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
@@ -96,8 +96,9 @@ impl Plugin for FlockOrderPlugin {
         app.configure_sets(
             FixedUpdate,
             (
-                PhysicsSystems::Publish.before(FlockSystems::Physics),
-                EvolutionSystems.after(FlockSystems::Matrices),
+                PhysicsSystems::Publish.before(BoidsSystems),
+                MatricesSystems.after(BoidsSystems),
+                EvolutionSystems.after(MatricesSystems),
             ),
         );
     }

@@ -40,6 +40,9 @@ fn emit_pulse(sab: Res<Sab>, mut control: ResMut<PulseControl>) {
             return;
         }
         control.pending_steps -= 1;
+    } else if control.pending_steps != 0 {
+        // Steps asked for while paused do not carry over into the next pause.
+        control.pending_steps = 0;
     }
     sab.epochs().signal(EpochIndex::SYSTEM_PULSE);
 }

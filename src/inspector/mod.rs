@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use bevy::diagnostic::{DiagnosticsStore, FrameTimeDiagnosticsPlugin};
 use bevy::prelude::*;
+use bevy_egui::input::egui_wants_any_keyboard_input;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use egui_plot::{Legend, Line, Plot};
 
@@ -31,7 +32,14 @@ pub struct InspectorPlugin;
 impl Plugin for InspectorPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<InspectorState>()
-            .add_systems(Update, (refresh, keyboard, log_frame_times))
+            .add_systems(
+                Update,
+                (
+                    refresh,
+                    keyboard.run_if(not(egui_wants_any_keyboard_input)),
+                    log_frame_times,
+                ),
+            )
             .add_systems(EguiPrimaryContextPass, (overlay, inspector));
     }
 }

@@ -25,6 +25,9 @@ use generated::syscall_capnp::{self as sc, message, response};
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// How deep a decoded message may nest (ours nest three deep).
 pub const MAX_NESTING: i32 = 8;
+/// Metadata entries a job may carry: a list of empty entries costs the frame little and the
+/// decoder a lot, so its length is bounded too.
+pub const MAX_METADATA: u32 = 64;
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +38,7 @@ pub enum FrameError {
     Malformed(String),
     #[error("{len} bytes follow the message in the frame")]
     TrailingBytes { len: usize },
-    #[error("the envelope's magic is {found:#010x}, not {:#010x} (\"SABS\")", sc::MAGIC)]
+    #[error("the envelope's magic is {found:#010x}, not {:#010x}", sc::MAGIC)]
     BadMagic { found: u32 },
     #[error(
         "syscall protocol version {found} is not supported (this kernel speaks {})",
@@ -44,8 +47,10 @@ pub enum FrameError {
     UnsupportedVersion { found: u8 },
     #[error("the header's opcode {header:?} does not match the body ({body:?})")]
     OpcodeMismatch { header: Opcode, body: Opcode },
-    #[error("unknown enum value {value} in field {field}")]
-    UnknownEnum { field: &'static str, value: u16 },
+    #[error("value {0} of an enum or union is not in this kernel's schema")]
+    NotInSchema(u16),
+    #[error("{field} has {len} entries, more than the {max} allowed")]
+    TooMany { field: &'static str, len: u32, max: u32 },
 }
 
 impl From<capnp::Error> for FrameError {
@@ -56,10 +61,7 @@ impl From<capnp::Error> for FrameError {
 
 impl From<capnp::NotInSchema> for FrameError {
     fn from(e: capnp::NotInSchema) -> Self {
-        Self::UnknownEnum {
-            field: "union or enum",
-            value: e.0,
-        }
+        Self::NotInSchema(e.0)
     }
 }
 
@@ -228,8 +230,15 @@ impl Job {
             job_request::params::Physics(p) => JobParams::Physics(decode_physics(p?)?),
             job_request::params::Binary(bytes) => JobParams::Binary(bytes?.to_vec()),
         };
-        let metadata = job
-            .get_metadata()?
+        let metadata = job.get_metadata()?;
+        if metadata.len() > MAX_METADATA {
+            return Err(FrameError::TooMany {
+                field: "metadata",
+                len: metadata.len(),
+                max: MAX_METADATA,
+            });
+        }
+        let metadata = metadata
             .iter()
             .map(|kv| Ok((text(kv.get_key())?, text(kv.get_value())?)))
             .collect::<Result<_, FrameError>>()?;

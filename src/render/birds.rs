@@ -43,16 +43,13 @@ use bevy::render::{Render, RenderApp, RenderStartup, RenderSystems};
 use bevy::shader::ShaderDefVal;
 
 use crate::sab::{EpochIndex, MatrixPart, Sab, StreamId};
+use crate::units::matrices::PARTS;
 
 const BIRD_SHADER: Handle<Shader> = uuid_handle!("6f1d2f8e-5a0b-4c43-9b3e-2f7d1c9a8b01");
 
-/// Parts in stream order: body, head, beak, left wing, left tip, right wing, right tip, tail.
-pub const PARTS: usize = 8;
 const PART_BYTES: u64 = size_of::<MatrixPart>() as u64;
 
-/// The original's per-bird palette for body, head and beak (bird i takes colour i mod 5).
-pub const PALETTE: [u32; 5] = [0x475569, 0x57534e, 0x71717a, 0x4b5563, 0x0284c7];
-/// Wing and tail colours.
+/// Wing and tail colours (the per-bird palette of body, head and beak is in the shader).
 pub const WING_RGB: u32 = 0x737373;
 pub const TAIL_RGB: u32 = 0x64748b;
 

@@ -65,13 +65,20 @@ impl ObstacleRecord {
     }
 
     /// The point of the obstacle's surface nearest to `p`, and whether `p` is inside the shape;
-    /// `None` for an unknown shape code.
+    /// `None` for a record that describes no shape (an unknown shape code, a non-finite or
+    /// negative size or centre, a zero rotation), as a corrupt table might hold.
     pub fn closest_point(&self, p: Vec3) -> Option<(Vec3, bool)> {
         let (centre, rotation, d) = (
             Vec3::from(self.centre),
-            Quat::from_array(self.rotation).normalize(),
+            Quat::from_array(self.rotation),
             Vec3::from(self.dims),
         );
+        if !(centre.is_finite() && rotation.is_finite() && d.is_finite() && d.cmpge(Vec3::ZERO).all())
+            || rotation.length_squared() < 1e-12
+        {
+            return None;
+        }
+        let rotation = rotation.normalize();
         let local = rotation.inverse() * (p - centre);
         let (surface, inside) = match self.shape()? {
             ObstacleShape::Ball => {
@@ -126,6 +133,8 @@ pub enum ObstacleError {
     TooMany { count: usize, max: usize },
     #[error("the obstacle table kept changing while it was read")]
     Contended,
+    #[error("the obstacle table's header counts {count} obstacles, more than its {max}")]
+    Corrupt { count: u32, max: usize },
     #[error(transparent)]
     Guard(#[from] GuardError),
 }
@@ -177,9 +186,13 @@ impl<'a> ObstacleTable<'a> {
                 self.sab
                     .read_into(offset + g::OBSTACLE_HEADER_SIZE as usize, &mut all[..n])
                     .expect("the table holds its maximum");
-                n
+                count
             })
             .ok_or(ObstacleError::Contended)?;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= Self::MAX)
+            .ok_or(ObstacleError::Corrupt { count, max: Self::MAX })?;
         out.clear();
         out.extend_from_slice(&all[..count]);
         Ok(())
@@ -215,5 +228,37 @@ mod tests {
         ));
         table.read_into(&mut out).unwrap();
         assert_eq!(out, records, "refused writes leave the table as it was");
+        // A header that claims more than the table holds is an error, not a short read.
+        sab.write(g::OBSTACLE_TABLE_OFFSET as usize, &[40u32]).unwrap();
+        assert_eq!(
+            table.read_into(&mut out),
+            Err(ObstacleError::Corrupt {
+                count: 40,
+                max: ObstacleTable::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn records_that_describe_no_shape_have_no_closest_point() {
+        let good = ObstacleRecord::new(ObstacleShape::Ball, Vec3::ZERO, Quat::IDENTITY, Vec3::ONE);
+        assert!(good.closest_point(Vec3::X * 3.0).is_some());
+        for corrupt in [
+            ObstacleRecord { shape: 7, ..good },
+            ObstacleRecord {
+                rotation: [0.0; 4],
+                ..good
+            },
+            ObstacleRecord {
+                centre: [f32::NAN, 0.0, 0.0],
+                ..good
+            },
+            ObstacleRecord {
+                dims: [-1.0, 0.0, 0.0],
+                ..good
+            },
+        ] {
+            assert_eq!(corrupt.closest_point(Vec3::X * 3.0), None, "{corrupt:?}");
+        }
     }
 }

@@ -576,11 +576,18 @@ pub struct Flock {
 }
 
 impl Flock {
+    /// The reference's initial population of `count` birds.
     pub fn new(count: usize, params: FlockParams) -> Self {
+        Self::from_records(initial_population(count), params)
+    }
+
+    /// A flock that continues from `birds` (for example a snapshot's bird stream).
+    pub fn from_records(birds: Vec<BirdRecord>, params: FlockParams) -> Self {
+        let count = birds.len();
         Self {
             world: World::new(count, params.world_scale),
             params,
-            birds: initial_population(count),
+            birds,
             next: Vec::with_capacity(count),
             intensity: vec![0.0; count],
             grid: Grid::default(),
@@ -705,6 +712,23 @@ pub fn spec() -> ModuleSpec {
 pub enum FlockError {
     #[error("{birds} birds exceed the {tier} tier's maximum of {max}; choose a larger --tier")]
     TooManyBirds { birds: usize, tier: String, max: u32 },
+    #[error("bird {index} has a position, velocity or orientation that is not a finite number")]
+    NotFinite { index: usize },
+}
+
+/// Checks records from outside (a snapshot) before they become the flock: one non-finite
+/// coordinate would spread through every neighbour sum it takes part in.
+pub fn check_records(birds: &[BirdRecord]) -> Result<(), FlockError> {
+    match birds.iter().position(|b| {
+        !b.position
+            .iter()
+            .chain(&b.velocity)
+            .chain(&b.orientation)
+            .all(|v| v.is_finite())
+    }) {
+        Some(index) => Err(FlockError::NotFinite { index }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a bird count against a layout's tier.
@@ -720,12 +744,10 @@ pub fn check_capacity(layout: &SabLayout, birds: usize) -> Result<(), FlockError
     Ok(())
 }
 
-/// The boids stages, in order, in `FixedUpdate`.
+/// The boids unit's place in `FixedUpdate` (after the pulse; `lib.rs` orders it among the
+/// other units).
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
-pub enum FlockSystems {
-    Physics,
-    Matrices,
-}
+pub struct BoidsSystems;
 
 /// Steps the flock on every pulse and publishes it on the bird stream.
 pub struct BoidsPlugin {
@@ -769,6 +791,7 @@ pub fn load_flock(path: &std::path::Path, layout: &SabLayout) -> Result<Vec<Bird
         return Err(format!("{} holds no birds", path.display()));
     }
     birds.truncate(read.count);
+    check_records(&birds).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(birds)
 }
 
@@ -797,12 +820,7 @@ impl Plugin for BoidsPlugin {
             .init_resource::<FlockCommands>()
             .init_resource::<StageTimes>()
             .register_unit(spec())
-            .configure_sets(
-                FixedUpdate,
-                (FlockSystems::Physics, FlockSystems::Matrices)
-                    .chain()
-                    .after(PulseSystems),
-            )
+            .configure_sets(FixedUpdate, BoidsSystems.after(PulseSystems))
             .add_systems(
                 FixedUpdate,
                 (
@@ -810,7 +828,7 @@ impl Plugin for BoidsPlugin {
                     step_flock.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
                 )
                     .chain()
-                    .in_set(FlockSystems::Physics),
+                    .in_set(BoidsSystems),
             );
     }
 }
@@ -833,17 +851,14 @@ fn apply_commands(
             FlockCommand::Respawn(birds) => initial_population(birds),
             FlockCommand::Restore(records) => records,
         };
-        if let Err(e) = check_capacity(sab.layout(), records.len()) {
+        if let Err(e) = check_capacity(sab.layout(), records.len()).and_then(|()| check_records(&records)) {
             error!("the flock was not replaced: {e}");
             continue;
         }
-        *flock = Flock::new(records.len(), flock.params);
-        flock.birds = records;
-        // Both buffers, as at start-up; readers see the new flock on the next bird epoch.
-        for _ in 0..2 {
-            if let Err(e) = writer.0.publish(&flock.birds) {
-                error!("the bird stream refused the new flock: {e}");
-            }
+        *flock = Flock::from_records(records, flock.params);
+        // Readers take the active buffer, so one publish shows the new flock.
+        if let Err(e) = writer.0.publish(&flock.birds) {
+            error!("the bird stream refused the new flock: {e}");
         }
     }
 }
@@ -869,17 +884,18 @@ fn step_flock(
     let start = Instant::now();
     let epochs = sab.epochs();
     let evolution = epochs.load(EpochIndex::EVOLUTION);
+    // A read that fails is retried on the next step (the epoch is only marked seen on success).
     if evolution != inputs.evolution {
-        inputs.evolution = evolution;
-        if let Err(e) = flock.merge_genes(&sab) {
-            error!("the boids unit could not read the new generation: {e}");
+        match flock.merge_genes(&sab) {
+            Ok(()) => inputs.evolution = evolution,
+            Err(e) => error!("the boids unit could not read the new generation: {e}"),
         }
     }
     let physics = epochs.load(EpochIndex::PHYSICS);
     if physics != inputs.physics {
-        inputs.physics = physics;
-        if let Err(e) = sab.obstacles().read_into(&mut inputs.obstacles) {
-            error!("the boids unit could not read the obstacles: {e}");
+        match sab.obstacles().read_into(&mut inputs.obstacles) {
+            Ok(()) => inputs.physics = physics,
+            Err(e) => error!("the boids unit could not read the obstacles: {e}"),
         }
     }
     flock.step(time.delta_secs(), &inputs.obstacles);

@@ -15,8 +15,8 @@ use crate::sab::stream::StreamWriter;
 use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
-use crate::units::boids::FlockSystems;
 
+/// Parts per bird, in stream order: body, head, beak, left wing, left tip, right wing, right tip, tail.
 pub const PARTS: usize = 8;
 
 /// The bird's orientation, renormalised; a zero quaternion (before the first step) is identity.
@@ -107,6 +107,10 @@ pub fn spec() -> ModuleSpec {
     }
 }
 
+/// The matrix unit's place in `FixedUpdate` (`lib.rs` orders it after the boids unit).
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MatricesSystems;
+
 /// The unit's reused buffers and its matrix-stream writer.
 #[derive(Resource)]
 pub struct MatrixUnit {
@@ -137,7 +141,7 @@ impl Plugin for MatricesPlugin {
             .add_systems(
                 FixedUpdate,
                 compute_matrices
-                    .in_set(FlockSystems::Matrices)
+                    .in_set(MatricesSystems)
                     .run_if(epoch_changed(EpochIndex::BIRD)),
             );
     }

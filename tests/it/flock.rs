@@ -410,6 +410,11 @@ fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
     // Beyond the tier: refused, and the flock is left as it was.
     command(&mut app, FlockCommand::Respawn(5000));
     assert!(published(&sab) == saved);
+    // Records that are not finite: refused the same way.
+    let mut poisoned = saved.clone();
+    poisoned[7].position[1] = f32::NAN;
+    command(&mut app, FlockCommand::Restore(poisoned));
+    assert!(published(&sab) == saved);
     assert_eq!(sab.epochs().load(EpochIndex::SYSTEM_PULSE), pulse, "paused throughout");
 
     let heavy = SabLayout::for_tier(Tier::Heavy);

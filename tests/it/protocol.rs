@@ -268,3 +268,19 @@ fn a_job_frame_crosses_the_inbox_ring_intact() {
     let n = consumer.read_into(&mut buf).unwrap().expect("one frame");
     assert_eq!(Job::decode(&buf[..n]).unwrap(), job);
 }
+
+#[test]
+fn a_job_with_too_much_metadata_is_refused() {
+    let mut job = Job::new(1, "echo", "echo", Payload::Inline(vec![]));
+    job.metadata = vec![(String::new(), String::new()); 65];
+    assert_eq!(
+        Job::decode(&job.encode()),
+        Err(FrameError::TooMany {
+            field: "metadata",
+            len: 65,
+            max: 64
+        })
+    );
+    job.metadata.truncate(64);
+    assert_eq!(Job::decode(&job.encode()).unwrap(), job);
+}
