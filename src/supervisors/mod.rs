@@ -4,6 +4,7 @@
 //! the registry epoch moves, so a unit that registers after startup (from any thread or process
 //! sharing the SAB) is discovered on the next frame, and nothing is re-read otherwise.
 
+pub mod chunks;
 pub mod evolution;
 
 use bevy::prelude::*;

@@ -2,6 +2,7 @@
 
 mod app;
 mod arena;
+mod chunks;
 mod codegen;
 mod epochs;
 mod flock;
