@@ -18,6 +18,8 @@ pub mod generated {
 use capnp::message::{Builder, ReaderOptions};
 use capnp::serialize;
 
+use crate::sab::Sab;
+use crate::sab::layout::HeapRangeError;
 use generated::job_capnp::{job_request, job_result, physics_params};
 use generated::syscall_capnp::{self as sc, message, response};
 
@@ -109,6 +111,23 @@ pub struct SabRange {
 pub enum Payload {
     Inline(Vec<u8>),
     Sab(SabRange),
+}
+
+impl Payload {
+    /// The bytes this payload names: inline, or a range of the SAB's arena heap copied out (the
+    /// range is checked at both ends; see `SabLayout::heap_range`).
+    pub fn bytes(&self, sab: &Sab) -> Result<Vec<u8>, HeapRangeError> {
+        match self {
+            Self::Inline(bytes) => Ok(bytes.clone()),
+            Self::Sab(range) => {
+                let r = sab.layout().heap_range(range.offset, u64::from(range.length))?;
+                let mut bytes = vec![0u8; r.len()];
+                sab.copy_out(r.start, &mut bytes)
+                    .expect("a heap range is inside the SAB and whole words");
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 /// A job's unit-specific parameters.

@@ -13,6 +13,7 @@ use bevy::prelude::Resource;
 
 use crate::protocol::{SabRange, Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
 use crate::sab::Sab;
+use crate::sab::layout::HeapRangeError;
 
 /// The store's default capacity.
 pub const DEFAULT_CAPACITY: usize = 64 << 20;
@@ -168,26 +169,9 @@ impl ChunkStore {
 
 /// `range` as (offset, length) if it is whole words and lies inside the arena heap.
 fn checked_range(sab: &Sab, range: SabRange) -> Result<(usize, usize), Refusal> {
-    let heap = sab.layout().arena_heap();
-    let (start, len) = (range.offset, u64::from(range.length));
-    if !start.is_multiple_of(4) || !len.is_multiple_of(4) {
-        return Err(Refusal(
-            SyscallStatus::InvalidRequest,
-            format!("SAB range [{start:#x}, +{len}) is not whole 4-byte words"),
-        ));
+    match sab.layout().heap_range(range.offset, u64::from(range.length)) {
+        Ok(r) => Ok((r.start, r.len())),
+        Err(e @ HeapRangeError::NotWords { .. }) => Err(Refusal(SyscallStatus::InvalidRequest, e.to_string())),
+        Err(e @ HeapRangeError::Outside { .. }) => Err(Refusal(SyscallStatus::OutOfBounds, e.to_string())),
     }
-    let inside = start
-        .checked_add(len)
-        .is_some_and(|end| start >= heap.offset as u64 && end <= (heap.offset + heap.size) as u64);
-    if !inside {
-        return Err(Refusal(
-            SyscallStatus::OutOfBounds,
-            format!(
-                "SAB range [{start:#x}, +{len}) is not inside the arena heap [{:#x}, {:#x})",
-                heap.offset,
-                heap.offset + heap.size
-            ),
-        ));
-    }
-    Ok((start as usize, len as usize))
 }

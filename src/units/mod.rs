@@ -3,6 +3,8 @@
 //! consumes. Units never call each other or the supervisors: they meet only in the SAB.
 
 pub mod boids;
+pub mod crypto;
+pub mod echo;
 pub mod matrices;
 pub mod physics;
 

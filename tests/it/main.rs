@@ -7,6 +7,7 @@ mod codegen;
 mod epochs;
 mod flock;
 mod guards;
+mod jobs;
 mod layout;
 mod physics;
 mod protocol;

@@ -1,0 +1,26 @@
+//! The echo unit: returns its job's input unchanged (inline or read from the arena heap), for
+//! measuring the job pipeline itself.
+
+use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
+use crate::sab::{ModuleSpec, Sab};
+
+pub fn spec() -> ModuleSpec {
+    ModuleSpec::cpu_unit("echo", 1, &["echo:echo"])
+}
+
+/// Runs one echo job: the output is the input's bytes.
+pub fn execute(sab: &Sab, job: &Job) -> JobOutcome {
+    match job.input.bytes(sab) {
+        Ok(bytes) => {
+            let len = bytes.len() as u64;
+            let mut outcome = JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(bytes));
+            (outcome.input_bytes, outcome.output_bytes) = (len, len);
+            outcome
+        }
+        Err(e) => {
+            let mut outcome = JobOutcome::new(job.id, JobStatus::InvalidParams, Payload::Inline(vec![]));
+            outcome.error = e.to_string();
+            outcome
+        }
+    }
+}
