@@ -27,12 +27,17 @@ use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
+use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
+use crate::units::crypto::CryptoPlugin;
+use crate::units::echo::EchoPlugin;
+use crate::units::host::{JobHostPlugin, JobHostSystems};
 use crate::units::matrices::{MatricesPlugin, MatricesSystems};
 use crate::units::physics::{PhysicsPlugin, PhysicsSystems};
 
-/// The headless core of INOS: the SAB resource, the pulse that drives everything else, and the
-/// supervisors' discovery of registered units.
+/// The headless core of INOS: the SAB resource, the pulse that drives everything else, the
+/// supervisors' discovery of registered units, and the job pipeline with the units that take jobs
+/// (crypto, echo).
 pub struct CorePlugins {
     pub layout: SabLayout,
     /// Pulse rate in Hz (the fixed timestep).
@@ -45,6 +50,26 @@ impl PluginGroup for CorePlugins {
             .add(SabPlugin { layout: self.layout })
             .add(PulsePlugin { hz: self.pulse_hz })
             .add(DiscoveryPlugin)
+            .add(JobPipelinePlugin)
+            .add(JobHostPlugin)
+            .add(CryptoPlugin)
+            .add(EchoPlugin)
+            .add(JobOrderPlugin)
+    }
+}
+
+/// A job's round trip within one tick: the kernel dispatches, the units' host runs the jobs, the
+/// kernel resolves their results.
+struct JobOrderPlugin;
+
+impl Plugin for JobOrderPlugin {
+    fn build(&self, app: &mut App) {
+        app.configure_sets(
+            FixedUpdate,
+            JobHostSystems
+                .after(JobPipelineSystems::Dispatch)
+                .before(JobPipelineSystems::Resolve),
+        );
     }
 }
 

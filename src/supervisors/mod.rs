@@ -6,6 +6,7 @@
 
 pub mod chunks;
 pub mod evolution;
+pub mod jobs;
 
 use bevy::prelude::*;
 

@@ -13,6 +13,16 @@ use std::time::Instant;
 
 use crate::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload};
 use crate::sab::{ModuleSpec, Sab};
+use crate::units::RegisterUnitExt;
+
+/// Registers the unit and its job entry point with the job host.
+pub struct CryptoPlugin;
+
+impl bevy::prelude::Plugin for CryptoPlugin {
+    fn build(&self, app: &mut bevy::prelude::App) {
+        app.register_job_unit(spec(), execute);
+    }
+}
 
 pub fn spec() -> ModuleSpec {
     ModuleSpec::cpu_unit("crypto", 4, &["crypto:hash", "crypto:keyed_hash", "crypto:verify"])

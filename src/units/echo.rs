@@ -3,6 +3,16 @@
 
 use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
 use crate::sab::{ModuleSpec, Sab};
+use crate::units::RegisterUnitExt;
+
+/// Registers the unit and its job entry point with the job host.
+pub struct EchoPlugin;
+
+impl bevy::prelude::Plugin for EchoPlugin {
+    fn build(&self, app: &mut bevy::prelude::App) {
+        app.register_job_unit(spec(), execute);
+    }
+}
 
 pub fn spec() -> ModuleSpec {
     ModuleSpec::cpu_unit("echo", 1, &["echo:echo"])

@@ -5,6 +5,7 @@
 pub mod boids;
 pub mod crypto;
 pub mod echo;
+pub mod host;
 pub mod matrices;
 pub mod physics;
 
@@ -20,9 +21,21 @@ pub struct UnitRegistrationErrors(pub Vec<(String, String)>);
 /// are written into the SAB at startup, which signals the registry epoch.
 pub trait RegisterUnitExt {
     fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self;
+    /// Registers a unit that takes jobs: its registry record, and its entry point with the job
+    /// host (`host::JobHostPlugin`) under the unit's id.
+    fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self;
 }
 
 impl RegisterUnitExt for App {
+    fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self {
+        self.init_resource::<host::JobExecutors>()
+            .world_mut()
+            .resource_mut::<host::JobExecutors>()
+            .0
+            .insert(spec.id.clone(), execute);
+        self.register_unit(spec)
+    }
+
     fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self {
         self.init_resource::<UnitRegistrationErrors>().add_systems(
             Startup,

@@ -150,7 +150,7 @@ fn units_register_at_startup_and_late_ones_are_discovered_through_the_registry_e
             layout: SabLayout::for_tier(Tier::Light),
             pulse_hz: 64.0,
         })
-        .register_unit(unit("echo"))
+        .register_unit(unit("probe"))
         .register_unit(unit("not a valid id"));
     app.update();
     let ids = |app: &App| -> Vec<String> {
@@ -161,20 +161,23 @@ fn units_register_at_startup_and_late_ones_are_discovered_through_the_registry_e
             .map(|m| m.id.clone())
             .collect()
     };
-    assert_eq!(ids(&app), ["echo"]);
+    // The core's own job units, and the one registered here.
+    let mut first = ids(&app);
+    first.sort();
+    assert_eq!(first, ["crypto", "echo", "probe"]);
     let errors = &app.world().resource::<UnitRegistrationErrors>().0;
     assert_eq!(errors.len(), 1);
     assert!(errors[0].1.contains("1 to 11 ASCII"), "{errors:?}");
 
     // A unit registering later, from another thread, is seen on the next frame.
     let sab = app.world().resource::<Sab>().clone();
-    std::thread::spawn(move || sab.registry().register(&unit("crypto"), Owner::Module).unwrap())
+    std::thread::spawn(move || sab.registry().register(&unit("late"), Owner::Module).unwrap())
         .join()
         .unwrap();
     app.update();
     let mut now = ids(&app);
     now.sort();
-    assert_eq!(now, ["crypto", "echo"]);
+    assert_eq!(now, ["crypto", "echo", "late", "probe"]);
 }
 
 #[test]

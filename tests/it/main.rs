@@ -10,6 +10,7 @@ mod guards;
 mod jobs;
 mod layout;
 mod physics;
+mod pipeline;
 mod protocol;
 mod registry;
 #[cfg(feature = "render")]

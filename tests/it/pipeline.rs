@@ -1,0 +1,158 @@
+//! The job pipeline end to end in a headless app: submit → queue → inbox ring → units → outbox
+//! ring → result → job history; none lost or duplicated, bad input refused without disturbing the
+//! other jobs, priority order, and timeouts.
+
+use bevy::prelude::*;
+use inos::headless::{HeadlessConfig, build_app};
+use inos::protocol::{Job, JobStatus, Payload};
+use inos::pulse::PulseControl;
+use inos::sab::{Owner, RingId, Sab, SabLayout, Tier};
+use inos::supervisors::jobs::{JobQueue, SubmitError};
+use inos::units::host::JobHostStats;
+
+fn app() -> App {
+    build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    })
+}
+
+fn submit(app: &mut App, job: &Job) -> Result<(), SubmitError> {
+    let sab = app.world().resource::<Sab>().clone();
+    app.world_mut().resource_mut::<JobQueue>().submit(&sab, job)
+}
+
+fn input(id: u64) -> Vec<u8> {
+    (0..(id % 97 + 1)).map(|k| (id * 7 + k) as u8).collect()
+}
+
+#[test]
+fn a_thousand_jobs_all_complete_once_with_checked_results() {
+    let mut app = app();
+    for id in 1..=1000u64 {
+        let library = if id % 2 == 0 { "echo" } else { "crypto" };
+        let method = if id % 2 == 0 { "echo" } else { "hash" };
+        submit(&mut app, &Job::new(id, library, method, Payload::Inline(input(id)))).unwrap();
+    }
+    for _ in 0..50 {
+        app.update();
+        if app.world().resource::<JobQueue>().in_flight() == 0 {
+            break;
+        }
+    }
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    assert_eq!(queue.in_flight(), 0);
+    for id in 1..=1000u64 {
+        let outcome = queue
+            .take_result(id)
+            .unwrap_or_else(|| panic!("job {id} has no result"));
+        assert_eq!(outcome.status, JobStatus::Success, "job {id}: {}", outcome.error);
+        let expected = if id % 2 == 0 {
+            input(id)
+        } else {
+            blake3::hash(&input(id)).as_bytes().to_vec()
+        };
+        assert_eq!(outcome.output, Payload::Inline(expected), "job {id}");
+        assert!(queue.take_result(id).is_none(), "job {id} is taken once");
+    }
+    let stats = queue.stats;
+    assert_eq!(
+        (
+            stats.submitted,
+            stats.dispatched,
+            stats.resolved,
+            stats.unmatched,
+            stats.timed_out
+        ),
+        (1000, 1000, 1000, 0, 0)
+    );
+    let sab = app.world().resource::<Sab>().clone();
+    assert_eq!(sab.job_history().header().total, 1000);
+    let host = *app.world().resource::<JobHostStats>();
+    assert_eq!((host.executed, host.malformed), (1000, 0));
+}
+
+#[test]
+fn bad_jobs_and_frames_are_refused_and_the_rest_complete() {
+    let mut app = app();
+    let ok = Job::new(1, "echo", "echo", Payload::Inline(vec![1, 2, 3]));
+    submit(&mut app, &ok).unwrap();
+    assert_eq!(submit(&mut app, &ok), Err(SubmitError::DuplicateId(1)));
+    assert_eq!(
+        submit(&mut app, &Job::new(2, "nobody", "x", Payload::Inline(vec![]))),
+        Err(SubmitError::UnknownLibrary("nobody".into()))
+    );
+    let huge = Job::new(3, "echo", "echo", Payload::Inline(vec![0; 600 * 1024]));
+    assert!(matches!(submit(&mut app, &huge), Err(SubmitError::TooLarge { .. })));
+    // The inbox has one writer, the kernel, which encodes every frame itself; a foreign module
+    // can only reach the outbox, and puts garbage there.
+    let sab = app.world().resource::<Sab>().clone();
+    assert!(sab.ring(RingId::Inbox).producer(Owner::Module).is_err());
+    let mut foreign = sab.ring(RingId::OutboxKernel).producer(Owner::Module).unwrap();
+    foreign.push(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+    foreign.publish().unwrap();
+    // A registered library with no job entry point is answered, not lost.
+    sab.registry()
+        .register(&inos::sab::ModuleSpec::cpu_unit("mute", 1, &[]), Owner::Module)
+        .unwrap();
+    submit(&mut app, &Job::new(4, "mute", "x", Payload::Inline(vec![]))).unwrap();
+    for _ in 0..3 {
+        app.update();
+    }
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    let echoed = queue.take_result(1).unwrap();
+    assert_eq!(
+        (echoed.status, echoed.output),
+        (JobStatus::Success, Payload::Inline(vec![1, 2, 3]))
+    );
+    let refused = queue.take_result(4).unwrap();
+    assert_eq!(refused.status, JobStatus::Rejected);
+    assert!(refused.error.contains("mute"), "{}", refused.error);
+    assert_eq!((queue.stats.submitted, queue.stats.malformed), (2, 1));
+    assert_eq!(app.world().resource::<JobHostStats>().unknown_library, 1);
+}
+
+#[test]
+fn higher_priority_runs_first_then_earlier_deadlines() {
+    let mut app = app();
+    let jobs = [
+        (1, 0, 0),
+        (2, 9, 0),
+        (3, 5, 2_000_000_000_000),
+        (4, 5, 1_000_000_000_000),
+        (5, 9, 0),
+    ];
+    for (id, priority, deadline_ms) in jobs {
+        let mut job = Job::new(id, "echo", "echo", Payload::Inline(vec![]));
+        (job.priority, job.deadline_ms) = (priority, deadline_ms);
+        submit(&mut app, &job).unwrap();
+    }
+    app.update();
+    let sab = app.world().resource::<Sab>().clone();
+    let order: Vec<u64> = sab.job_history().records().unwrap().iter().map(|r| r.job_id).collect();
+    assert_eq!(order, [2, 5, 4, 3, 1]);
+}
+
+#[test]
+fn a_job_past_its_timeout_is_resolved_as_timed_out_and_never_runs() {
+    let mut app = app();
+    app.world_mut().resource_mut::<PulseControl>().paused = true;
+    let mut job = Job::new(1, "echo", "echo", Payload::Inline(vec![9]));
+    job.timeout_ms = 1;
+    submit(&mut app, &job).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    app.update();
+    let outcome = app.world_mut().resource_mut::<JobQueue>().take_result(1).unwrap();
+    assert_eq!((outcome.status, outcome.retryable), (JobStatus::Timeout, true));
+    app.world_mut().resource_mut::<PulseControl>().paused = false;
+    for _ in 0..3 {
+        app.update();
+    }
+    let queue = app.world().resource::<JobQueue>();
+    assert_eq!(
+        (queue.stats.timed_out, queue.stats.dispatched, queue.stats.unmatched),
+        (1, 0, 0)
+    );
+    assert_eq!(app.world().resource::<JobHostStats>().executed, 0);
+}
