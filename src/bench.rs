@@ -15,10 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bevy::prelude::App;
 use serde::Serialize;
 
+use crate::headless::{HeadlessConfig, build_app};
+use crate::protocol::{Job, Payload};
 use crate::sab::generated as g;
 use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::supervisors::jobs::JobQueue;
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::matrices::write_part_major_threads;
@@ -67,6 +71,11 @@ pub struct BenchReport {
     pub flock: Vec<FlockTiming>,
     /// Median ms of one naive O(n²) physics step over 2 000 birds.
     pub naive_2000_ms: f64,
+    /// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results,
+    /// job history) in a headless app, submitted all at once.
+    pub echo_jobs: Throughput,
+    /// One echo job, submit to result: one app update.
+    pub echo_job_round_trip: Latency,
 }
 
 /// Physics + matrices per tick for one flock size.
@@ -395,6 +404,54 @@ pub fn array_queue_throughput(frames: u64) -> Throughput {
     }
 }
 
+/// Echo jobs in a headless app: (throughput of `jobs` submitted at once, round-trip latency of
+/// `samples` single jobs).
+fn echo_jobs(jobs: u64, samples: usize) -> (Throughput, Latency) {
+    let mut app = build_app(HeadlessConfig {
+        layout: crate::sab::SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
+    let sab = app.world().resource::<Sab>().clone();
+    let job = |id| Job::new(id, "echo", "echo", Payload::Inline(vec![7; 16]));
+    let submit = |app: &mut App, id| {
+        app.world_mut()
+            .resource_mut::<JobQueue>()
+            .submit(&sab, &job(id))
+            .expect("echo is registered");
+    };
+    let start = Instant::now();
+    for id in 1..=jobs {
+        submit(&mut app, id);
+    }
+    while app.world().resource::<JobQueue>().in_flight() > 0 {
+        app.update();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    for id in 1..=jobs {
+        black_box(queue.take_result(id));
+    }
+    let round_trips = (0..samples as u64)
+        .map(|k| {
+            let t = Instant::now();
+            submit(&mut app, jobs + 1 + k);
+            app.update();
+            let done = app.world_mut().resource_mut::<JobQueue>().take_result(jobs + 1 + k);
+            assert!(done.is_some(), "an echo job completes within one update");
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    (
+        Throughput {
+            items: jobs,
+            seconds,
+            per_second: jobs as f64 / seconds,
+        },
+        Latency::from_samples(round_trips),
+    )
+}
+
 pub fn measure(quick: bool) -> BenchReport {
     let samples = if quick { 200 } else { 2000 };
     let frames = if quick { 200_000 } else { 4_000_000 };
@@ -420,7 +477,10 @@ pub fn measure(quick: bool) -> BenchReport {
             }
         })
         .collect();
+    let (echo_jobs, echo_job_round_trip) = echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4);
     BenchReport {
+        echo_jobs,
+        echo_job_round_trip,
         flock,
         naive_2000_ms,
         registry_lookup_ns,
@@ -494,5 +554,14 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
             f.birds, f.threads, f.median_ms, f.p99_ms, f.vs_naive_2000
         );
     }
+    println!("job pipeline (echo, 16-byte input, headless app)");
+    println!(
+        "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s; target 1 M/s)",
+        "throughput, submitted at once",
+        r.echo_jobs.per_second / 1e6,
+        r.echo_jobs.items,
+        r.echo_jobs.seconds
+    );
+    lat("one job, submit to result", &r.echo_job_round_trip);
     Ok(())
 }
