@@ -424,9 +424,14 @@ fn echo_jobs(jobs: u64, samples: usize) -> (Throughput, Latency) {
     for id in 1..=jobs {
         submit(&mut app, id);
     }
-    while app.world().resource::<JobQueue>().in_flight() > 0 {
+    for _ in 0..100_000 {
+        if app.world().resource::<JobQueue>().in_flight() == 0 {
+            break;
+        }
         app.update();
     }
+    let stats = app.world().resource::<JobQueue>().stats;
+    assert_eq!(stats.resolved, jobs, "every echo job is answered: {stats:?}");
     let seconds = start.elapsed().as_secs_f64();
     let mut queue = app.world_mut().resource_mut::<JobQueue>();
     for id in 1..=jobs {

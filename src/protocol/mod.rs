@@ -19,7 +19,7 @@ use capnp::message::{Builder, ReaderOptions};
 use capnp::serialize;
 
 use crate::sab::Sab;
-use crate::sab::layout::HeapRangeError;
+use crate::sab::arena::UserRangeError;
 use generated::job_capnp::{job_request, job_result, physics_params};
 use generated::syscall_capnp::{self as sc, message, response};
 
@@ -114,16 +114,16 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// The bytes this payload names: inline, or a range of the SAB's arena heap copied out (the
-    /// range is checked at both ends; see `SabLayout::heap_range`).
-    pub fn bytes(&self, sab: &Sab) -> Result<Vec<u8>, HeapRangeError> {
+    /// The bytes this payload names: inline, or a range of the arena's data pages copied out
+    /// (the range is checked at both ends; see `Arena::user_range`).
+    pub fn bytes(&self, sab: &Sab) -> Result<Vec<u8>, UserRangeError> {
         match self {
             Self::Inline(bytes) => Ok(bytes.clone()),
             Self::Sab(range) => {
-                let r = sab.layout().heap_range(range.offset, u64::from(range.length))?;
+                let r = sab.arena().user_range(range.offset, u64::from(range.length))?;
                 let mut bytes = vec![0u8; r.len()];
                 sab.copy_out(r.start, &mut bytes)
-                    .expect("a heap range is inside the SAB and whole words");
+                    .expect("a user range is inside the SAB and whole words");
                 Ok(bytes)
             }
         }

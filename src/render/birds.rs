@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use bevy::asset::uuid_handle;
 use bevy::camera::visibility::NoFrustumCulling;
@@ -25,6 +24,7 @@ use bevy::pbr::{
     MeshPipeline, MeshPipelineKey, MeshPipelineSystems, RenderMeshInstances, SetMeshBindGroup, SetMeshViewBindGroup,
     SetMeshViewBindingArrayBindGroup, ViewKeyCache,
 };
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy::render::extract_component::{ExtractComponent, ExtractComponentPlugin};
 use bevy::render::mesh::allocator::MeshAllocator;

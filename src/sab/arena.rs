@@ -342,6 +342,31 @@ impl<'a> Arena<'a> {
             size: self.geometry.pages * PAGE,
         }
     }
+
+    /// The byte range `[offset, offset + length)` if it is whole 4-byte words and lies inside the
+    /// arena's data pages: the user-data space where jobs and syscalls may read and write. Never
+    /// a kernel region (registry, rings, streams, ...) nor the allocator's own header, page table
+    /// and bitmaps. Both ends are checked, and the end cannot overflow.
+    pub fn user_range(&self, offset: u64, length: u64) -> Result<std::ops::Range<usize>, UserRangeError> {
+        if !offset.is_multiple_of(4) || !length.is_multiple_of(4) {
+            return Err(UserRangeError::NotWords { offset, length });
+        }
+        let data = self.data_range();
+        let (lo, hi) = (data.offset as u64, (data.offset + data.size) as u64);
+        match offset.checked_add(length) {
+            Some(end) if offset >= lo && end <= hi => Ok(offset as usize..end as usize),
+            _ => Err(UserRangeError::Outside { offset, length, lo, hi }),
+        }
+    }
+}
+
+/// Why a byte range is not usable user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UserRangeError {
+    #[error("SAB range [{offset:#x}, +{length}) is not whole 4-byte words")]
+    NotWords { offset: u64, length: u64 },
+    #[error("SAB range [{offset:#x}, +{length}) is not inside the arena's data pages [{lo:#x}, {hi:#x})")]
+    Outside { offset: u64, length: u64, lo: u64, hi: u64 },
 }
 
 /// The lock held; released on drop.

@@ -331,15 +331,6 @@ pub struct RegionNode {
     pub parent: Option<&'static str>,
 }
 
-/// Why a byte range is not a usable part of the arena heap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeapRangeError {
-    #[error("SAB range [{offset:#x}, +{length}) is not whole 4-byte words")]
-    NotWords { offset: u64, length: u64 },
-    #[error("SAB range [{offset:#x}, +{length}) is not inside the arena heap [{lo:#x}, {hi:#x})")]
-    Outside { offset: u64, length: u64, lo: u64, hi: u64 },
-}
-
 /// The memory map of one SAB: a tier and a size (at least the tier's, at most `SAB_SIZE_MAX`; a
 /// larger SAB only grows the arena heap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -394,21 +385,6 @@ impl SabLayout {
             name: "arena_heap",
             offset,
             size: self.sab_size - offset,
-        }
-    }
-
-    /// The byte range `[offset, offset + length)` if it is whole 4-byte words and lies inside the
-    /// arena heap: the user-data space where jobs and syscalls may read and write, never a kernel
-    /// region (registry, rings, streams, ...). Both ends are checked, and the end cannot overflow.
-    pub fn heap_range(&self, offset: u64, length: u64) -> Result<std::ops::Range<usize>, HeapRangeError> {
-        if !offset.is_multiple_of(4) || !length.is_multiple_of(4) {
-            return Err(HeapRangeError::NotWords { offset, length });
-        }
-        let heap = self.arena_heap();
-        let (lo, hi) = (heap.offset as u64, (heap.offset + heap.size) as u64);
-        match offset.checked_add(length) {
-            Some(end) if offset >= lo && end <= hi => Ok(offset as usize..end as usize),
-            _ => Err(HeapRangeError::Outside { offset, length, lo, hi }),
         }
     }
 

@@ -1,10 +1,10 @@
 //! The kernel's local chunk store and the two syscalls over it: `storeChunk` copies a range of the
 //! SAB into the store under its BLAKE3 hash, and `fetchChunk` copies a chunk back into the SAB.
 //!
-//! Both ends of every range are checked: a range must lie inside the arena heap (the SAB's
-//! user-data space, so a syscall can never overwrite kernel regions such as the registry, the
-//! rings or the streams), its end must not overflow, and offsets and lengths are whole 4-byte
-//! words (the SAB moves words). The original checked only that a destination started past the
+//! Both ends of every range are checked: a range must lie inside the arena's data pages (the
+//! SAB's user-data space, so a syscall can never overwrite kernel regions such as the registry,
+//! the rings or the streams, nor the allocator's own tables), its end must not overflow, and
+//! offsets and lengths are whole 4-byte words (the SAB moves words). The original checked only that a destination started past the
 //! arena's start. Chunks are verified against their hash both when stored and when fetched.
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use bevy::prelude::Resource;
 
 use crate::protocol::{SabRange, Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
 use crate::sab::Sab;
-use crate::sab::layout::HeapRangeError;
+use crate::sab::arena::UserRangeError;
 
 /// The store's default capacity.
 pub const DEFAULT_CAPACITY: usize = 64 << 20;
@@ -99,6 +99,12 @@ impl ChunkStore {
         now_ms: u64,
     ) -> Result<SyscallResult, Refusal> {
         let (offset, len) = checked_range(sab, source)?;
+        if len > self.capacity {
+            return Err(Refusal(
+                SyscallStatus::InvalidRequest,
+                format!("a {len}-byte chunk exceeds the store's {} bytes", self.capacity),
+            ));
+        }
         let mut data = vec![0u8; len];
         sab.copy_out(offset, &mut data)
             .map_err(|e| Refusal(SyscallStatus::OutOfBounds, e.to_string()))?;
@@ -167,11 +173,11 @@ impl ChunkStore {
     }
 }
 
-/// `range` as (offset, length) if it is whole words and lies inside the arena heap.
+/// `range` as (offset, length) if it is whole words and lies inside the arena's data pages.
 fn checked_range(sab: &Sab, range: SabRange) -> Result<(usize, usize), Refusal> {
-    match sab.layout().heap_range(range.offset, u64::from(range.length)) {
+    match sab.arena().user_range(range.offset, u64::from(range.length)) {
         Ok(r) => Ok((r.start, r.len())),
-        Err(e @ HeapRangeError::NotWords { .. }) => Err(Refusal(SyscallStatus::InvalidRequest, e.to_string())),
-        Err(e @ HeapRangeError::Outside { .. }) => Err(Refusal(SyscallStatus::OutOfBounds, e.to_string())),
+        Err(e @ UserRangeError::NotWords { .. }) => Err(Refusal(SyscallStatus::InvalidRequest, e.to_string())),
+        Err(e @ UserRangeError::Outside { .. }) => Err(Refusal(SyscallStatus::OutOfBounds, e.to_string())),
     }
 }

@@ -2,22 +2,26 @@
 //! ring → result → job-history record.
 //!
 //! - `JobQueue::submit` checks a job before it is queued (its library is a registered module, its
-//!   frame fits the inbox, its id is not already in flight) and refuses it with a typed error.
+//!   frame decodes and fits the inbox, its id is not already in use) and refuses it with a typed
+//!   error. On the wire a job carries a kernel-assigned id, so a caller may reuse its own id once
+//!   it has taken the result, even while a timed-out run of the old job is still on its way.
 //! - On every pulse the queue sends jobs in order (priority, then earliest deadline, then
 //!   submission order) as frames on the inbox ring until the ring is full, and signals the inbox
 //!   epoch; the rest wait for the next pulse.
 //! - When the outbox-kernel epoch moves, results are read, matched to their job, kept until
 //!   taken (`take_result`), and recorded in the SAB's job history.
-//! - A job still unanswered after its timeout is resolved `Timeout`; a late result for it is
-//!   counted and dropped.
+//! - A job still unanswered after its timeout (a monotonic clock) is resolved `Timeout`; if it was
+//!   still queued it is never sent, and a late result for it is counted (`unmatched`) and dropped.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Mutex;
+use std::time::Duration;
 
+use bevy::platform::cell::SyncCell;
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -27,10 +31,12 @@ use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_cha
 pub enum SubmitError {
     #[error("no module {0:?} is registered")]
     UnknownLibrary(String),
-    #[error("job {0} is already in flight")]
+    #[error("job {0} is in flight or its result has not been taken")]
     DuplicateId(u64),
     #[error("the job's frame is {len} bytes; the inbox takes at most {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("the job would not decode at the other end: {0}")]
+    Invalid(#[from] FrameError),
 }
 
 /// Counters of the pipeline.
@@ -38,6 +44,7 @@ pub enum SubmitError {
 pub struct PipelineStats {
     pub submitted: u64,
     pub dispatched: u64,
+    /// Results matched to their job, timeouts included.
     pub resolved: u64,
     pub timed_out: u64,
     /// Results for no job in flight (late after a timeout, or foreign).
@@ -46,37 +53,23 @@ pub struct PipelineStats {
     pub malformed: u64,
 }
 
+/// A frame waiting to be sent, ordered by (priority, earlier deadline, earlier submission); the
+/// last key is the wire id, unique, so the order is total.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
     key: (u8, Reverse<u64>, Reverse<u64>),
-    id: u64,
     frame: Vec<u8>,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.key.cmp(&other.key)
-    }
-}
-
-/// A job between submission and result.
+/// A job between submission and result, by wire id.
 struct InFlight {
-    library: String,
-    method: String,
+    id: u64,
+    unit_hash: u32,
+    method_hash: u32,
     priority: u8,
+    submitted: Instant,
     submitted_ms: u64,
-    /// When it times out (ms since the Unix epoch); `None` = never.
-    timeout_at: Option<u64>,
+    timeout_at: Option<Instant>,
     deadline_ms: u64,
 }
 
@@ -90,13 +83,17 @@ struct KernelEnds {
 #[derive(Resource)]
 pub struct JobQueue {
     queue: BinaryHeap<Queued>,
+    /// By wire id.
     in_flight: HashMap<u64, InFlight>,
+    /// Caller ids in flight, to their wire ids.
+    wire_of: HashMap<u64, u64>,
+    /// By caller id.
     results: HashMap<u64, JobOutcome>,
     sequence: u64,
     max_frame: usize,
     pub stats: PipelineStats,
-    /// Ring ends cache positions in cells (`Send`, not `Sync`); only reached through `get_mut`.
-    ends: Mutex<KernelEnds>,
+    /// Ring ends cache positions in cells (`Send`, not `Sync`).
+    ends: SyncCell<KernelEnds>,
 }
 
 impl JobQueue {
@@ -105,39 +102,48 @@ impl JobQueue {
         if sab.registry().lookup(&job.library).is_none() {
             return Err(SubmitError::UnknownLibrary(job.library.clone()));
         }
-        if self.in_flight.contains_key(&job.id) || self.results.contains_key(&job.id) {
+        if self.wire_of.contains_key(&job.id) || self.results.contains_key(&job.id) {
             return Err(SubmitError::DuplicateId(job.id));
         }
-        let frame = job.encode();
+        let wire = self.sequence + 1;
+        let frame = Job {
+            id: wire,
+            ..job.clone()
+        }
+        .encode();
         if frame.len() > self.max_frame {
             return Err(SubmitError::TooLarge {
                 len: frame.len(),
                 max: self.max_frame,
             });
         }
-        let now = now_ms();
-        self.sequence += 1;
+        // What the job host will decode: refused here, not lost there.
+        Job::decode(&frame)?;
+        self.sequence = wire;
+        let submitted = Instant::now();
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
         } else {
             job.deadline_ms
         };
         self.queue.push(Queued {
-            key: (job.priority, Reverse(deadline), Reverse(self.sequence)),
-            id: job.id,
+            key: (job.priority, Reverse(deadline), Reverse(wire)),
             frame,
         });
         self.in_flight.insert(
-            job.id,
+            wire,
             InFlight {
-                library: job.library.clone(),
-                method: job.method.clone(),
+                id: job.id,
+                unit_hash: crc32c::crc32c(job.library.as_bytes()),
+                method_hash: crc32c::crc32c(job.method.as_bytes()),
                 priority: job.priority,
-                submitted_ms: now,
-                timeout_at: (job.timeout_ms > 0).then(|| now.saturating_add(job.timeout_ms)),
+                submitted,
+                submitted_ms: now_ms(),
+                timeout_at: (job.timeout_ms > 0).then(|| submitted + Duration::from_millis(job.timeout_ms)),
                 deadline_ms: job.deadline_ms,
             },
         );
+        self.wire_of.insert(job.id, wire);
         self.stats.submitted += 1;
         Ok(())
     }
@@ -152,25 +158,23 @@ impl JobQueue {
         self.in_flight.len()
     }
 
-    /// Jobs waiting to be sent.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
-    fn resolve(&mut self, outcome: JobOutcome, history: &mut Vec<JobRecord>) {
+    /// Matches a result (carrying its wire id) to its job.
+    fn resolve(&mut self, mut outcome: JobOutcome, history: &mut Vec<JobRecord>) {
         let Some(job) = self.in_flight.remove(&outcome.id) else {
             self.stats.unmatched += 1;
             return;
         };
-        let now = now_ms();
+        self.wire_of.remove(&job.id);
+        outcome.id = job.id;
+        let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
         history.push(JobRecord {
-            job_id: outcome.id,
-            unit_hash: crc32c::crc32c(job.library.as_bytes()),
-            method_hash: crc32c::crc32c(job.method.as_bytes()),
+            job_id: job.id,
+            unit_hash: job.unit_hash,
+            method_hash: job.method_hash,
             submitted_ms: job.submitted_ms,
-            duration_us: (now.saturating_sub(job.submitted_ms).saturating_mul(1000)).min(u64::from(u32::MAX)) as u32,
-            input_bytes: outcome.input_bytes.min(u64::from(u32::MAX)) as u32,
-            output_bytes: outcome.output_bytes.min(u64::from(u32::MAX)) as u32,
+            duration_us: clamp(job.submitted.elapsed().as_micros() as u64),
+            input_bytes: clamp(outcome.input_bytes),
+            output_bytes: clamp(outcome.output_bytes),
             status: match outcome.status {
                 JobStatus::Success => 0,
                 JobStatus::Timeout => 2,
@@ -178,14 +182,11 @@ impl JobQueue {
                 _ => 1,
             },
             priority: u32::from(job.priority),
-            deadline_ms: job
-                .deadline_ms
-                .saturating_sub(job.submitted_ms)
-                .min(u64::from(u32::MAX)) as u32,
+            deadline_ms: clamp(job.deadline_ms.saturating_sub(job.submitted_ms)),
             reserved: [0; 4],
         });
         self.stats.resolved += 1;
-        self.results.insert(outcome.id, outcome);
+        self.results.insert(job.id, outcome);
     }
 }
 
@@ -204,21 +205,22 @@ impl Plugin for JobPipelinePlugin {
         let sab = app.world().resource::<Sab>().clone();
         let outbox = sab.ring(RingId::OutboxKernel);
         let inbox = sab.ring(RingId::Inbox);
-        let ends = KernelEnds {
+        let ends = SyncCell::new(KernelEnds {
             frame: vec![0; outbox.max_payload()],
             outbox: outbox
                 .consumer()
                 .expect("the kernel is the outbox-kernel's only consumer"),
             inbox: inbox.producer(Owner::Kernel).expect("the kernel writes the inbox"),
-        };
+        });
         app.insert_resource(JobQueue {
             queue: BinaryHeap::new(),
             in_flight: HashMap::new(),
+            wire_of: HashMap::new(),
             results: HashMap::new(),
             sequence: 0,
             max_frame: inbox.max_payload(),
             stats: PipelineStats::default(),
-            ends: Mutex::new(ends),
+            ends,
         })
         .configure_sets(
             FixedUpdate,
@@ -242,12 +244,11 @@ impl Plugin for JobPipelinePlugin {
 
 fn dispatch(mut queue: ResMut<JobQueue>) {
     let queue = &mut *queue;
-    let Ok(ends) = queue.ends.get_mut() else {
-        return;
-    };
+    let ends = queue.ends.get();
     let mut sent = 0u64;
     while let Some(next) = queue.queue.peek() {
-        if !queue.in_flight.contains_key(&next.id) {
+        let Reverse(wire) = next.key.2;
+        if !queue.in_flight.contains_key(&wire) {
             // Timed out while it waited: not worth running.
             queue.queue.pop();
             continue;
@@ -276,21 +277,20 @@ fn dispatch(mut queue: ResMut<JobQueue>) {
 fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {
     let queue = &mut *queue;
     let mut outcomes = Vec::new();
-    if let Ok(ends) = queue.ends.get_mut() {
-        loop {
-            match ends.outbox.read_into(&mut ends.frame) {
-                Ok(Some(n)) => match JobOutcome::decode(&ends.frame[..n]) {
-                    Ok(outcome) => outcomes.push(outcome),
-                    Err(e) => {
-                        queue.stats.malformed += 1;
-                        warn!("an outbox frame is not a job result: {e}");
-                    }
-                },
-                Ok(None) => break,
+    let ends = queue.ends.get();
+    loop {
+        match ends.outbox.read_into(&mut ends.frame) {
+            Ok(Some(n)) => match JobOutcome::decode(&ends.frame[..n]) {
+                Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
-                    error!("the kernel stopped reading the outbox: {e}");
-                    break;
+                    queue.stats.malformed += 1;
+                    warn!("an outbox frame is not a job result: {e}");
                 }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                error!("the kernel stopped reading the outbox: {e}");
+                break;
             }
         }
     }
@@ -303,19 +303,19 @@ fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Jo
 
 /// Resolves jobs past their timeout.
 fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {
-    let now = now_ms();
+    let now = Instant::now();
     let expired: Vec<u64> = queue
         .in_flight
         .iter()
         .filter(|(_, job)| job.timeout_at.is_some_and(|t| now >= t))
-        .map(|(id, _)| *id)
+        .map(|(wire, _)| *wire)
         .collect();
     if expired.is_empty() {
         return;
     }
     history.clear();
-    for id in expired {
-        let mut outcome = JobOutcome::new(id, JobStatus::Timeout, Payload::Inline(vec![]));
+    for wire in expired {
+        let mut outcome = JobOutcome::new(wire, JobStatus::Timeout, Payload::Inline(vec![]));
         outcome.error = "no result before the job's timeout".into();
         outcome.retryable = true;
         queue.stats.timed_out += 1;

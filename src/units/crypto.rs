@@ -1,4 +1,4 @@
-//! The crypto unit: BLAKE3 over a job's input, inline or a range of the SAB's arena heap.
+//! The crypto unit: BLAKE3 over a job's input, inline or a range of the arena's data pages.
 //!
 //! Methods:
 //! - `hash`: the 32-byte BLAKE3 digest;
@@ -7,9 +7,9 @@
 //!   constant time; the output is one byte, 1 for a match and 0 otherwise.
 //!
 //! Bad input (an unknown method, a key or expected digest of the wrong size, a range outside the
-//! arena heap) gives `InvalidParams` with the reason; the SAB is only read.
+//! arena's data pages) gives `InvalidParams` with the reason; the SAB is only read.
 
-use std::time::Instant;
+use bevy::platform::time::Instant;
 
 use crate::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload};
 use crate::sab::{ModuleSpec, Sab};

@@ -1,4 +1,4 @@
-//! The echo unit: returns its job's input unchanged (inline or read from the arena heap), for
+//! The echo unit: returns its job's input unchanged (inline or read from the arena's data pages), for
 //! measuring the job pipeline itself.
 
 use crate::protocol::{Job, JobOutcome, JobStatus, Payload};

@@ -3,13 +3,15 @@
 //! outbox-kernel ring, signalling the outbox epoch.
 //!
 //! Units that take jobs register an entry point with `RegisterUnitExt::register_job_unit`; the host
-//! calls it, so units still never call each other. A result that does not fit the outbox waits
-//! in the host and is pushed again on the next tick, so no result is lost. A frame that does not
-//! decode cannot be answered (it has no job id): it is counted and logged.
+//! calls it, so units still never call each other. When the outbox is full, the result waits in
+//! the host and the host stops reading the inbox until it has gone out, so the backlog stays in
+//! the kernel's priority queue and no result is lost. A result too large for the outbox is
+//! replaced by a `Failed` answer that says so. A frame that does not decode cannot be answered
+//! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::HashMap;
 
+use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;
 
 use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
@@ -34,17 +36,22 @@ pub struct JobHostStats {
     pub unknown_library: u64,
 }
 
-/// The host's ring ends and its backlog of results not yet pushed. (Ring ends cache positions in
-/// cells, so they are `Send` but not `Sync`; the mutex makes the resource shareable and is only
-/// ever taken uncontended, through `get_mut`, except by the backlog check.)
+/// The host's ring ends, the result waiting for room in the outbox, and whether the inbox may
+/// still hold frames (the host stops reading it while a result waits, so the kernel's priority
+/// queue, not this host, holds the backlog).
 #[derive(Resource)]
-struct JobHost(Mutex<HostEnds>);
+struct JobHost {
+    /// Ring ends cache positions in cells (`Send`, not `Sync`).
+    ends: SyncCell<HostEnds>,
+    waiting: Option<Vec<u8>>,
+    inbox_unread: bool,
+}
 
 struct HostEnds {
     inbox: RingConsumer,
     outbox: RingProducer,
+    outbox_max: usize,
     frame: Vec<u8>,
-    backlog: VecDeque<Vec<u8>>,
 }
 
 pub struct JobHostPlugin;
@@ -57,86 +64,110 @@ impl Plugin for JobHostPlugin {
     fn build(&self, app: &mut App) {
         let sab = app.world().resource::<Sab>().clone();
         let inbox = sab.ring(RingId::Inbox);
-        let host = HostEnds {
+        let outbox = sab.ring(RingId::OutboxKernel);
+        let ends = HostEnds {
             frame: vec![0; inbox.max_payload()],
             inbox: inbox.consumer().expect("the job host is the inbox's only consumer"),
-            outbox: sab
-                .ring(RingId::OutboxKernel)
+            outbox_max: outbox.max_payload(),
+            outbox: outbox
                 .producer(Owner::Module)
                 .expect("units may write the outbox-kernel ring"),
-            backlog: VecDeque::new(),
         };
-        app.insert_resource(JobHost(Mutex::new(host)))
-            .init_resource::<JobExecutors>()
-            .init_resource::<JobHostStats>()
-            .configure_sets(FixedUpdate, JobHostSystems.after(PulseSystems))
-            .add_systems(
-                FixedUpdate,
-                run_jobs
-                    .in_set(JobHostSystems)
-                    .run_if(crate::sab::epoch_changed(EpochIndex::INBOX_DIRTY).or_else(has_backlog)),
-            );
+        app.insert_resource(JobHost {
+            ends: SyncCell::new(ends),
+            waiting: None,
+            inbox_unread: false,
+        })
+        .init_resource::<JobExecutors>()
+        .init_resource::<JobHostStats>()
+        .configure_sets(FixedUpdate, JobHostSystems.after(PulseSystems))
+        .add_systems(
+            FixedUpdate,
+            run_jobs
+                .in_set(JobHostSystems)
+                .run_if(crate::sab::epoch_changed(EpochIndex::INBOX_DIRTY).or_else(has_work)),
+        );
     }
 }
 
-fn has_backlog(host: Res<JobHost>) -> bool {
-    host.0.lock().is_ok_and(|h| !h.backlog.is_empty())
+fn has_work(host: Res<JobHost>) -> bool {
+    host.waiting.is_some() || host.inbox_unread
+}
+
+/// The result frame for `outcome`, or, if it cannot fit the outbox, a small failure for the same
+/// job that says so (the job is answered either way).
+fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
+    let frame = outcome.encode();
+    if frame.len() <= outbox_max {
+        return frame;
+    }
+    let mut failed = JobOutcome::new(outcome.id, JobStatus::Failed, Payload::Inline(vec![]));
+    failed.error = format!(
+        "the result is {} bytes; the outbox takes at most {outbox_max}",
+        frame.len()
+    );
+    failed.encode()
 }
 
 fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHost>, mut stats: ResMut<JobHostStats>) {
     let _span = info_span!("job_host").entered();
-    let Ok(host) = host.0.get_mut() else {
-        error!("the job host's state was poisoned by a panic; it stops");
-        return;
-    };
-    loop {
-        let n = match host.inbox.read_into(&mut host.frame) {
-            Ok(Some(n)) => n,
-            Ok(None) => break,
-            Err(e) => {
-                error!("the job host stopped reading the inbox: {e}");
-                break;
-            }
-        };
-        let job = match Job::decode(&host.frame[..n]) {
-            Ok(job) => job,
-            Err(e) => {
-                stats.malformed += 1;
-                warn!("a {n}-byte inbox frame is not a job: {e}");
-                continue;
-            }
-        };
-        let outcome = match executors.0.get(&job.library) {
-            Some(execute) => {
-                stats.executed += 1;
-                execute(&sab, &job)
-            }
-            None => {
-                stats.unknown_library += 1;
-                let mut o = JobOutcome::new(job.id, JobStatus::Rejected, Payload::Inline(vec![]));
-                o.error = format!("no unit takes jobs for library {:?}", job.library);
-                o
-            }
-        };
-        host.backlog.push_back(outcome.encode());
-    }
+    let host = &mut *host;
+    let ends = host.ends.get();
     let mut pushed = 0;
-    while let Some(frame) = host.backlog.front() {
-        match host.outbox.push(frame) {
-            Ok(()) => {
-                host.backlog.pop_front();
-                pushed += 1;
+    loop {
+        let frame = match host.waiting.take() {
+            Some(frame) => frame,
+            None => {
+                let n = match ends.inbox.read_into(&mut ends.frame) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => {
+                        host.inbox_unread = false;
+                        break;
+                    }
+                    Err(e) => {
+                        error!("the job host stopped reading the inbox: {e}");
+                        host.inbox_unread = false;
+                        break;
+                    }
+                };
+                let job = match Job::decode(&ends.frame[..n]) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        stats.malformed += 1;
+                        warn!("a {n}-byte inbox frame is not a job: {e}");
+                        continue;
+                    }
+                };
+                let outcome = match executors.0.get(&job.library) {
+                    Some(execute) => {
+                        stats.executed += 1;
+                        execute(&sab, &job)
+                    }
+                    None => {
+                        stats.unknown_library += 1;
+                        let mut o = JobOutcome::new(job.id, JobStatus::Rejected, Payload::Inline(vec![]));
+                        o.error = format!("no unit takes jobs for library {:?}", job.library);
+                        o
+                    }
+                };
+                result_frame(&outcome, ends.outbox_max)
             }
-            Err(RingError::Full { .. }) => break,
+        };
+        match ends.outbox.push(&frame) {
+            Ok(()) => pushed += 1,
             Err(e) => {
-                // Too large for the ring: it can never be sent; say so instead of retrying.
-                error!("a job result was dropped: {e}");
-                host.backlog.pop_front();
+                // Full (or broken): the result waits, and so does the rest of the inbox.
+                if !matches!(e, RingError::Full { .. }) {
+                    error!("the outbox-kernel ring refused a result: {e}");
+                }
+                host.waiting = Some(frame);
+                host.inbox_unread = true;
+                break;
             }
         }
     }
     if pushed > 0
-        && let Err(e) = host.outbox.publish()
+        && let Err(e) = ends.outbox.publish()
     {
         error!("the outbox-kernel guard refused the job host: {e}");
     }

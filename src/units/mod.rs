@@ -28,11 +28,15 @@ pub trait RegisterUnitExt {
 
 impl RegisterUnitExt for App {
     fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self {
-        self.init_resource::<host::JobExecutors>()
+        let replaced = self
+            .init_resource::<host::JobExecutors>()
             .world_mut()
             .resource_mut::<host::JobExecutors>()
             .0
             .insert(spec.id.clone(), execute);
+        if replaced.is_some() {
+            warn!("a second job entry point for unit {} replaces the first", spec.id);
+        }
         self.register_unit(spec)
     }
 

@@ -46,7 +46,7 @@ fn bytes_at(sab: &Sab, offset: u64, len: usize) -> Vec<u8> {
 #[test]
 fn chunks_round_trip_through_the_store_by_hash() {
     let sab = Sab::for_tier(Tier::Light);
-    let heap = sab.layout().arena_heap();
+    let heap = sab.arena().data_range();
     let (a, b) = (heap.offset as u64, heap.offset as u64 + 65536);
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     sab.write(a as usize, &data).unwrap();
@@ -83,7 +83,7 @@ fn chunks_round_trip_through_the_store_by_hash() {
 #[test]
 fn bad_ranges_hashes_and_sizes_get_their_status_and_leave_the_sab_alone() {
     let sab = Sab::for_tier(Tier::Light);
-    let heap = sab.layout().arena_heap();
+    let heap = sab.arena().data_range();
     let start = heap.offset as u64;
     let end = (heap.offset + heap.size) as u64;
     sab.write(start as usize, &[7u8; 64]).unwrap();
@@ -101,6 +101,11 @@ fn bad_ranges_hashes_and_sizes_get_their_status_and_leave_the_sab_alone() {
         (store(vec![], registry.offset as u64, 64, 0), SyscallStatus::OutOfBounds),
         (fetch(hash.clone(), 0x680, 64), SyscallStatus::OutOfBounds),
         (fetch(hash.clone(), end - 32, 64), SyscallStatus::OutOfBounds),
+        // The allocator's header and tables, before its data pages.
+        (
+            fetch(hash.clone(), sab.layout().arena_heap().offset as u64, 64),
+            SyscallStatus::OutOfBounds,
+        ),
         (store(vec![], u64::MAX - 3, 64, 0), SyscallStatus::OutOfBounds),
         // Not whole words.
         (store(vec![], start + 2, 64, 0), SyscallStatus::InvalidRequest),
@@ -130,12 +135,13 @@ fn bad_ranges_hashes_and_sizes_get_their_status_and_leave_the_sab_alone() {
         "no partial fetch was written"
     );
     assert_eq!(chunks.len(), 1);
+    assert!(sab.arena().stats().consistent, "the allocator's tables are untouched");
 }
 
 #[test]
 fn chunks_expire_after_their_ttl_and_the_store_has_a_capacity() {
     let sab = Sab::for_tier(Tier::Light);
-    let start = sab.layout().arena_heap().offset as u64;
+    let start = sab.arena().data_range().offset as u64;
     sab.write(start as usize, &[1u8; 128]).unwrap();
     let mut chunks = ChunkStore::with_capacity(100);
     let stored = syscall(&mut chunks, &sab, call(1, store(vec![], start, 64, 2)), 1_000);

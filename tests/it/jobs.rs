@@ -1,5 +1,5 @@
 //! The crypto and echo units' job execution: BLAKE3 golden digests, keyed hashes, constant-time
-//! verification, inputs from the arena heap, and every bad input refused with its reason.
+//! verification, inputs from the arena's data pages, and every bad input refused with its reason.
 
 use inos::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, SabRange};
 use inos::sab::{Sab, Tier};
@@ -121,9 +121,9 @@ fn keyed_hashes_and_verification() {
 }
 
 #[test]
-fn inputs_come_from_the_arena_heap_checked_at_both_ends() {
+fn inputs_come_from_the_arena_data_pages_checked_at_both_ends() {
     let sab = Sab::for_tier(Tier::Light);
-    let heap = sab.layout().arena_heap();
+    let heap = sab.arena().data_range();
     let data: Vec<u8> = (0..1024u32).map(|i| (i % 253) as u8).collect();
     sab.write(heap.offset, &data).unwrap();
     let range = |offset: usize, length: u32| {
@@ -146,8 +146,16 @@ fn inputs_come_from_the_arena_heap_checked_at_both_ends() {
     assert_eq!((e.status, output(&e)), (JobStatus::Success, &data[..]));
 
     for (payload, why) in [
-        (range(0x6C0, 96), "not inside the arena heap"),
-        (range(heap.offset + heap.size - 8, 16), "not inside the arena heap"),
+        (range(0x6C0, 96), "not inside the arena's data pages"),
+        // The allocator's own header and tables, at the start of the arena heap.
+        (
+            range(sab.layout().arena_heap().offset, 64),
+            "not inside the arena's data pages",
+        ),
+        (
+            range(heap.offset + heap.size - 8, 16),
+            "not inside the arena's data pages",
+        ),
         (range(heap.offset + 2, 16), "not whole 4-byte words"),
     ] {
         for o in [

@@ -156,3 +156,76 @@ fn a_job_past_its_timeout_is_resolved_as_timed_out_and_never_runs() {
     );
     assert_eq!(app.world().resource::<JobHostStats>().executed, 0);
 }
+
+/// Jobs whose frames fill both rings many times over: each still completes once, correctly.
+#[test]
+fn full_rings_hold_jobs_back_without_losing_any() {
+    let mut app = app();
+    let big = |id: u64| vec![(id % 251) as u8; 4096];
+    for id in 1..=1500u64 {
+        submit(&mut app, &Job::new(id, "echo", "echo", Payload::Inline(big(id)))).unwrap();
+    }
+    let mut ticks = 0;
+    while app.world().resource::<JobQueue>().in_flight() > 0 {
+        app.update();
+        ticks += 1;
+        assert!(ticks < 1000, "stuck: {:?}", app.world().resource::<JobQueue>().stats);
+    }
+    assert!(
+        ticks > 10,
+        "1500 × 4 KiB takes many ticks through 256 KiB of outbox, not {ticks}"
+    );
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    for id in 1..=1500u64 {
+        let o = queue.take_result(id).unwrap_or_else(|| panic!("job {id}"));
+        assert_eq!(o.output, Payload::Inline(big(id)), "job {id}");
+    }
+    assert_eq!((queue.stats.resolved, queue.stats.unmatched), (1500, 0));
+}
+
+#[test]
+fn results_too_large_for_the_outbox_and_undecodable_jobs_are_still_answered_or_refused() {
+    let mut app = app();
+    // 300 KiB fits the inbox (512 KiB) but its echo cannot fit the outbox (256 KiB).
+    submit(
+        &mut app,
+        &Job::new(1, "echo", "echo", Payload::Inline(vec![1; 300 * 1024])),
+    )
+    .unwrap();
+    let mut crowded = Job::new(2, "echo", "echo", Payload::Inline(vec![]));
+    crowded.metadata = vec![(String::new(), String::new()); 65];
+    assert!(matches!(
+        submit(&mut app, &crowded),
+        Err(SubmitError::Invalid(inos::protocol::FrameError::TooMany { .. }))
+    ));
+    app.update();
+    let o = app.world_mut().resource_mut::<JobQueue>().take_result(1).unwrap();
+    assert_eq!(o.status, JobStatus::Failed);
+    assert!(o.error.contains("the outbox takes at most"), "{}", o.error);
+}
+
+#[test]
+fn a_caller_may_reuse_an_id_after_a_timeout_and_gets_the_new_jobs_result() {
+    let mut app = app();
+    app.world_mut().resource_mut::<PulseControl>().paused = true;
+    let mut old = Job::new(1, "echo", "echo", Payload::Inline(vec![1]));
+    old.timeout_ms = 1;
+    submit(&mut app, &old).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    app.update();
+    let timed_out = app.world_mut().resource_mut::<JobQueue>().take_result(1).unwrap();
+    assert_eq!(timed_out.status, JobStatus::Timeout);
+    // The old frame is still queued; the new job with the same id must get its own result.
+    submit(&mut app, &Job::new(1, "echo", "echo", Payload::Inline(vec![2]))).unwrap();
+    app.world_mut().resource_mut::<PulseControl>().paused = false;
+    for _ in 0..3 {
+        app.update();
+    }
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    let fresh = queue.take_result(1).unwrap();
+    assert_eq!(
+        (fresh.status, fresh.output),
+        (JobStatus::Success, Payload::Inline(vec![2]))
+    );
+    assert_eq!((queue.stats.dispatched, queue.stats.unmatched), (1, 0));
+}
