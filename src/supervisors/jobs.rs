@@ -69,7 +69,6 @@ struct InFlight {
     priority: u8,
     submitted: Instant,
     submitted_ms: u64,
-    timeout_at: Option<Instant>,
     deadline_ms: u64,
 }
 
@@ -89,6 +88,9 @@ pub struct JobQueue {
     wire_of: HashMap<u64, u64>,
     /// By caller id.
     results: HashMap<u64, JobOutcome>,
+    /// (timeout, wire id) of the jobs that have a timeout, soonest first; entries of jobs already
+    /// resolved are skipped when they come up.
+    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     sequence: u64,
     max_frame: usize,
     pub stats: PipelineStats,
@@ -139,10 +141,13 @@ impl JobQueue {
                 priority: job.priority,
                 submitted,
                 submitted_ms: now_ms(),
-                timeout_at: (job.timeout_ms > 0).then(|| submitted + Duration::from_millis(job.timeout_ms)),
                 deadline_ms: job.deadline_ms,
             },
         );
+        if job.timeout_ms > 0 {
+            let at = submitted + Duration::from_millis(job.timeout_ms);
+            self.timeouts.push(Reverse((at, wire)));
+        }
         self.wire_of.insert(job.id, wire);
         self.stats.submitted += 1;
         Ok(())
@@ -217,6 +222,7 @@ impl Plugin for JobPipelinePlugin {
             in_flight: HashMap::new(),
             wire_of: HashMap::new(),
             results: HashMap::new(),
+            timeouts: BinaryHeap::new(),
             sequence: 0,
             max_frame: inbox.max_payload(),
             stats: PipelineStats::default(),
@@ -304,17 +310,15 @@ fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Jo
 /// Resolves jobs past their timeout.
 fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {
     let now = Instant::now();
-    let expired: Vec<u64> = queue
-        .in_flight
-        .iter()
-        .filter(|(_, job)| job.timeout_at.is_some_and(|t| now >= t))
-        .map(|(wire, _)| *wire)
-        .collect();
-    if expired.is_empty() {
-        return;
-    }
     history.clear();
-    for wire in expired {
+    while let Some(&Reverse((at, wire))) = queue.timeouts.peek() {
+        if at > now {
+            break;
+        }
+        queue.timeouts.pop();
+        if !queue.in_flight.contains_key(&wire) {
+            continue;
+        }
         let mut outcome = JobOutcome::new(wire, JobStatus::Timeout, Payload::Inline(vec![]));
         outcome.error = "no result before the job's timeout".into();
         outcome.retryable = true;
