@@ -1,7 +1,8 @@
 // The flock: one instanced draw per bird part. Each instance is one bird's 4x4 column-major part
 // matrix, read from the SAB's matrix stream (reference §2.15) as four vec4 vertex attributes.
 // Body, head and beak take the original's palette by bird index (i mod 5); wings and tail have
-// one colour each (the PART_RGB shader def). Lit by one soft key light and an ambient term.
+// one colour each (the PALETTE, WING or TAIL shader def picks). Lit by one soft key light and an
+// ambient term.
 
 #import bevy_pbr::mesh_view_bindings::view
 
@@ -31,8 +32,10 @@ fn part_colour(bird: u32) -> vec3<f32> {
 #ifdef PALETTE
     var palette = array<u32, 5>(0x475569u, 0x57534eu, 0x71717au, 0x4b5563u, 0x0284c7u);
     return rgb(palette[bird % 5u]);
+#else ifdef TAIL
+    return rgb(0x64748bu);
 #else
-    return rgb(#{PART_RGB}u);
+    return rgb(0x737373u);
 #endif
 }
 

@@ -412,6 +412,14 @@ impl JobOutcome {
         }
     }
 
+    /// A job that produced no output, with `status` and the reason.
+    pub fn failed(id: u64, status: JobStatus, error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            ..Self::new(id, status, Payload::Inline(vec![]))
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut message = Builder::new_default();
         let mut r = message.init_root::<job_result::Builder>();

@@ -49,10 +49,6 @@ const BIRD_SHADER: Handle<Shader> = uuid_handle!("6f1d2f8e-5a0b-4c43-9b3e-2f7d1c
 
 const PART_BYTES: u64 = size_of::<MatrixPart>() as u64;
 
-/// Wing and tail colours (the per-bird palette of body, head and beak is in the shader).
-pub const WING_RGB: u32 = 0x737373;
-pub const TAIL_RGB: u32 = 0x64748b;
-
 /// One of the 8 part entities; `0` is its index in the matrix stream.
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BirdPart(pub u8);
@@ -290,16 +286,13 @@ impl SpecializedMeshPipeline for BirdPipeline {
                     .collect(),
             },
         ];
+        // Which of the shader's colours the part takes (all colours live in the shader).
         let colour = match key.part {
-            0..=2 => None,
-            7 => Some(TAIL_RGB),
-            _ => Some(WING_RGB),
+            0..=2 => "PALETTE",
+            7 => "TAIL",
+            _ => "WING",
         };
-        let mut defs = vec![];
-        match colour {
-            None => defs.push(ShaderDefVal::Bool("PALETTE".into(), true)),
-            Some(rgb) => defs.push(ShaderDefVal::UInt("PART_RGB".into(), rgb)),
-        }
+        let defs = vec![ShaderDefVal::Bool(colour.into(), true)];
         descriptor.vertex.shader = BIRD_SHADER;
         descriptor.vertex.shader_defs.extend(defs.iter().cloned());
         let fragment = descriptor

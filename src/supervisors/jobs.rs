@@ -21,7 +21,7 @@ use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -319,8 +319,7 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
         if !queue.in_flight.contains_key(&wire) {
             continue;
         }
-        let mut outcome = JobOutcome::new(wire, JobStatus::Timeout, Payload::Inline(vec![]));
-        outcome.error = "no result before the job's timeout".into();
+        let mut outcome = JobOutcome::failed(wire, JobStatus::Timeout, "no result before the job's timeout");
         outcome.retryable = true;
         queue.stats.timed_out += 1;
         queue.resolve(outcome, &mut history);

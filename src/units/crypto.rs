@@ -42,11 +42,7 @@ pub fn execute(sab: &Sab, job: &Job) -> JobOutcome {
             o.input_bytes = input_len as u64;
             o
         }
-        Err(reason) => {
-            let mut o = JobOutcome::new(job.id, JobStatus::InvalidParams, Payload::Inline(vec![]));
-            o.error = reason;
-            o
-        }
+        Err(reason) => JobOutcome::failed(job.id, JobStatus::InvalidParams, reason),
     };
     if let Payload::Inline(out) = &outcome.output {
         outcome.output_bytes = out.len() as u64;

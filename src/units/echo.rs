@@ -27,10 +27,6 @@ pub fn execute(sab: &Sab, job: &Job) -> JobOutcome {
             (outcome.input_bytes, outcome.output_bytes) = (len, len);
             outcome
         }
-        Err(e) => {
-            let mut outcome = JobOutcome::new(job.id, JobStatus::InvalidParams, Payload::Inline(vec![]));
-            outcome.error = e.to_string();
-            outcome
-        }
+        Err(e) => JobOutcome::failed(job.id, JobStatus::InvalidParams, e.to_string()),
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;
 
-use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
+use crate::protocol::{Job, JobOutcome, JobStatus};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, Owner, RingError, RingId, Sab};
@@ -101,12 +101,15 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
     if frame.len() <= outbox_max {
         return frame;
     }
-    let mut failed = JobOutcome::new(outcome.id, JobStatus::Failed, Payload::Inline(vec![]));
-    failed.error = format!(
-        "the result is {} bytes; the outbox takes at most {outbox_max}",
-        frame.len()
-    );
-    failed.encode()
+    JobOutcome::failed(
+        outcome.id,
+        JobStatus::Failed,
+        format!(
+            "the result is {} bytes; the outbox takes at most {outbox_max}",
+            frame.len()
+        ),
+    )
+    .encode()
 }
 
 fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHost>, mut stats: ResMut<JobHostStats>) {
@@ -145,9 +148,11 @@ fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHos
                     }
                     None => {
                         stats.unknown_library += 1;
-                        let mut o = JobOutcome::new(job.id, JobStatus::Rejected, Payload::Inline(vec![]));
-                        o.error = format!("no unit takes jobs for library {:?}", job.library);
-                        o
+                        JobOutcome::failed(
+                            job.id,
+                            JobStatus::Rejected,
+                            format!("no unit takes jobs for library {:?}", job.library),
+                        )
                     }
                 };
                 result_frame(&outcome, ends.outbox_max)
