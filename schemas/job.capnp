@@ -112,5 +112,7 @@ struct JobResult {
     invalidParams @4;
     # Refused before running: security gate, rate limit, open circuit breaker.
     rejected @5;
+    # The unit panicked while running the job; its supervisor restarts it.
+    crashed @6;
   }
 }

@@ -147,6 +147,7 @@ impl RunArgs {
 }
 
 /// Parses the command line and runs it; errors are printed with a non-zero exit code.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -164,6 +165,71 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The browser build: the options come from the page's query string (see [`args_from_query`]),
+/// only the simulator runs, and errors are shown on the page.
+#[cfg(target_arch = "wasm32")]
+pub fn main() -> ExitCode {
+    let args = args_from_query(&crate::web::query_string());
+    let result = Cli::try_parse_from(args)
+        .map_err(|e| e.to_string())
+        .and_then(|cli| match cli.command {
+            Some(_) => Err("the browser build runs only the simulator (no subcommands)".into()),
+            None if cli.run.headless || cli.run.screenshot.is_some() || cli.run.snapshot.is_some() => {
+                Err("--headless, --screenshot and --snapshot need the native build".into())
+            }
+            None => run_visual(&cli.run),
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            crate::web::show_error(&message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The browser build's command line: the query string `?birds=3000&tier=heavy&faithful` becomes
+/// `inos --birds=3000 --tier=heavy --faithful` (`+` and `%XX` escapes decoded).
+pub fn args_from_query(query: &str) -> Vec<String> {
+    let pairs = query.strip_prefix('?').unwrap_or(query).split('&');
+    let options = pairs
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !value.is_empty() => format!("--{}={}", url_decode(key), url_decode(value)),
+            Some((key, _)) => format!("--{}", url_decode(key)),
+            None => format!("--{}", url_decode(pair)),
+        });
+    std::iter::once("inos".to_owned()).chain(options).collect()
+}
+
+/// Decodes `+` as a space and `%XX` as a byte; a malformed escape is kept as written.
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(feature = "render")]
 fn run_visual(args: &RunArgs) -> Result<(), String> {
     crate::render::run(args)
@@ -172,4 +238,32 @@ fn run_visual(args: &RunArgs) -> Result<(), String> {
 #[cfg(not(feature = "render"))]
 fn run_visual(_args: &RunArgs) -> Result<(), String> {
     Err("this build has no renderer (built without the `render` feature); use --headless".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_string_becomes_the_command_line() {
+        assert_eq!(
+            args_from_query("?birds=3000&tier=heavy&faithful&seed=%37&world-scale=1.5"),
+            [
+                "inos",
+                "--birds=3000",
+                "--tier=heavy",
+                "--faithful",
+                "--seed=7",
+                "--world-scale=1.5"
+            ]
+        );
+        assert_eq!(args_from_query(""), ["inos"]);
+        assert_eq!(args_from_query("?&&x=&a+b=%zz"), ["inos", "--x", "--a b=%zz"]);
+        let cli = Cli::try_parse_from(args_from_query("?birds=3000&faithful&evolve-every=0")).unwrap();
+        assert_eq!(
+            (cli.run.birds, cli.run.faithful, cli.run.evolve_every),
+            (Some(3000), true, 0)
+        );
+        assert!(Cli::try_parse_from(args_from_query("?birds=lots")).is_err());
+    }
 }

@@ -19,6 +19,8 @@ pub mod sab;
 pub mod supervisors;
 pub mod timing;
 pub mod units;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder};
 use bevy::prelude::{App, FixedUpdate, IntoScheduleConfigs, Plugin};
@@ -28,6 +30,7 @@ use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
+use crate::supervisors::tree::SupervisorTreePlugin;
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
 use crate::units::crypto::CryptoPlugin;
 use crate::units::echo::EchoPlugin;
@@ -51,6 +54,7 @@ impl PluginGroup for CorePlugins {
             .add(PulsePlugin { hz: self.pulse_hz })
             .add(DiscoveryPlugin)
             .add(JobPipelinePlugin)
+            .add(SupervisorTreePlugin)
             .add(JobHostPlugin)
             .add(CryptoPlugin)
             .add(EchoPlugin)

@@ -18,6 +18,7 @@ use crate::pulse::PulseControl;
 use crate::render::birds::UploadStats;
 use crate::sab::{EpochIndex, Sab, SupervisorStatus};
 use crate::supervisors::evolution::Evolution;
+use crate::supervisors::tree::{BreakerState, Lifecycle, LifecycleAction, SupervisorCommand};
 use crate::timing::StageTimes;
 use crate::units::boids::{Flock, FlockCommand, FlockCommands, load_flock};
 
@@ -172,6 +173,7 @@ fn inspector(
     mut commands: ResMut<FlockCommands>,
     mut evolution: ResMut<Evolution>,
     times: Res<StageTimes>,
+    mut lifecycle: MessageWriter<SupervisorCommand>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
     let state = &mut *state;
@@ -208,26 +210,25 @@ fn inspector(
                     }
                 });
             });
-            egui::CollapsingHeader::new(format!("Registry ({} modules)", report.modules.len()))
-                .show(ui, |ui| {
-                    for m in &report.modules {
-                        let [a, b, c] = m.version;
-                        ui.strong(format!("{} {a}.{b}.{c}  (slot {})", m.id, m.slot));
-                        ui.indent(&m.id, |ui| {
-                            let caps: Vec<&str> = m.capabilities.iter().map(|c| c.id.as_str()).collect();
-                            ui.label(format!("capabilities: {}", caps.join(", ")));
-                            if !m.dependencies.is_empty() {
-                                let v = |[a, b, c]: [u8; 3]| format!("{a}.{b}.{c}");
-                                let deps: Vec<String> = m
-                                    .dependencies
-                                    .iter()
-                                    .map(|d| format!("{} {} to {}", d.module_id, v(d.min), v(d.max)))
-                                    .collect();
-                                ui.label(format!("depends on: {}", deps.join(", ")));
-                            }
-                        });
-                    }
-                });
+            egui::CollapsingHeader::new(format!("Registry ({} modules)", report.modules.len())).show(ui, |ui| {
+                for m in &report.modules {
+                    let [a, b, c] = m.version;
+                    ui.strong(format!("{} {a}.{b}.{c}  (slot {})", m.id, m.slot));
+                    ui.indent(&m.id, |ui| {
+                        let caps: Vec<&str> = m.capabilities.iter().map(|c| c.id.as_str()).collect();
+                        ui.label(format!("capabilities: {}", caps.join(", ")));
+                        if !m.dependencies.is_empty() {
+                            let v = |[a, b, c]: [u8; 3]| format!("{a}.{b}.{c}");
+                            let deps: Vec<String> = m
+                                .dependencies
+                                .iter()
+                                .map(|d| format!("{} {} to {}", d.module_id, v(d.min), v(d.max)))
+                                .collect();
+                            ui.label(format!("depends on: {}", deps.join(", ")));
+                        }
+                    });
+                }
+            });
             egui::CollapsingHeader::new(format!("Supervisors ({})", report.supervisors.len())).show(ui, |ui| {
                 if report.supervisors.is_empty() {
                     ui.label("no supervisor has claimed a slot in the supervisor table");
@@ -242,19 +243,45 @@ fn inspector(
                         None => (egui::Color32::GRAY, "?"),
                     };
                     let h = &s.header;
+                    let state = Lifecycle::from_u8(h.lifecycle);
                     ui.horizontal(|ui| {
                         ui.colored_label(colour, "●");
                         ui.monospace(format!(
-                            "{} (epoch {}) {status}: {} jobs, {} failed, {} restarts, health {:.2}, heartbeat {} ms ago",
+                            "{} (epoch {}) {status}, {}, breaker {}",
                             s.name,
                             s.epoch,
-                            h.jobs_processed,
-                            h.jobs_failed,
-                            h.restarts,
-                            h.health_score,
-                            now.saturating_sub(h.last_heartbeat_ms)
+                            state.map_or("?".into(), |l| format!("{l:?}").to_lowercase()),
+                            BreakerState::from_u8(h.breaker).map_or("?".into(), |b| format!("{b:?}").to_lowercase()),
                         ));
+                        if s.name == "root" {
+                            return;
+                        }
+                        let mut button = |ui: &mut egui::Ui, label: &str, action, enabled: bool| {
+                            if ui.add_enabled(enabled, egui::Button::new(label).small()).clicked() {
+                                lifecycle.write(SupervisorCommand {
+                                    unit: s.name.clone(),
+                                    action,
+                                });
+                            }
+                        };
+                        let running = state == Some(Lifecycle::Running);
+                        let paused = state == Some(Lifecycle::Paused);
+                        let stopped = state == Some(Lifecycle::Stopped);
+                        button(ui, "pause", LifecycleAction::Pause, running);
+                        button(ui, "resume", LifecycleAction::Resume, paused);
+                        button(ui, "kill", LifecycleAction::Kill, !stopped);
+                        button(ui, "spawn", LifecycleAction::Spawn, stopped);
+                        button(ui, "snapshot", LifecycleAction::Snapshot, true);
                     });
+                    ui.monospace(format!(
+                        "    {} jobs, {} failed, {:.0} µs, {} restarts, health {:.2}, header {} ms ago",
+                        h.jobs_processed,
+                        h.jobs_failed,
+                        h.avg_job_time_us,
+                        h.restarts,
+                        h.health_score,
+                        now.saturating_sub(h.last_heartbeat_ms)
+                    ));
                 }
             });
             egui::CollapsingHeader::new("Rings, guards and arena").show(ui, |ui| {
@@ -287,23 +314,29 @@ fn inspector(
                     report.live_patterns, report.job_history.count
                 ));
             });
-            egui::CollapsingHeader::new("Tick times (ms)").default_open(true).show(ui, |ui| {
-                let lines = times
-                    .series()
-                    .map(|(stage, samples)| {
-                        let recent = &samples[samples.len().saturating_sub(PLOT_TICKS)..];
-                        (stage, series(recent.iter().map(|us| us / 1000.0)))
-                    })
-                    .collect();
-                plot(ui, "tick times", lines);
-            });
+            egui::CollapsingHeader::new("Tick times (ms)")
+                .default_open(true)
+                .show(ui, |ui| {
+                    let lines = times
+                        .series()
+                        .map(|(stage, samples)| {
+                            let recent = &samples[samples.len().saturating_sub(PLOT_TICKS)..];
+                            (stage, series(recent.iter().map(|us| us / 1000.0)))
+                        })
+                        .collect();
+                    plot(ui, "tick times", lines);
+                });
             egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.history.len()))
                 .default_open(true)
                 .show(ui, |ui| {
                     let mean = series(evolution.history.iter().map(|g| g.mean_fitness));
                     let best = series(evolution.history.iter().map(|g| g.best_fitness));
                     plot(ui, "fitness", vec![("mean", mean), ("best", best)]);
-                    ui.label(format!("now: mean {:.4}, best {:.4}", flock.mean_fitness(), flock.best_fitness()));
+                    ui.label(format!(
+                        "now: mean {:.4}, best {:.4}",
+                        flock.mean_fitness(),
+                        flock.best_fitness()
+                    ));
                 });
         });
     Ok(())

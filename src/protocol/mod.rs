@@ -349,15 +349,18 @@ pub enum JobStatus {
     Timeout,
     InvalidParams,
     Rejected,
+    /// The unit panicked while running the job.
+    Crashed,
 }
 
-const JOB_STATUSES: [(JobStatus, job_result::Status); 6] = [
+const JOB_STATUSES: [(JobStatus, job_result::Status); 7] = [
     (JobStatus::Success, job_result::Status::Success),
     (JobStatus::Failed, job_result::Status::Failed),
     (JobStatus::BudgetExceeded, job_result::Status::BudgetExceeded),
     (JobStatus::Timeout, job_result::Status::Timeout),
     (JobStatus::InvalidParams, job_result::Status::InvalidParams),
     (JobStatus::Rejected, job_result::Status::Rejected),
+    (JobStatus::Crashed, job_result::Status::Crashed),
 ];
 
 /// The wire value of `ours` in a (ours, wire) table that lists every value of both enums.

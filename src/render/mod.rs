@@ -8,10 +8,10 @@ pub mod scene;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bevy::asset::AssetMetaCheck;
 use bevy::diagnostic::FrameTimeDiagnosticsPlugin;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
-use bevy::window::WindowResolution;
 use bevy_egui::EguiPlugin;
 
 use crate::CorePlugins;
@@ -38,12 +38,13 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let layout = args.layout()?;
     let flock = args.flock(&layout)?;
     let mut app = App::new();
-    app.add_plugins(DefaultPlugins.set(WindowPlugin {
-        primary_window: Some(Window {
-            title: "INOS on Bevy".into(),
-            resolution: WindowResolution::new(1280, 720),
-            ..default()
-        }),
+    // No `.meta` files are served next to assets (the browser build would fetch each and get 404s).
+    let assets = AssetPlugin {
+        meta_check: AssetMetaCheck::Never,
+        ..default()
+    };
+    app.add_plugins(DefaultPlugins.set(assets).set(WindowPlugin {
+        primary_window: Some(primary_window()),
         ..default()
     }))
     .add_plugins(CorePlugins {
@@ -54,6 +55,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     .add_plugins(VisualPlugins);
     // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
     let sab = app.world().resource::<Sab>().clone();
+    #[cfg(target_arch = "wasm32")]
+    crate::web::expose(&sab);
     let screenshot_error = Arc::new(Mutex::new(None));
     if let Some(path) = &args.screenshot {
         app.insert_resource(ScreenshotRequest {
@@ -74,6 +77,26 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     match exit {
         AppExit::Success => Ok(()),
         AppExit::Error(code) => Err(format!("the simulator exited with code {code}")),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn primary_window() -> Window {
+    Window {
+        title: "INOS on Bevy".into(),
+        resolution: bevy::window::WindowResolution::new(1280, 720),
+        ..default()
+    }
+}
+
+/// In the browser the window is the page's canvas, sized by its parent.
+#[cfg(target_arch = "wasm32")]
+fn primary_window() -> Window {
+    Window {
+        title: "INOS on Bevy".into(),
+        canvas: Some("#inos-canvas".into()),
+        fit_canvas_to_parent: true,
+        ..default()
     }
 }
 

@@ -62,6 +62,11 @@ impl SabMemory {
         self.len
     }
 
+    /// The address of the first byte: in the browser build, the SAB's offset in the wasm memory.
+    pub(crate) fn address(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
     /// Checks that `count` words of `align` bytes at `offset` are aligned and inside the SAB.
     fn check(&self, offset: usize, count: usize, align: usize) -> Result<(), AccessError> {
         if !offset.is_multiple_of(align) {

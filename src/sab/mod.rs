@@ -25,6 +25,7 @@ pub mod genes;
 #[path = "generated/sab_layout_capnp.rs"]
 pub mod generated;
 pub mod guard;
+pub mod heartbeats;
 pub mod layout;
 mod memory;
 pub mod obstacles;
@@ -149,6 +150,12 @@ impl Sab {
         self.inner.memory.len()
     }
 
+    /// The address of the SAB's first byte. In the browser build this is its byte offset in the
+    /// wasm memory, where the JS host reads it (`web/host.js`).
+    pub fn base_address(&self) -> usize {
+        self.inner.memory.address()
+    }
+
     /// Never true: a SAB is at least `SAB_SIZE_MIN` bytes.
     pub fn is_empty(&self) -> bool {
         false
@@ -199,6 +206,10 @@ impl Sab {
 
     pub fn job_history(&self) -> JobHistory<'_> {
         JobHistory::new(self)
+    }
+
+    pub fn heartbeats(&self) -> heartbeats::Heartbeats<'_> {
+        heartbeats::Heartbeats::new(self)
     }
 
     pub fn obstacles(&self) -> ObstacleTable<'_> {

@@ -228,7 +228,7 @@ pub struct JobRecord {
     pub duration_us: u32,
     pub input_bytes: u32,
     pub output_bytes: u32,
-    /// 0 ok, 1 failed, 2 timed out, 3 refused.
+    /// 0 ok, 1 failed, 2 timed out, 3 refused, 4 crashed (the unit panicked).
     pub status: u32,
     pub priority: u32,
     pub deadline_ms: u32,

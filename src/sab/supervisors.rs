@@ -17,6 +17,7 @@ use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
 use super::{Sab, seqlock};
+use bevy::prelude::Res;
 
 const POOL: usize = g::SUPERVISOR_POOL_SIZE as usize;
 
@@ -58,6 +59,33 @@ impl SupervisorStatus {
     }
 }
 
+/// Whether a unit runs (the header's `lifecycle` byte; 0 = running, so a unit without a
+/// supervisor runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum Lifecycle {
+    #[default]
+    Running = 0,
+    Paused = 1,
+    /// Waiting out its back-off before it starts again.
+    Restarting = 2,
+    /// Killed, or not restarted (policy or escalation).
+    Stopped = 3,
+}
+
+impl Lifecycle {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        [Self::Running, Self::Paused, Self::Restarting, Self::Stopped]
+            .into_iter()
+            .find(|l| *l as u8 == v)
+    }
+}
+
+/// The name a unit's supervisor is allocated under in the supervisor table.
+pub fn supervisor_id(unit: &str) -> String {
+    format!("sup/{unit}")
+}
+
 /// The 128-byte header of one supervisor (layout of the original's docs, §2.7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
 #[repr(C)]
@@ -68,7 +96,7 @@ pub struct SupervisorHeader {
     pub epoch_index: u8,
     /// [5] a `SupervisorStatus`.
     pub status: u8,
-    /// [6..8) reserved for the circuit breaker and lifecycle state.
+    /// [6] the unit's circuit breaker (`tree::BreakerState`), [7] its `Lifecycle`.
     pub breaker: u8,
     pub lifecycle: u8,
     /// [8..16) dynamic state in the arena.
@@ -254,5 +282,18 @@ impl<'a> SupervisorTable<'a> {
     /// Reads the header of `slot` consistently.
     pub fn header(&self, slot: usize) -> Result<SupervisorHeader, SupervisorError> {
         Ok(seqlock::read_record(self.header_words(slot)?, HEADER_SEQ))
+    }
+}
+
+/// A run condition for a unit's systems: true unless the unit's supervisor has paused, stopped or
+/// is restarting it (read from its header in the SAB; a unit without a supervisor runs).
+pub fn unit_running(unit: &'static str) -> impl FnMut(Res<Sab>) -> bool + Clone {
+    let id_hash = crc32c::crc32c(supervisor_id(unit).as_bytes());
+    move |sab: Res<Sab>| {
+        let table = sab.supervisors();
+        table
+            .find(id_hash)
+            .and_then(|slot| table.header(slot.slot).ok())
+            .is_none_or(|header| header.lifecycle == Lifecycle::Running as u8)
     }
 }

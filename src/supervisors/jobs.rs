@@ -37,6 +37,33 @@ pub enum SubmitError {
     TooLarge { len: usize, max: usize },
     #[error("the job would not decode at the other end: {0}")]
     Invalid(#[from] FrameError),
+    #[error("unit {0:?} is stopped (killed, or not restarted by its supervisor)")]
+    UnitStopped(String),
+    #[error("unit {0:?} has failed too often: its circuit breaker is open")]
+    CircuitOpen(String),
+}
+
+/// What the queue does with a unit's jobs, set by the unit's supervisor (`tree`). A unit without
+/// an entry takes every job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    /// Queue them, but send none (paused or restarting unit).
+    Hold,
+    /// Half-open breaker: one job at a time, the probe.
+    Probe,
+    /// Refuse new jobs and answer queued ones `Rejected` (open breaker).
+    CircuitOpen,
+    /// The same, for a stopped unit.
+    Refuse,
+}
+
+/// A resolved job, for the unit's supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub unit_hash: u32,
+    pub status: JobStatus,
+    pub duration_us: u32,
 }
 
 /// Counters of the pipeline.
@@ -58,6 +85,7 @@ pub struct PipelineStats {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
     key: (u8, Reverse<u64>, Reverse<u64>),
+    unit_hash: u32,
     frame: Vec<u8>,
 }
 
@@ -93,6 +121,12 @@ pub struct JobQueue {
     timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     sequence: u64,
     max_frame: usize,
+    /// Per unit (CRC32C of its id), set by its supervisor.
+    admission: HashMap<u32, Admission>,
+    /// Jobs in flight per unit.
+    unit_in_flight: HashMap<u32, u32>,
+    /// Resolved since the supervisors last looked.
+    finished: Vec<Finished>,
     pub stats: PipelineStats,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
     ends: SyncCell<KernelEnds>,
@@ -103,6 +137,14 @@ impl JobQueue {
     pub fn submit(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
         if sab.registry().lookup(&job.library).is_none() {
             return Err(SubmitError::UnknownLibrary(job.library.clone()));
+        }
+        let unit_hash = crc32c::crc32c(job.library.as_bytes());
+        let busy = self.unit_in_flight.get(&unit_hash).is_some_and(|&n| n > 0);
+        match self.admission.get(&unit_hash) {
+            Some(Admission::Refuse) => return Err(SubmitError::UnitStopped(job.library.clone())),
+            Some(Admission::CircuitOpen) => return Err(SubmitError::CircuitOpen(job.library.clone())),
+            Some(Admission::Probe) if busy => return Err(SubmitError::CircuitOpen(job.library.clone())),
+            _ => {}
         }
         if self.wire_of.contains_key(&job.id) || self.results.contains_key(&job.id) {
             return Err(SubmitError::DuplicateId(job.id));
@@ -130,13 +172,15 @@ impl JobQueue {
         };
         self.queue.push(Queued {
             key: (job.priority, Reverse(deadline), Reverse(wire)),
+            unit_hash,
             frame,
         });
+        *self.unit_in_flight.entry(unit_hash).or_default() += 1;
         self.in_flight.insert(
             wire,
             InFlight {
                 id: job.id,
-                unit_hash: crc32c::crc32c(job.library.as_bytes()),
+                unit_hash,
                 method_hash: crc32c::crc32c(job.method.as_bytes()),
                 priority: job.priority,
                 submitted,
@@ -163,6 +207,16 @@ impl JobQueue {
         self.in_flight.len()
     }
 
+    /// Sets what happens to the jobs of unit `unit_hash` (CRC32C of its id).
+    pub fn set_admission(&mut self, unit_hash: u32, admission: Admission) {
+        self.admission.insert(unit_hash, admission);
+    }
+
+    /// The jobs resolved since the last call.
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
+    }
+
     /// Matches a result (carrying its wire id) to its job.
     fn resolve(&mut self, mut outcome: JobOutcome, history: &mut Vec<JobRecord>) {
         let Some(job) = self.in_flight.remove(&outcome.id) else {
@@ -170,20 +224,30 @@ impl JobQueue {
             return;
         };
         self.wire_of.remove(&job.id);
+        if let Some(n) = self.unit_in_flight.get_mut(&job.unit_hash) {
+            *n -= 1;
+        }
         outcome.id = job.id;
         let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
+        let duration_us = clamp(job.submitted.elapsed().as_micros() as u64);
+        self.finished.push(Finished {
+            unit_hash: job.unit_hash,
+            status: outcome.status,
+            duration_us,
+        });
         history.push(JobRecord {
             job_id: job.id,
             unit_hash: job.unit_hash,
             method_hash: job.method_hash,
             submitted_ms: job.submitted_ms,
-            duration_us: clamp(job.submitted.elapsed().as_micros() as u64),
+            duration_us,
             input_bytes: clamp(outcome.input_bytes),
             output_bytes: clamp(outcome.output_bytes),
             status: match outcome.status {
                 JobStatus::Success => 0,
                 JobStatus::Timeout => 2,
                 JobStatus::Rejected => 3,
+                JobStatus::Crashed => 4,
                 _ => 1,
             },
             priority: u32::from(job.priority),
@@ -225,6 +289,9 @@ impl Plugin for JobPipelinePlugin {
             timeouts: BinaryHeap::new(),
             sequence: 0,
             max_frame: inbox.max_payload(),
+            admission: HashMap::new(),
+            unit_in_flight: HashMap::new(),
+            finished: Vec::new(),
             stats: PipelineStats::default(),
             ends,
         })
@@ -248,15 +315,35 @@ impl Plugin for JobPipelinePlugin {
     }
 }
 
-fn dispatch(mut queue: ResMut<JobQueue>) {
+fn dispatch(
+    sab: Res<Sab>,
+    mut queue: ResMut<JobQueue>,
+    mut held: Local<Vec<Queued>>,
+    mut history: Local<Vec<JobRecord>>,
+) {
     let queue = &mut *queue;
     let ends = queue.ends.get();
     let mut sent = 0u64;
+    let mut refused = Vec::new();
     while let Some(next) = queue.queue.peek() {
         let Reverse(wire) = next.key.2;
         if !queue.in_flight.contains_key(&wire) {
             // Timed out while it waited: not worth running.
             queue.queue.pop();
+            continue;
+        }
+        let refusal = match queue.admission.get(&next.unit_hash) {
+            Some(Admission::Hold) => {
+                held.extend(queue.queue.pop());
+                continue;
+            }
+            Some(Admission::Refuse) => Some("its unit was stopped before it ran"),
+            Some(Admission::CircuitOpen) => Some("its unit's circuit breaker opened before it ran"),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            queue.queue.pop();
+            refused.push(JobOutcome::failed(wire, JobStatus::Rejected, reason));
             continue;
         }
         match ends.inbox.push(&next.frame) {
@@ -272,12 +359,18 @@ fn dispatch(mut queue: ResMut<JobQueue>) {
             }
         }
     }
+    queue.queue.extend(held.drain(..));
+    history.clear();
+    for outcome in refused {
+        queue.resolve(outcome, &mut history);
+    }
     if sent > 0 {
         queue.stats.dispatched += sent;
-        if let Err(e) = ends.inbox.publish() {
+        if let Err(e) = queue.ends.get().inbox.publish() {
             error!("the inbox guard refused the kernel: {e}");
         }
     }
+    record(&sab, &history);
 }
 
 fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {

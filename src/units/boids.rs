@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::pulse::PulseSystems;
 use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
+use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
@@ -825,7 +826,9 @@ impl Plugin for BoidsPlugin {
                 FixedUpdate,
                 (
                     apply_commands,
-                    step_flock.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                    step_flock
+                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE))
+                        .run_if(unit_running("boids")),
                 )
                     .chain()
                     .in_set(BoidsSystems),
@@ -882,6 +885,7 @@ fn step_flock(
 ) {
     let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
     let start = Instant::now();
+    sab.heartbeats().beat_unit("boids");
     let epochs = sab.epochs();
     let evolution = epochs.load(EpochIndex::EVOLUTION);
     // A read that fails is retried on the next step (the epoch is only marked seen on success).

@@ -7,7 +7,8 @@
 //! the host and the host stops reading the inbox until it has gone out, so the backlog stays in
 //! the kernel's priority queue and no result is lost. A result too large for the outbox is
 //! replaced by a `Failed` answer that says so. A frame that does not decode cannot be answered
-//! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded.
+//! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded. A job
+//! that panics in its unit is answered `Crashed`, and the unit's supervisor restarts the unit.
 
 use std::collections::HashMap;
 
@@ -34,6 +35,8 @@ pub struct JobHostStats {
     pub malformed: u64,
     /// Jobs for a library no unit registered (answered `Rejected`).
     pub unknown_library: u64,
+    /// Jobs whose unit panicked (answered `Crashed`; the unit's supervisor restarts it).
+    pub crashed: u64,
 }
 
 /// The host's ring ends, the result waiting for room in the outbox, and whether the inbox may
@@ -112,6 +115,23 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
     .encode()
 }
 
+/// Runs a job, turning a panic in the unit into a `Crashed` answer, so one bad job cannot take
+/// the host (and every other unit's jobs) down with it.
+fn run_guarded(execute: JobExecutor, sab: &Sab, job: &Job) -> JobOutcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(sab, job))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        JobOutcome::failed(
+            job.id,
+            JobStatus::Crashed,
+            format!("unit {} panicked: {message}", job.library),
+        )
+    })
+}
+
 fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHost>, mut stats: ResMut<JobHostStats>) {
     let _span = info_span!("job_host").entered();
     let host = &mut *host;
@@ -142,9 +162,11 @@ fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHos
                     }
                 };
                 let outcome = match executors.0.get(&job.library) {
-                    Some(execute) => {
+                    Some(&execute) => {
                         stats.executed += 1;
-                        execute(&sab, &job)
+                        let outcome = run_guarded(execute, &sab, &job);
+                        stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
+                        outcome
                     }
                     None => {
                         stats.unknown_library += 1;

@@ -12,6 +12,7 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::sab::stream::StreamWriter;
+use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
@@ -142,7 +143,8 @@ impl Plugin for MatricesPlugin {
                 FixedUpdate,
                 compute_matrices
                     .in_set(MatricesSystems)
-                    .run_if(epoch_changed(EpochIndex::BIRD)),
+                    .run_if(epoch_changed(EpochIndex::BIRD))
+                    .run_if(unit_running("matrices")),
             );
     }
 }
@@ -150,6 +152,7 @@ impl Plugin for MatricesPlugin {
 fn compute_matrices(sab: Res<Sab>, mut unit: ResMut<MatrixUnit>, mut times: ResMut<StageTimes>) {
     let _span = info_span!("matrices").entered();
     let start = Instant::now();
+    sab.heartbeats().beat_unit("matrices");
     let unit = &mut *unit;
     let read = match sab.stream(StreamId::Birds).read_into(&mut unit.birds) {
         Ok(read) => read,

@@ -14,6 +14,7 @@ use bevy::prelude::*;
 use bevy_rapier3d::prelude::*;
 
 use crate::pulse::PulseSystems;
+use crate::sab::supervisors::unit_running;
 use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
 
@@ -94,7 +95,8 @@ impl Plugin for PhysicsPlugin {
                         .in_set(PhysicsSystems::Drive),
                     publish_obstacles
                         .in_set(PhysicsSystems::Publish)
-                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE))
+                        .run_if(unit_running("physics")),
                 ),
             );
     }
@@ -256,6 +258,7 @@ fn publish_obstacles(
     mut records: Local<Vec<(Entity, ObstacleRecord)>>,
     mut table: Local<Vec<ObstacleRecord>>,
 ) {
+    sab.heartbeats().beat_unit("physics");
     records.clear();
     records.extend(
         obstacles

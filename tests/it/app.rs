@@ -24,6 +24,31 @@ fn one_update_is_one_fixed_tick_and_one_pulse() {
 }
 
 #[test]
+fn a_hidden_page_slows_the_pulse_to_30_hz_and_a_visible_one_restores_it() {
+    use std::time::Duration;
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
+    let sab = app.world().resource::<Sab>().clone();
+    let mut tick = |visibility: u32| {
+        sab.epochs().store(EpochIndex::SYSTEM_VISIBILITY, visibility);
+        let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+        app.update();
+        assert_eq!(sab.epochs().load(EpochIndex::SYSTEM_PULSE), pulse + 1);
+        app.world().resource::<Time<Fixed>>().timestep()
+    };
+    assert_eq!(tick(1), Duration::from_secs_f64(1.0 / 64.0));
+    assert_eq!(tick(0), Duration::from_secs_f64(1.0 / 30.0));
+    assert_eq!(tick(0), Duration::from_secs_f64(1.0 / 30.0));
+    assert_eq!(tick(1), Duration::from_secs_f64(1.0 / 64.0));
+    // A pulse already slower than 30 Hz stays as asked.
+    assert_eq!(inos::pulse::pulse_hz(20.0, 0), 20.0);
+    assert_eq!(inos::pulse::pulse_hz(20.0, 1), 20.0);
+}
+
+#[test]
 fn no_schedule_has_ambiguities() {
     let mut app = build_app(HeadlessConfig {
         layout: SabLayout::for_tier(Tier::Light),

@@ -18,4 +18,5 @@ mod render;
 mod rings;
 mod snapshots;
 mod streams;
+mod supervision;
 mod supervisors;

@@ -99,7 +99,7 @@ proptest! {
     #[test]
     fn job_results_round_trip(
         id in any::<u64>(),
-        status in 0usize..6,
+        status in 0usize..7,
         output in payload(),
         numbers in proptest::array::uniform6(any::<u64>()),
         error in "\\PC{0,30}",
@@ -107,7 +107,7 @@ proptest! {
     ) {
         let statuses = [
             JobStatus::Success, JobStatus::Failed, JobStatus::BudgetExceeded,
-            JobStatus::Timeout, JobStatus::InvalidParams, JobStatus::Rejected,
+            JobStatus::Timeout, JobStatus::InvalidParams, JobStatus::Rejected, JobStatus::Crashed,
         ];
         let outcome = JobOutcome {
             id,

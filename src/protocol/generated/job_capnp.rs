@@ -3855,6 +3855,7 @@ pub mod job_result {
         Timeout = 3,
         InvalidParams = 4,
         Rejected = 5,
+        Crashed = 6,
     }
 
     impl ::capnp::introspect::Introspect for Status {
@@ -3873,6 +3874,7 @@ pub mod job_result {
                 3 => ::core::result::Result::Ok(Self::Timeout),
                 4 => ::core::result::Result::Ok(Self::InvalidParams),
                 5 => ::core::result::Result::Ok(Self::Rejected),
+                6 => ::core::result::Result::Ok(Self::Crashed),
                 n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
             }
         }
@@ -3885,7 +3887,7 @@ pub mod job_result {
         const TYPE_ID: u64 = 0xfb59_9f0d_2200_d764u64;
     }
     mod status {
-    pub(crate) static ENCODED_NODE: [::capnp::Word; 45] = [
+    pub(crate) static ENCODED_NODE: [::capnp::Word; 49] = [
         ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
         ::capnp::word(100, 215, 0, 34, 13, 159, 89, 251),
         ::capnp::word(20, 0, 0, 0, 2, 0, 0, 0),
@@ -3895,7 +3897,7 @@ pub mod job_result {
         ::capnp::word(21, 0, 0, 0, 218, 0, 0, 0),
         ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(29, 0, 0, 0, 151, 0, 0, 0),
+        ::capnp::word(29, 0, 0, 0, 175, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(106, 111, 98, 46, 99, 97, 112, 110),
@@ -3903,24 +3905,27 @@ pub mod job_result {
         ::capnp::word(117, 108, 116, 46, 83, 116, 97, 116),
         ::capnp::word(117, 115, 0, 0, 0, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-        ::capnp::word(24, 0, 0, 0, 1, 0, 2, 0),
+        ::capnp::word(28, 0, 0, 0, 1, 0, 2, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(65, 0, 0, 0, 66, 0, 0, 0),
+        ::capnp::word(77, 0, 0, 0, 66, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(57, 0, 0, 0, 58, 0, 0, 0),
+        ::capnp::word(69, 0, 0, 0, 58, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(49, 0, 0, 0, 122, 0, 0, 0),
+        ::capnp::word(61, 0, 0, 0, 122, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(45, 0, 0, 0, 66, 0, 0, 0),
+        ::capnp::word(57, 0, 0, 0, 66, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(37, 0, 0, 0, 114, 0, 0, 0),
+        ::capnp::word(49, 0, 0, 0, 114, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
-        ::capnp::word(33, 0, 0, 0, 74, 0, 0, 0),
+        ::capnp::word(45, 0, 0, 0, 74, 0, 0, 0),
+        ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+        ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
+        ::capnp::word(41, 0, 0, 0, 66, 0, 0, 0),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ::capnp::word(115, 117, 99, 99, 101, 115, 115, 0),
         ::capnp::word(102, 97, 105, 108, 101, 100, 0, 0),
@@ -3931,6 +3936,7 @@ pub mod job_result {
         ::capnp::word(97, 114, 97, 109, 115, 0, 0, 0),
         ::capnp::word(114, 101, 106, 101, 99, 116, 101, 100),
         ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+        ::capnp::word(99, 114, 97, 115, 104, 101, 100, 0),
     ];
     pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
         ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)

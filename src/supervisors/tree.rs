@@ -1,0 +1,794 @@
+//! The supervisor tree: a root supervisor over one unit supervisor per registered unit.
+//!
+//! - **Discovery.** A unit supervisor is created for every module in the registry, in dependency
+//!   order, and for every module registered later (on the registry epoch). Each claims a slot in
+//!   the SAB's supervisor table, so it owns an epoch index and a 128-byte header, which it
+//!   rewrites on every pulse (status, lifecycle, breaker, counters, health, heartbeat) and then
+//!   signals its epoch. The root has a header of its own.
+//! - **Failure detection.** A unit fails when a job panics in it (the job host answers `Crashed`)
+//!   or when it stops heartbeating: a unit that has beaten (`Sab::heartbeats`) and is running must
+//!   beat again within `heartbeat_timeout` pulses, else it is a Zombie. Pulses, not wall time, so
+//!   a paused simulation never looks hung.
+//! - **Restarts** follow Erlang/OTP: the root's strategy (`one_for_one`, `one_for_all`,
+//!   `rest_for_one`) picks which units restart, each unit's restart policy (`permanent`,
+//!   `transient`, `temporary`) whether it does, and more than `max_restarts` restarts within
+//!   `period` escalates: every unit is stopped and the root becomes a Zombie (it has no parent to
+//!   fail to; an operator can `Spawn` units again). A restarting unit waits an exponential back-off
+//!   (`backoff_base` doubling up to `backoff_max`, reset once it has run `stable_after` without
+//!   failing); its queued jobs wait with it, and `UnitRestarted` tells the unit to rebuild its
+//!   state from the SAB.
+//! - **Circuit breaker** per unit: `breaker_threshold` consecutive failed jobs open it (jobs are
+//!   refused with `SubmitError::CircuitOpen`), `breaker_cooldown` later it half-opens and lets one
+//!   probe job through; the probe's result closes it or opens it again.
+//! - **Lifecycle commands** (`SupervisorCommand`): spawn, kill, pause, resume and snapshot of a
+//!   unit, from the inspector or from anything else that writes the message.
+//!
+//! The decisions live in plain structs (`Supervision`, `Breaker`), tested without an app; the
+//! systems apply them and keep the SAB headers and the job queue's admission in step.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use serde::Serialize;
+
+use crate::protocol::JobStatus;
+pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
+use crate::sab::supervisors::{SupervisorHeader, SupervisorSlot};
+use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus, epoch_changed, now_ms};
+use crate::supervisors::DiscoveredModules;
+use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
+
+/// Which children restart when one fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Strategy {
+    /// Only the failed child.
+    OneForOne,
+    /// Every child.
+    OneForAll,
+    /// The failed child and every child started after it.
+    RestForOne,
+}
+
+/// Whether a child is restarted when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    /// Always.
+    Permanent,
+    /// Only after an abnormal end (a crash or a hang).
+    Transient,
+    /// Never, not even as a bystander of a sibling's restart.
+    Temporary,
+}
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Exit {
+    Normal,
+    /// A job panicked in it.
+    Crashed,
+    /// It stopped heartbeating.
+    Hung,
+}
+
+/// At most `max_restarts` restarts within `period`; one more escalates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intensity {
+    pub max_restarts: u32,
+    pub period: Duration,
+}
+
+/// What a supervisor does about a child that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart these children and stop those (temporary bystanders), by start-order index.
+    Restart { restart: Vec<usize>, stop: Vec<usize> },
+    /// The child's policy says it stays stopped; nobody else is touched.
+    Stop,
+    /// Too many restarts: stop every child and fail to the parent.
+    Escalate,
+}
+
+/// One supervisor's restart bookkeeping over children in start order.
+#[derive(Clone, Debug)]
+pub struct Supervision {
+    pub strategy: Strategy,
+    pub intensity: Intensity,
+    /// Times of the restarts still inside the period.
+    restarts: VecDeque<Duration>,
+}
+
+impl Supervision {
+    pub fn new(strategy: Strategy, intensity: Intensity) -> Self {
+        Self {
+            strategy,
+            intensity,
+            restarts: VecDeque::new(),
+        }
+    }
+
+    /// Child `failed` (of `policies.len()`, in start order) ended with `exit` at `now`.
+    pub fn child_exited(&mut self, failed: usize, exit: Exit, policies: &[RestartPolicy], now: Duration) -> Decision {
+        let restarts = match (policies[failed], exit) {
+            (RestartPolicy::Permanent, _) => true,
+            (RestartPolicy::Transient, exit) => exit != Exit::Normal,
+            (RestartPolicy::Temporary, _) => false,
+        };
+        if !restarts {
+            return Decision::Stop;
+        }
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&at| now.saturating_sub(at) >= self.intensity.period)
+        {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(now);
+        if self.restarts.len() > self.intensity.max_restarts as usize {
+            return Decision::Escalate;
+        }
+        let affected = match self.strategy {
+            Strategy::OneForOne => failed..failed + 1,
+            Strategy::OneForAll => 0..policies.len(),
+            Strategy::RestForOne => failed..policies.len(),
+        };
+        let (restart, stop) = affected.partition(|&i| i == failed || policies[i] != RestartPolicy::Temporary);
+        Decision::Restart { restart, stop }
+    }
+
+    /// Restarts counted against the intensity right now.
+    pub fn recent_restarts(&self) -> usize {
+        self.restarts.len()
+    }
+}
+
+/// A unit's circuit breaker state (the header's `breaker` byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum BreakerState {
+    #[default]
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl BreakerState {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        [Self::Closed, Self::Open, Self::HalfOpen]
+            .into_iter()
+            .find(|b| *b as u8 == v)
+    }
+}
+
+/// The circuit breaker of one unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breaker {
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    opened_at: Duration,
+}
+
+impl Breaker {
+    /// A job of the unit ended; `failed` counts against the unit (crashes, failures, timeouts).
+    pub fn record(&mut self, failed: bool, threshold: u32, now: Duration) {
+        if !failed {
+            *self = Self::default();
+            return;
+        }
+        self.consecutive_failures += 1;
+        if self.state == BreakerState::HalfOpen || self.consecutive_failures >= threshold {
+            self.state = BreakerState::Open;
+            self.opened_at = now;
+        }
+    }
+
+    /// An open breaker half-opens once `cooldown` has passed.
+    pub fn tick(&mut self, cooldown: Duration, now: Duration) {
+        if self.state == BreakerState::Open && now.saturating_sub(self.opened_at) >= cooldown {
+            self.state = BreakerState::HalfOpen;
+        }
+    }
+}
+
+/// Tuning of the tree.
+#[derive(Resource, Clone, Copy, Debug)]
+pub struct SupervisionConfig {
+    pub strategy: Strategy,
+    pub intensity: Intensity,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Running this long without failing resets a unit's back-off.
+    pub stable_after: Duration,
+    /// Pulses a running unit that heartbeats may go without a beat.
+    pub heartbeat_timeout: u32,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::OneForOne,
+            // kameo's default; OTP's is 1 in 5 s, strict for units that restart in milliseconds.
+            intensity: Intensity {
+                max_restarts: 5,
+                period: Duration::from_secs(5),
+            },
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            stable_after: Duration::from_secs(5),
+            heartbeat_timeout: 32,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A lifecycle command for a unit (seed 000's BaseSupervisor lifecycle).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct SupervisorCommand {
+    pub unit: String,
+    pub action: LifecycleAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum LifecycleAction {
+    /// Start a stopped unit (after a kill or an escalation).
+    Spawn,
+    /// Stop a unit; it is not restarted. Its queued jobs are refused.
+    Kill,
+    /// Hold a unit: its systems and its jobs wait.
+    Pause,
+    Resume,
+    /// Log the unit's supervisor state and keep it in `SupervisorTree::snapshots`.
+    Snapshot,
+}
+
+/// Sent when a unit starts again after a restart or a spawn: the unit rebuilds its state from the
+/// SAB.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct UnitRestarted {
+    pub unit: String,
+}
+
+/// The supervisor of one unit.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitSupervisor {
+    pub unit: String,
+    pub policy: RestartPolicy,
+    /// The supervisor's slot in the supervisor table (its header and epoch).
+    #[serde(skip)]
+    pub slot: SupervisorSlot,
+    /// CRC32C of the unit id, as jobs and the job history name the unit.
+    pub unit_hash: u32,
+    pub registry_slot: usize,
+    pub lifecycle: Lifecycle,
+    pub status: SupervisorStatus,
+    #[serde(skip)]
+    pub breaker: Breaker,
+    pub restarts: u32,
+    pub crashes: u32,
+    pub hangs: u32,
+    pub jobs_processed: u32,
+    pub jobs_failed: u32,
+    /// Exponentially weighted mean job time.
+    pub avg_job_time_us: f32,
+    /// Exponentially weighted share of jobs that succeeded (1 when none has run).
+    pub health_score: f32,
+    /// Consecutive restarts without a stable run (the back-off exponent).
+    backoff_level: u32,
+    /// When a `Restarting` unit starts again.
+    #[serde(skip)]
+    restart_at: Duration,
+    /// When the unit last started, and on which pulse.
+    #[serde(skip)]
+    running_since: Duration,
+    running_since_pulse: u32,
+}
+
+/// A unit's supervisor state when it was snapshotted.
+#[derive(Clone, Debug)]
+pub struct UnitSnapshot {
+    pub unit: String,
+    pub header: SupervisorHeader,
+    pub at: Duration,
+}
+
+/// The tree: the root's supervision over the unit supervisors, in start order.
+#[derive(Resource)]
+pub struct SupervisorTree {
+    pub root: Supervision,
+    root_slot: Option<SupervisorSlot>,
+    pub units: Vec<UnitSupervisor>,
+    /// Set when the root's intensity was exceeded; every unit was stopped.
+    pub escalated: bool,
+    pub escalations: u32,
+    pub snapshots: Vec<UnitSnapshot>,
+    runs: u32,
+}
+
+impl SupervisorTree {
+    pub fn unit(&self, id: &str) -> Option<&UnitSupervisor> {
+        self.units.iter().find(|u| u.unit == id)
+    }
+
+    fn index_of_hash(&self, hash: u32) -> Option<usize> {
+        self.units.iter().position(|u| u.unit_hash == hash)
+    }
+}
+
+/// The root supervisor's id in the supervisor table.
+pub const ROOT_ID: &str = "sup/root";
+
+/// Restart policies of units, by unit id; units not listed are `Permanent`.
+#[derive(Resource, Default, Clone, Debug)]
+pub struct RestartPolicies(pub Vec<(String, RestartPolicy)>);
+
+pub struct SupervisorTreePlugin;
+
+/// The tree's place in `FixedUpdate`: after the job pipeline has resolved the pulse's results.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SupervisorTreeSystems;
+
+impl Plugin for SupervisorTreePlugin {
+    fn build(&self, app: &mut App) {
+        // `supervise` takes the strategy and intensity from the config on every run.
+        let config = SupervisionConfig::default();
+        app.init_resource::<SupervisionConfig>()
+            .init_resource::<RestartPolicies>()
+            .add_message::<SupervisorCommand>()
+            .add_message::<UnitRestarted>()
+            .insert_resource(SupervisorTree {
+                root: Supervision::new(config.strategy, config.intensity),
+                root_slot: None,
+                units: Vec::new(),
+                escalated: false,
+                escalations: 0,
+                snapshots: Vec::new(),
+                runs: 0,
+            })
+            .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Resolve))
+            .add_systems(
+                FixedUpdate,
+                (
+                    adopt_units.run_if(resource_changed::<DiscoveredModules>),
+                    supervise.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                )
+                    .chain()
+                    .in_set(SupervisorTreeSystems),
+            );
+    }
+}
+
+/// Creates a unit supervisor for every registered module without one (dependency order first,
+/// then later registrations), and removes those whose module left the registry.
+fn adopt_units(
+    sab: Res<Sab>,
+    discovered: Res<DiscoveredModules>,
+    policies: Res<RestartPolicies>,
+    time: Res<Time>,
+    mut tree: ResMut<SupervisorTree>,
+) {
+    let supervisors = sab.supervisors();
+    if tree.root_slot.is_none() {
+        tree.root_slot = supervisors
+            .allocate(ROOT_ID, Owner::Kernel)
+            .inspect_err(|e| error!("the root supervisor has no slot: {e}"))
+            .ok();
+    }
+    let registered: Vec<&str> = discovered.0.iter().map(|m| m.id.as_str()).collect();
+    tree.units.retain(|u| {
+        let keep = registered.contains(&u.unit.as_str());
+        if !keep {
+            info!("unit {} left the registry; its supervisor is gone", u.unit);
+            let _ = supervisors.release(&supervisor_id(&u.unit), Owner::Kernel);
+        }
+        keep
+    });
+    let order = sab.registry().dependency_order().unwrap_or_else(|e| {
+        warn!("units start in registry order: {e}");
+        registered.iter().map(|id| id.to_string()).collect()
+    });
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    for id in order {
+        if tree.unit(&id).is_some() {
+            continue;
+        }
+        let Some(module) = discovered.0.iter().find(|m| m.id == id) else {
+            continue;
+        };
+        let slot = match supervisors.allocate(&supervisor_id(&id), Owner::Kernel) {
+            Ok(slot) => slot,
+            Err(e) => {
+                error!("unit {id} has no supervisor: {e}");
+                continue;
+            }
+        };
+        let policy = policies
+            .0
+            .iter()
+            .find(|(unit, _)| *unit == id)
+            .map_or(RestartPolicy::Permanent, |(_, p)| *p);
+        let _ = sab.heartbeats().clear(module.slot);
+        info!("unit {id} supervised ({policy:?}, epoch {})", slot.epoch.get());
+        tree.units.push(UnitSupervisor {
+            unit_hash: crc32c::crc32c(id.as_bytes()),
+            unit: id,
+            policy,
+            slot,
+            registry_slot: module.slot,
+            lifecycle: Lifecycle::Running,
+            status: SupervisorStatus::Starting,
+            breaker: Breaker::default(),
+            restarts: 0,
+            crashes: 0,
+            hangs: 0,
+            jobs_processed: 0,
+            jobs_failed: 0,
+            avg_job_time_us: 0.0,
+            health_score: 1.0,
+            backoff_level: 0,
+            restart_at: Duration::ZERO,
+            running_since: time.elapsed(),
+            running_since_pulse: pulse,
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    sab: Res<Sab>,
+    config: Res<SupervisionConfig>,
+    time: Res<Time>,
+    mut tree: ResMut<SupervisorTree>,
+    mut queue: ResMut<JobQueue>,
+    mut commands: MessageReader<SupervisorCommand>,
+    mut restarted: MessageWriter<UnitRestarted>,
+) {
+    let now = time.elapsed();
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    let tree = &mut *tree;
+    tree.runs += 1;
+    tree.root.strategy = config.strategy;
+    tree.root.intensity = config.intensity;
+
+    // Finished jobs: counters, breakers, crashes.
+    for finished in queue.take_finished() {
+        let Some(i) = tree.index_of_hash(finished.unit_hash) else {
+            continue;
+        };
+        let unit = &mut tree.units[i];
+        let failed = matches!(
+            finished.status,
+            JobStatus::Failed | JobStatus::Crashed | JobStatus::Timeout | JobStatus::BudgetExceeded
+        );
+        unit.jobs_processed += 1;
+        unit.jobs_failed += u32::from(failed);
+        unit.avg_job_time_us += 0.1 * (finished.duration_us as f32 - unit.avg_job_time_us);
+        unit.health_score += 0.1 * (f32::from(u8::from(!failed)) - unit.health_score);
+        unit.breaker.record(failed, config.breaker_threshold, now);
+        if finished.status == JobStatus::Crashed {
+            unit.crashes += 1;
+            if unit.lifecycle == Lifecycle::Running {
+                fail(tree, i, Exit::Crashed, &config, now);
+            }
+        }
+    }
+
+    // Heartbeats of running units that beat.
+    for i in 0..tree.units.len() {
+        let unit = &tree.units[i];
+        if unit.lifecycle != Lifecycle::Running {
+            continue;
+        }
+        let Ok(beat) = sab.heartbeats().read(unit.registry_slot) else {
+            continue;
+        };
+        let since = if beat.beats > 0 && beat.last_pulse.wrapping_sub(unit.running_since_pulse) as i32 > 0 {
+            beat.last_pulse
+        } else {
+            unit.running_since_pulse
+        };
+        if beat.beats > 0 && pulse.wrapping_sub(since) > config.heartbeat_timeout {
+            warn!(
+                "unit {} missed its heartbeat for {} pulses",
+                unit.unit,
+                pulse.wrapping_sub(since)
+            );
+            tree.units[i].hangs += 1;
+            fail(tree, i, Exit::Hung, &config, now);
+        }
+    }
+
+    // Lifecycle commands.
+    for command in commands.read() {
+        let Some(i) = tree.units.iter().position(|u| u.unit == command.unit) else {
+            warn!(
+                "lifecycle command {:?} for unknown unit {}",
+                command.action, command.unit
+            );
+            continue;
+        };
+        let unit = &mut tree.units[i];
+        info!("unit {}: {:?}", unit.unit, command.action);
+        match command.action {
+            LifecycleAction::Spawn if unit.lifecycle == Lifecycle::Stopped => {
+                unit.lifecycle = Lifecycle::Restarting;
+                unit.restart_at = now;
+                unit.backoff_level = 0;
+                tree.escalated &= tree.units.iter().all(|u| u.lifecycle == Lifecycle::Stopped);
+            }
+            LifecycleAction::Kill => unit.lifecycle = Lifecycle::Stopped,
+            LifecycleAction::Pause if unit.lifecycle == Lifecycle::Running => unit.lifecycle = Lifecycle::Paused,
+            LifecycleAction::Resume if unit.lifecycle == Lifecycle::Paused => {
+                unit.lifecycle = Lifecycle::Running;
+                unit.running_since_pulse = pulse;
+            }
+            LifecycleAction::Snapshot => {
+                let snapshot = UnitSnapshot {
+                    unit: unit.unit.clone(),
+                    header: header_of(unit, tree.runs),
+                    at: now,
+                };
+                info!("snapshot of unit {}: {:?}", unit.unit, snapshot.header);
+                tree.snapshots.push(snapshot);
+            }
+            _ => warn!(
+                "unit {} is {:?}; {:?} does nothing",
+                unit.unit, unit.lifecycle, command.action
+            ),
+        }
+    }
+
+    // Restarts whose back-off is over, stable runs, breakers, status.
+    for unit in &mut tree.units {
+        if unit.lifecycle == Lifecycle::Restarting && now >= unit.restart_at {
+            unit.lifecycle = Lifecycle::Running;
+            unit.status = SupervisorStatus::Starting;
+            unit.running_since = now;
+            unit.running_since_pulse = pulse;
+            let _ = sab.heartbeats().clear(unit.registry_slot);
+            restarted.write(UnitRestarted {
+                unit: unit.unit.clone(),
+            });
+        }
+        if unit.lifecycle == Lifecycle::Running && now.saturating_sub(unit.running_since) >= config.stable_after {
+            unit.backoff_level = 0;
+        }
+        unit.breaker.tick(config.breaker_cooldown, now);
+        // A unit that crashed or hung stays a Zombie until it runs again.
+        unit.status = match unit.lifecycle {
+            Lifecycle::Restarting | Lifecycle::Stopped if unit.status == SupervisorStatus::Zombie => {
+                SupervisorStatus::Zombie
+            }
+            Lifecycle::Restarting => SupervisorStatus::Starting,
+            Lifecycle::Running if unit.breaker.state == BreakerState::Closed && unit.health_score >= 0.8 => {
+                SupervisorStatus::Healthy
+            }
+            _ => SupervisorStatus::Degraded,
+        };
+        queue.set_admission(unit.unit_hash, admission(unit));
+    }
+
+    write_headers(&sab, tree);
+}
+
+/// What the job queue does with a unit's jobs.
+fn admission(unit: &UnitSupervisor) -> Admission {
+    match (unit.lifecycle, unit.breaker.state) {
+        (Lifecycle::Stopped, _) => Admission::Refuse,
+        (_, BreakerState::Open) => Admission::CircuitOpen,
+        (Lifecycle::Paused | Lifecycle::Restarting, _) => Admission::Hold,
+        (Lifecycle::Running, BreakerState::HalfOpen) => Admission::Probe,
+        (Lifecycle::Running, BreakerState::Closed) => Admission::Accept,
+    }
+}
+
+/// Unit `i` ended with `exit`: the root decides what restarts.
+fn fail(tree: &mut SupervisorTree, i: usize, exit: Exit, config: &SupervisionConfig, now: Duration) {
+    let policies: Vec<RestartPolicy> = tree.units.iter().map(|u| u.policy).collect();
+    tree.units[i].lifecycle = Lifecycle::Stopped;
+    tree.units[i].status = SupervisorStatus::Zombie;
+    match tree.root.child_exited(i, exit, &policies, now) {
+        Decision::Restart { restart, stop } => {
+            // The group starts together, after the failed unit's back-off.
+            let failed = &tree.units[i];
+            let delay = config
+                .backoff_base
+                .saturating_mul(1 << failed.backoff_level.min(16))
+                .min(config.backoff_max);
+            for j in restart {
+                let unit = &mut tree.units[j];
+                unit.lifecycle = Lifecycle::Restarting;
+                unit.restart_at = now + delay;
+                unit.restarts += 1;
+                unit.backoff_level += 1;
+            }
+            for j in stop {
+                tree.units[j].lifecycle = Lifecycle::Stopped;
+            }
+            info!(
+                "unit {} {exit:?}: restarting after {delay:?} ({:?})",
+                tree.units[i].unit, tree.root.strategy
+            );
+        }
+        Decision::Stop => info!(
+            "unit {} {exit:?}: not restarted ({:?})",
+            tree.units[i].unit, tree.units[i].policy
+        ),
+        Decision::Escalate => {
+            error!(
+                "unit {} {exit:?}: more than {} restarts in {:?}; the root supervisor stops every unit",
+                tree.units[i].unit, tree.root.intensity.max_restarts, tree.root.intensity.period
+            );
+            for unit in &mut tree.units {
+                unit.lifecycle = Lifecycle::Stopped;
+            }
+            tree.escalated = true;
+            tree.escalations += 1;
+        }
+    }
+}
+
+fn header_of(unit: &UnitSupervisor, runs: u32) -> SupervisorHeader {
+    let mut header = SupervisorHeader {
+        supervisor_id: crc32c::crc32c(supervisor_id(&unit.unit).as_bytes()),
+        epoch_index: unit.slot.epoch.get() as u8,
+        status: unit.status as u8,
+        breaker: unit.breaker.state as u8,
+        lifecycle: unit.lifecycle as u8,
+        jobs_processed: unit.jobs_processed,
+        jobs_failed: unit.jobs_failed,
+        avg_job_time_us: unit.avg_job_time_us,
+        restarts: unit.restarts,
+        health_score: unit.health_score,
+        runs,
+        last_heartbeat_ms: now_ms(),
+        ..SupervisorHeader::default()
+    };
+    header.set_name(&unit.unit);
+    header
+}
+
+/// Every supervisor rewrites its header and signals its epoch.
+fn write_headers(sab: &Sab, tree: &SupervisorTree) {
+    let table = sab.supervisors();
+    for unit in &tree.units {
+        if let Err(e) = table.write_header(unit.slot.slot, &header_of(unit, tree.runs)) {
+            error!("supervisor of {} cannot write its header: {e}", unit.unit);
+        }
+        sab.epochs().signal(unit.slot.epoch);
+    }
+    if let Some(root) = tree.root_slot {
+        let mut header = SupervisorHeader {
+            supervisor_id: root.id_hash,
+            epoch_index: root.epoch.get() as u8,
+            status: if tree.escalated {
+                SupervisorStatus::Zombie
+            } else {
+                SupervisorStatus::Healthy
+            } as u8,
+            restarts: tree.units.iter().map(|u| u.restarts).sum(),
+            jobs_processed: tree.units.iter().map(|u| u.jobs_processed).sum(),
+            jobs_failed: tree.units.iter().map(|u| u.jobs_failed).sum(),
+            queue_depth: tree.root.recent_restarts() as u32,
+            health_score: if tree.escalated { 0.0 } else { 1.0 },
+            runs: tree.runs,
+            last_heartbeat_ms: now_ms(),
+            ..SupervisorHeader::default()
+        };
+        header.set_name("root");
+        if let Err(e) = table.write_header(root.slot, &header) {
+            error!("the root supervisor cannot write its header: {e}");
+        }
+        sab.epochs().signal(root.epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: RestartPolicy = RestartPolicy::Permanent;
+    const T: RestartPolicy = RestartPolicy::Temporary;
+
+    fn supervision(strategy: Strategy, max_restarts: u32) -> Supervision {
+        Supervision::new(
+            strategy,
+            Intensity {
+                max_restarts,
+                period: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn restart(restart: &[usize], stop: &[usize]) -> Decision {
+        Decision::Restart {
+            restart: restart.to_vec(),
+            stop: stop.to_vec(),
+        }
+    }
+
+    #[test]
+    fn strategies_pick_the_children_that_restart() {
+        let s = |t: u64| Duration::from_secs(t);
+        let mut one = supervision(Strategy::OneForOne, 10);
+        assert_eq!(one.child_exited(1, Exit::Crashed, &[P, P, P], s(0)), restart(&[1], &[]));
+        let mut all = supervision(Strategy::OneForAll, 10);
+        assert_eq!(all.child_exited(1, Exit::Crashed, &[P, T, P, P], s(0)), Decision::Stop);
+        assert_eq!(
+            all.child_exited(2, Exit::Hung, &[P, T, P, P], s(0)),
+            restart(&[0, 2, 3], &[1])
+        );
+        let mut rest = supervision(Strategy::RestForOne, 10);
+        assert_eq!(
+            rest.child_exited(1, Exit::Crashed, &[P, P, T, P], s(0)),
+            restart(&[1, 3], &[2])
+        );
+        assert_eq!(
+            rest.child_exited(3, Exit::Crashed, &[P, P, P, P], s(0)),
+            restart(&[3], &[])
+        );
+        assert_eq!(
+            rest.child_exited(0, Exit::Crashed, &[P, P], s(0)),
+            restart(&[0, 1], &[])
+        );
+    }
+
+    #[test]
+    fn policies_decide_whether_the_failed_child_restarts() {
+        let mut sup = supervision(Strategy::OneForAll, 10);
+        let now = Duration::ZERO;
+        let transient = [RestartPolicy::Transient, P];
+        assert_eq!(sup.child_exited(0, Exit::Normal, &transient, now), Decision::Stop);
+        assert_eq!(
+            sup.child_exited(0, Exit::Crashed, &transient, now),
+            restart(&[0, 1], &[])
+        );
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[T, P], now), Decision::Stop);
+        assert_eq!(sup.child_exited(1, Exit::Normal, &[T, P], now), restart(&[1], &[0]));
+        // Only the two real restarts counted.
+        assert_eq!(sup.recent_restarts(), 2);
+    }
+
+    #[test]
+    fn more_restarts_than_the_intensity_within_the_period_escalate() {
+        let ms = Duration::from_millis;
+        let mut sup = supervision(Strategy::OneForOne, 2);
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(0)), restart(&[0], &[]));
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(4_000)), restart(&[0], &[]));
+        // The first restart is 5 s old at 5 000 ms: out of the period, so this is the second.
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(5_000)), restart(&[0], &[]));
+        // Three within 5 s (4 000, 5 000, 8 999): escalate.
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(8_999)), Decision::Escalate);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_half_opens_after_the_cooldown_and_a_probe_decides() {
+        let ms = Duration::from_millis;
+        let cooldown = ms(1_000);
+        let mut breaker = Breaker::default();
+        for t in 0..2 {
+            breaker.record(true, 3, ms(t));
+        }
+        breaker.record(false, 3, ms(2));
+        assert_eq!((breaker.state, breaker.consecutive_failures), (BreakerState::Closed, 0));
+        for t in 3..6 {
+            breaker.record(true, 3, ms(t));
+        }
+        assert_eq!(breaker.state, BreakerState::Open);
+        breaker.tick(cooldown, ms(1_004));
+        assert_eq!(breaker.state, BreakerState::Open);
+        breaker.tick(cooldown, ms(1_005));
+        assert_eq!(breaker.state, BreakerState::HalfOpen);
+        // A failed probe opens it again, with a fresh cooldown.
+        breaker.record(true, 3, ms(1_100));
+        assert_eq!(breaker.state, BreakerState::Open);
+        breaker.tick(cooldown, ms(2_099));
+        assert_eq!(breaker.state, BreakerState::Open);
+        breaker.tick(cooldown, ms(2_100));
+        breaker.record(false, 3, ms(2_150));
+        assert_eq!(breaker, Breaker::default());
+    }
+}
