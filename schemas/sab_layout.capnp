@@ -131,6 +131,22 @@ const jobHistorySize :UInt32 = 0x20000;
 const coordinationOffset :UInt32 = 0x040000;
 const coordinationSize :UInt32 = 0xFE00;
 
+# DEVIATION (new): the engines' state, at the start of the coordination region: one 256-byte
+# record per engine (learning, scheduling, security, health, optimisation), each rewritten under
+# its own seqlock word by its engine after every run, so the inspector and `inos inspect` show what
+# the engines computed. The original's engines kept their state in Go memory.
+const engineStateOffset :UInt32 = 0x040000;
+const engineStateSize :UInt32 = 0x500;
+const engineRecordSize :UInt32 = 256;
+const engineCount :UInt32 = 5;
+const engineMetricSlots :UInt32 = 56;
+
+# DEVIATION (new): the security engine's audit log: a 64-byte header (seqlock word, head, count,
+# total) and then 64-byte records, oldest overwritten first.
+const auditLogOffset :UInt32 = 0x040800;
+const auditLogSize :UInt32 = 0x2000;
+const auditRecordSize :UInt32 = 64;
+
 # Ring control blocks, 128 B each (consumer cache line + producer cache line, see ring.rs).
 # DEVIATION: the original kept head and tail in the first 8 bytes of each ring region. Here they
 # live apart, so each ring's data area is its whole region, a power of two, and positions wrap

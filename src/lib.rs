@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod engines;
 pub mod headless;
 pub mod inspect;
 #[cfg(feature = "render")]
@@ -25,6 +26,7 @@ pub mod web;
 use bevy::app::{PluginGroup, PluginGroupBuilder};
 use bevy::prelude::{App, FixedUpdate, IntoScheduleConfigs, Plugin};
 
+use crate::engines::EnginesPlugin;
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
@@ -55,6 +57,7 @@ impl PluginGroup for CorePlugins {
             .add(DiscoveryPlugin)
             .add(JobPipelinePlugin)
             .add(SupervisorTreePlugin)
+            .add(EnginesPlugin)
             .add(JobHostPlugin)
             .add(CryptoPlugin)
             .add(EchoPlugin)

@@ -67,6 +67,8 @@ pub mod regions {
         Region::new("pattern_exchange", g::PATTERN_EXCHANGE_OFFSET, g::PATTERN_EXCHANGE_SIZE);
     pub const JOB_HISTORY: Region = Region::new("job_history", g::JOB_HISTORY_OFFSET, g::JOB_HISTORY_SIZE);
     pub const COORDINATION: Region = Region::new("coordination", g::COORDINATION_OFFSET, g::COORDINATION_SIZE);
+    pub const ENGINE_STATE: Region = Region::new("engine_state", g::ENGINE_STATE_OFFSET, g::ENGINE_STATE_SIZE);
+    pub const AUDIT_LOG: Region = Region::new("audit_log", g::AUDIT_LOG_OFFSET, g::AUDIT_LOG_SIZE);
     pub const RING_CONTROL: Region = Region::new("ring_control", g::RING_CONTROL_OFFSET, g::RING_CONTROL_REGION_SIZE);
     pub const INBOX_CONTROL: Region = Region::new("inbox_control", g::INBOX_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
     pub const OUTBOX_HOST_CONTROL: Region = Region::new(
@@ -427,6 +429,7 @@ impl SabLayout {
         );
         nodes
             .extend([regions::BIRD_STREAM_CONTROL, regions::MATRIX_STREAM_CONTROL].map(under(regions::STREAM_CONTROL)));
+        nodes.extend([regions::ENGINE_STATE, regions::AUDIT_LOG].map(under(regions::COORDINATION)));
         nodes
     }
 

@@ -18,6 +18,7 @@
 //! views of the allocation) and `epochs` (parking-lot calls), each block with a `// SAFETY:` note.
 
 pub mod arena;
+pub mod engines;
 pub mod epochs;
 pub mod genes;
 #[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
@@ -206,6 +207,14 @@ impl Sab {
 
     pub fn job_history(&self) -> JobHistory<'_> {
         JobHistory::new(self)
+    }
+
+    pub fn engines(&self) -> engines::EngineTable<'_> {
+        engines::EngineTable::new(self)
+    }
+
+    pub fn audit_log(&self) -> engines::AuditLog<'_> {
+        engines::AuditLog::new(self)
     }
 
     pub fn heartbeats(&self) -> heartbeats::Heartbeats<'_> {

@@ -21,7 +21,8 @@ use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus};
+use crate::engines::security::{GateError, SecurityGate};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -41,6 +42,8 @@ pub enum SubmitError {
     UnitStopped(String),
     #[error("unit {0:?} has failed too often: its circuit breaker is open")]
     CircuitOpen(String),
+    #[error(transparent)]
+    Refused(#[from] GateError),
 }
 
 /// What the queue does with a unit's jobs, set by the unit's supervisor (`tree`). A unit without
@@ -58,12 +61,27 @@ pub enum Admission {
     Refuse,
 }
 
-/// A resolved job, for the unit's supervisor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Finished {
-    pub unit_hash: u32,
+/// A resolved job, for the supervisors and the engines: its job-history record, how it ended,
+/// and who submitted it.
+#[derive(Message, Clone, Copy, Debug, PartialEq)]
+pub struct JobFinished {
+    pub record: JobRecord,
     pub status: JobStatus,
-    pub duration_us: u32,
+    /// How long the unit ran it, as the job host measured (0 if it never ran).
+    pub execution_us: u32,
+    /// CRC32C of the job's `source` metadata (`"local"` when it has none).
+    pub source_hash: u32,
+}
+
+/// The metadata key naming who submitted a job (the security engine's rate limits are per source).
+pub const SOURCE_KEY: &str = "source";
+
+/// The source of `job`: its `source` metadata, or `"local"`.
+pub fn source_of(job: &Job) -> &str {
+    job.metadata
+        .iter()
+        .find(|(key, _)| key == SOURCE_KEY)
+        .map_or("local", |(_, value)| value.as_str())
 }
 
 /// Counters of the pipeline.
@@ -94,6 +112,7 @@ struct InFlight {
     id: u64,
     unit_hash: u32,
     method_hash: u32,
+    source_hash: u32,
     priority: u8,
     submitted: Instant,
     submitted_ms: u64,
@@ -125,8 +144,12 @@ pub struct JobQueue {
     admission: HashMap<u32, Admission>,
     /// Jobs in flight per unit.
     unit_in_flight: HashMap<u32, u32>,
-    /// Resolved since the supervisors last looked.
-    finished: Vec<Finished>,
+    /// Resolved since `publish_finished` last ran.
+    finished: Vec<JobFinished>,
+    /// The security engine's gate, run by `submit`.
+    gate: SecurityGate,
+    /// The gate's clock origin.
+    clock: Instant,
     pub stats: PipelineStats,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
     ends: SyncCell<KernelEnds>,
@@ -162,9 +185,18 @@ impl JobQueue {
             });
         }
         // What the job host will decode: refused here, not lost there.
-        Job::decode(&frame)?;
-        self.sequence = wire;
+        if let Err(e) = Job::decode(&frame) {
+            self.gate.malformed(job);
+            return Err(e.into());
+        }
+        let input_len = match &job.input {
+            Payload::Inline(bytes) => bytes.len() as u64,
+            Payload::Sab(range) => u64::from(range.length),
+        };
         let submitted = Instant::now();
+        let now_ns = submitted.duration_since(self.clock).as_nanos() as u64;
+        self.gate.admit(job, input_len, now_ns)?;
+        self.sequence = wire;
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
         } else {
@@ -182,6 +214,7 @@ impl JobQueue {
                 id: job.id,
                 unit_hash,
                 method_hash: crc32c::crc32c(job.method.as_bytes()),
+                source_hash: crc32c::crc32c(source_of(job).as_bytes()),
                 priority: job.priority,
                 submitted,
                 submitted_ms: now_ms(),
@@ -207,14 +240,23 @@ impl JobQueue {
         self.in_flight.len()
     }
 
+    /// Jobs waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn gate(&self) -> &SecurityGate {
+        &self.gate
+    }
+
+    /// The security gate (its settings are `gate_mut().config`).
+    pub fn gate_mut(&mut self) -> &mut SecurityGate {
+        &mut self.gate
+    }
+
     /// Sets what happens to the jobs of unit `unit_hash` (CRC32C of its id).
     pub fn set_admission(&mut self, unit_hash: u32, admission: Admission) {
         self.admission.insert(unit_hash, admission);
-    }
-
-    /// The jobs resolved since the last call.
-    pub fn take_finished(&mut self) -> Vec<Finished> {
-        std::mem::take(&mut self.finished)
     }
 
     /// Matches a result (carrying its wire id) to its job.
@@ -229,18 +271,12 @@ impl JobQueue {
         }
         outcome.id = job.id;
         let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
-        let duration_us = clamp(job.submitted.elapsed().as_micros() as u64);
-        self.finished.push(Finished {
-            unit_hash: job.unit_hash,
-            status: outcome.status,
-            duration_us,
-        });
-        history.push(JobRecord {
+        let record = JobRecord {
             job_id: job.id,
             unit_hash: job.unit_hash,
             method_hash: job.method_hash,
             submitted_ms: job.submitted_ms,
-            duration_us,
+            duration_us: clamp(job.submitted.elapsed().as_micros() as u64),
             input_bytes: clamp(outcome.input_bytes),
             output_bytes: clamp(outcome.output_bytes),
             status: match outcome.status {
@@ -253,6 +289,13 @@ impl JobQueue {
             priority: u32::from(job.priority),
             deadline_ms: clamp(job.deadline_ms.saturating_sub(job.submitted_ms)),
             reserved: [0; 4],
+        };
+        history.push(record);
+        self.finished.push(JobFinished {
+            record,
+            status: outcome.status,
+            execution_us: clamp(outcome.execution_time_ns / 1000),
+            source_hash: job.source_hash,
         });
         self.stats.resolved += 1;
         self.results.insert(job.id, outcome);
@@ -281,37 +324,44 @@ impl Plugin for JobPipelinePlugin {
                 .expect("the kernel is the outbox-kernel's only consumer"),
             inbox: inbox.producer(Owner::Kernel).expect("the kernel writes the inbox"),
         });
-        app.insert_resource(JobQueue {
-            queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
-            wire_of: HashMap::new(),
-            results: HashMap::new(),
-            timeouts: BinaryHeap::new(),
-            sequence: 0,
-            max_frame: inbox.max_payload(),
-            admission: HashMap::new(),
-            unit_in_flight: HashMap::new(),
-            finished: Vec::new(),
-            stats: PipelineStats::default(),
-            ends,
-        })
-        .configure_sets(
-            FixedUpdate,
-            (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
-                .chain()
-                .after(PulseSystems),
-        )
-        .add_systems(
-            FixedUpdate,
-            (
-                dispatch
-                    .in_set(JobPipelineSystems::Dispatch)
-                    .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
-                (resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)), expire)
+        app.add_message::<JobFinished>()
+            .insert_resource(JobQueue {
+                queue: BinaryHeap::new(),
+                in_flight: HashMap::new(),
+                wire_of: HashMap::new(),
+                results: HashMap::new(),
+                timeouts: BinaryHeap::new(),
+                sequence: 0,
+                max_frame: inbox.max_payload(),
+                admission: HashMap::new(),
+                unit_in_flight: HashMap::new(),
+                finished: Vec::new(),
+                gate: SecurityGate::default(),
+                clock: Instant::now(),
+                stats: PipelineStats::default(),
+                ends,
+            })
+            .configure_sets(
+                FixedUpdate,
+                (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
                     .chain()
-                    .in_set(JobPipelineSystems::Resolve),
-            ),
-        );
+                    .after(PulseSystems),
+            )
+            .add_systems(
+                FixedUpdate,
+                (
+                    dispatch
+                        .in_set(JobPipelineSystems::Dispatch)
+                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                    (
+                        resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)),
+                        expire,
+                        publish_finished,
+                    )
+                        .chain()
+                        .in_set(JobPipelineSystems::Resolve),
+                ),
+            );
     }
 }
 
@@ -398,6 +448,13 @@ fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Jo
         queue.resolve(outcome, &mut history);
     }
     record(&sab, &history);
+}
+
+/// Tells the supervisors and engines which jobs were resolved (by dispatch, resolve or expire).
+fn publish_finished(mut queue: ResMut<JobQueue>, mut finished: MessageWriter<JobFinished>) {
+    if !queue.finished.is_empty() {
+        finished.write_batch(queue.finished.drain(..));
+    }
 }
 
 /// Resolves jobs past their timeout.

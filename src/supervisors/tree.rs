@@ -3,7 +3,7 @@
 //! - **Discovery.** A unit supervisor is created for every module in the registry, in dependency
 //!   order, and for every module registered later (on the registry epoch). Each claims a slot in
 //!   the SAB's supervisor table, so it owns an epoch index and a 128-byte header, which it
-//!   rewrites on every pulse (status, lifecycle, breaker, counters, health, heartbeat) and then
+//!   rewrites on every fixed tick (status, lifecycle, breaker, counters, health, heartbeat) and then
 //!   signals its epoch. The root has a header of its own.
 //! - **Failure detection.** A unit fails when a job panics in it (the job host answers `Crashed`)
 //!   or when it stops heartbeating: a unit that has beaten (`Sab::heartbeats`) and is running must
@@ -35,9 +35,9 @@ use serde::Serialize;
 use crate::protocol::JobStatus;
 pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
 use crate::sab::supervisors::{SupervisorHeader, SupervisorSlot};
-use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus, epoch_changed, now_ms};
+use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus, now_ms};
 use crate::supervisors::DiscoveredModules;
-use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
+use crate::supervisors::jobs::{Admission, JobFinished, JobPipelineSystems, JobQueue};
 
 /// Which children restart when one fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -243,6 +243,9 @@ pub enum LifecycleAction {
     Resume,
     /// Log the unit's supervisor state and keep it in `SupervisorTree::snapshots`.
     Snapshot,
+    /// Restart a running or paused unit now (the health engine's remediation); not counted
+    /// against the restart intensity.
+    Restart,
 }
 
 /// Sent when a unit starts again after a restart or a spawn: the unit rebuilds its state from the
@@ -351,10 +354,7 @@ impl Plugin for SupervisorTreePlugin {
             .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Resolve))
             .add_systems(
                 FixedUpdate,
-                (
-                    adopt_units.run_if(resource_changed::<DiscoveredModules>),
-                    supervise.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
-                )
+                (adopt_units.run_if(resource_changed::<DiscoveredModules>), supervise)
                     .chain()
                     .in_set(SupervisorTreeSystems),
             );
@@ -443,6 +443,7 @@ fn supervise(
     time: Res<Time>,
     mut tree: ResMut<SupervisorTree>,
     mut queue: ResMut<JobQueue>,
+    mut finished: MessageReader<JobFinished>,
     mut commands: MessageReader<SupervisorCommand>,
     mut restarted: MessageWriter<UnitRestarted>,
 ) {
@@ -454,8 +455,8 @@ fn supervise(
     tree.root.intensity = config.intensity;
 
     // Finished jobs: counters, breakers, crashes.
-    for finished in queue.take_finished() {
-        let Some(i) = tree.index_of_hash(finished.unit_hash) else {
+    for finished in finished.read() {
+        let Some(i) = tree.index_of_hash(finished.record.unit_hash) else {
             continue;
         };
         let unit = &mut tree.units[i];
@@ -465,7 +466,7 @@ fn supervise(
         );
         unit.jobs_processed += 1;
         unit.jobs_failed += u32::from(failed);
-        unit.avg_job_time_us += 0.1 * (finished.duration_us as f32 - unit.avg_job_time_us);
+        unit.avg_job_time_us += 0.1 * (finished.record.duration_us as f32 - unit.avg_job_time_us);
         unit.health_score += 0.1 * (f32::from(u8::from(!failed)) - unit.health_score);
         unit.breaker.record(failed, config.breaker_threshold, now);
         if finished.status == JobStatus::Crashed {
@@ -524,6 +525,11 @@ fn supervise(
             LifecycleAction::Resume if unit.lifecycle == Lifecycle::Paused => {
                 unit.lifecycle = Lifecycle::Running;
                 unit.running_since_pulse = pulse;
+            }
+            LifecycleAction::Restart if matches!(unit.lifecycle, Lifecycle::Running | Lifecycle::Paused) => {
+                unit.lifecycle = Lifecycle::Restarting;
+                unit.restart_at = now;
+                unit.restarts += 1;
             }
             LifecycleAction::Snapshot => {
                 let snapshot = UnitSnapshot {

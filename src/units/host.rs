@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use bevy::platform::cell::SyncCell;
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::protocol::{Job, JobOutcome, JobStatus};
@@ -164,7 +165,10 @@ fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHos
                 let outcome = match executors.0.get(&job.library) {
                     Some(&execute) => {
                         stats.executed += 1;
-                        let outcome = run_guarded(execute, &sab, &job);
+                        let start = Instant::now();
+                        let mut outcome = run_guarded(execute, &sab, &job);
+                        // The host's measurement, not the unit's claim.
+                        outcome.execution_time_ns = start.elapsed().as_nanos() as u64;
                         stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
                         outcome
                     }

@@ -4,6 +4,7 @@ mod app;
 mod arena;
 mod chunks;
 mod codegen;
+mod engines;
 mod epochs;
 mod flock;
 mod guards;

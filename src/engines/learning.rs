@@ -1,0 +1,265 @@
+//! The learning engine: an online model of job latency, and the job sequences it sees.
+//!
+//! - **Latency.** For each (unit, method) a line `execution time ≈ a + b · input bytes` (the job
+//!   host's measurement), fitted by
+//!   least squares with exponential forgetting (each older job weighs `FORGET` times less), so the
+//!   model follows a unit whose speed changes. Before it learns from a finished job it predicts
+//!   that job's duration and scores itself: the mean absolute percentage error over recent jobs
+//!   and the share of predictions within 20 % (the seed's target).
+//! - **Sequences.** When one source's job on A is followed by its job on B, the transition A → B
+//!   is counted; a transition seen `SEQUENCE_MIN` times is written to the pattern exchange (kind
+//!   `SEQUENCE_KIND`, id = A's key in the high half and B's in the low half, weight = count,
+//!   confidence = P(B after A) in 1/255, success rate of B).
+//!
+//! It runs when jobs finish and publishes its state record, signalling `EPOCH_LEARNING`.
+
+use std::collections::HashMap;
+
+use bevy::prelude::*;
+
+use crate::protocol::JobStatus;
+use crate::sab::engines::Engine;
+use crate::sab::{EpochIndex, Owner, PatternRecord, Sab};
+use crate::supervisors::jobs::JobFinished;
+
+/// Weight of the previous fit after each job.
+pub const FORGET: f64 = 0.98;
+/// Transitions seen before a sequence is published.
+pub const SEQUENCE_MIN: u32 = 3;
+/// The pattern kind of job sequences.
+pub const SEQUENCE_KIND: u16 = 2;
+
+/// Weighted least squares of y on x with forgetting.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LineFit {
+    w: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+impl LineFit {
+    pub fn update(&mut self, x: f64, y: f64) {
+        let f = FORGET;
+        self.w = f * self.w + 1.0;
+        self.x = f * self.x + x;
+        self.y = f * self.y + y;
+        self.xx = f * self.xx + x * x;
+        self.xy = f * self.xy + x * y;
+    }
+
+    /// The fitted value at `x`: the line, or the mean while all inputs had one size. `None`
+    /// before the first sample.
+    pub fn predict(&self, x: f64) -> Option<f64> {
+        if self.w == 0.0 {
+            return None;
+        }
+        let (mx, my) = (self.x / self.w, self.y / self.w);
+        let var = self.xx / self.w - mx * mx;
+        if var <= 1e-9 * (1.0 + mx * mx) {
+            return Some(my);
+        }
+        let slope = (self.xy / self.w - mx * my) / var;
+        Some(my + slope * (x - mx))
+    }
+}
+
+/// A job's kind: (unit hash, method hash).
+type Key = (u32, u32);
+
+fn key_bits((unit, method): Key) -> u32 {
+    unit ^ method.rotate_left(16)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Transitions {
+    count: u32,
+    succeeded: u32,
+}
+
+/// The engine's models and scores.
+#[derive(Resource, Default, Debug)]
+pub struct LearningEngine {
+    models: HashMap<Key, LineFit>,
+    /// The last job's key per source.
+    last: HashMap<u32, Key>,
+    /// Transitions A → B, and how often each A was followed by anything.
+    transitions: HashMap<(Key, Key), Transitions>,
+    followed: HashMap<Key, u32>,
+    pub jobs_learned: u64,
+    /// Exponentially weighted mean absolute percentage error of the predictions.
+    pub mean_abs_error_pct: f64,
+    /// Exponentially weighted share of predictions within 20 %.
+    pub within_20pct: f64,
+    pub last_prediction_us: f64,
+    pub last_actual_us: f64,
+    pub sequences_written: u64,
+    scored: u64,
+}
+
+impl LearningEngine {
+    /// The predicted duration (µs) of a job of `unit`/`method` hashes with `input_bytes`.
+    pub fn predict(&self, unit_hash: u32, method_hash: u32, input_bytes: u64) -> Option<f64> {
+        self.models.get(&(unit_hash, method_hash))?.predict(input_bytes as f64)
+    }
+
+    /// Learns from one finished job; returns a sequence pattern to publish, if one is due.
+    pub fn learn(&mut self, job: &JobFinished) -> Option<PatternRecord> {
+        let r = &job.record;
+        if job.status == JobStatus::Rejected {
+            return None; // never ran: nothing to learn about its latency
+        }
+        let key = (r.unit_hash, r.method_hash);
+        let (x, actual) = (f64::from(r.input_bytes), f64::from(job.execution_us).max(1.0));
+        if let Some(predicted) = self.predict(r.unit_hash, r.method_hash, u64::from(r.input_bytes)) {
+            let error = (predicted - actual).abs() / actual;
+            let alpha = (1.0 / (self.scored as f64 + 1.0)).max(0.02);
+            self.mean_abs_error_pct += alpha * (100.0 * error - self.mean_abs_error_pct);
+            self.within_20pct += alpha * (f64::from(u8::from(error <= 0.2)) - self.within_20pct);
+            self.scored += 1;
+            (self.last_prediction_us, self.last_actual_us) = (predicted, actual);
+        }
+        self.models.entry(key).or_default().update(x, actual);
+        self.jobs_learned += 1;
+
+        let previous = self.last.insert(job.source_hash, key)?;
+        *self.followed.entry(previous).or_default() += 1;
+        let t = self.transitions.entry((previous, key)).or_default();
+        t.count += 1;
+        t.succeeded += u32::from(job.status == JobStatus::Success);
+        if t.count < SEQUENCE_MIN {
+            return None;
+        }
+        let mut pattern = PatternRecord::new(
+            (u64::from(key_bits(previous)) << 32) | u64::from(key_bits(key)),
+            SEQUENCE_KIND,
+        );
+        pattern.source_hash = job.source_hash;
+        pattern.weight = t.count as f32;
+        pattern.access_count = t.count;
+        pattern.success_rate = t.succeeded as f32 / t.count as f32;
+        pattern.confidence = (255.0 * t.count as f32 / self.followed[&previous] as f32).round() as u8;
+        Some(pattern)
+    }
+}
+
+pub(crate) fn run_learning(
+    sab: Res<Sab>,
+    mut engine: ResMut<LearningEngine>,
+    mut finished: MessageReader<JobFinished>,
+) {
+    if finished.is_empty() {
+        return;
+    }
+    let patterns: Vec<PatternRecord> = finished.read().filter_map(|job| engine.learn(job)).collect();
+    if !patterns.is_empty() {
+        match sab.patterns().writer(Owner::Kernel) {
+            Ok(mut writer) => {
+                for pattern in patterns {
+                    match writer.upsert(pattern) {
+                        Ok(_) => engine.sequences_written += 1,
+                        Err(e) => warn!("the learning engine could not write a sequence: {e}"),
+                    }
+                }
+            }
+            Err(e) => warn!("the learning engine cannot write patterns: {e}"),
+        }
+    }
+    sab.engines().publish(
+        Engine::Learning,
+        &[
+            engine.jobs_learned as f32,
+            engine.models.len() as f32,
+            engine.mean_abs_error_pct as f32,
+            engine.within_20pct as f32,
+            engine.last_prediction_us as f32,
+            engine.last_actual_us as f32,
+            engine.sequences_written as f32,
+        ],
+    );
+    sab.epochs().signal(EpochIndex::LEARNING);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sab::JobRecord;
+
+    fn finished(source: u32, unit: u32, input: u32, duration: u32) -> JobFinished {
+        JobFinished {
+            record: JobRecord {
+                job_id: 0,
+                unit_hash: unit,
+                method_hash: 7,
+                submitted_ms: 0,
+                duration_us: duration,
+                input_bytes: input,
+                output_bytes: 0,
+                status: 0,
+                priority: 0,
+                deadline_ms: 0,
+                reserved: [0; 4],
+            },
+            status: JobStatus::Success,
+            execution_us: duration,
+            source_hash: source,
+        }
+    }
+
+    #[test]
+    fn a_line_is_fitted_exactly_from_noise_free_jobs() {
+        let mut fit = LineFit::default();
+        assert_eq!(fit.predict(5.0), None);
+        fit.update(100.0, 50.0);
+        assert_eq!(fit.predict(1e6), Some(50.0), "one size: the mean");
+        for x in [200.0, 400.0, 800.0] {
+            fit.update(x, 10.0 + 0.2 * x);
+        }
+        fit.update(100.0, 30.0);
+        // 50 at x = 100 was off the line 10 + 0.2x; after more points the fit sits between.
+        let mut exact = LineFit::default();
+        for x in [100.0, 200.0, 400.0, 800.0] {
+            exact.update(x, 10.0 + 0.2 * x);
+        }
+        assert!((exact.predict(1000.0).unwrap() - 210.0).abs() < 1e-6);
+        assert!((exact.predict(0.0).unwrap() - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn predictions_converge_and_are_scored() {
+        let mut engine = LearningEngine::default();
+        // 40 µs + 0.01 µs per byte, for sizes cycling through 1–8 KiB.
+        for i in 0..200u32 {
+            let input = 1024 * (i % 8 + 1);
+            engine.learn(&finished(1, 5, input, 40 + input / 100));
+        }
+        let predicted = engine.predict(5, 7, 6000).unwrap();
+        assert!((predicted - 100.0).abs() < 1.0, "{predicted}");
+        assert!(engine.mean_abs_error_pct < 5.0, "{}", engine.mean_abs_error_pct);
+        assert!(engine.within_20pct > 0.95, "{}", engine.within_20pct);
+        assert_eq!(engine.jobs_learned, 200);
+    }
+
+    #[test]
+    fn a_repeated_sequence_becomes_a_pattern_with_its_confidence() {
+        let mut engine = LearningEngine::default();
+        // Source 1 runs A then B three times; source 2's jobs are interleaved and do not count.
+        let mut patterns = Vec::new();
+        for _ in 0..3 {
+            patterns.extend(engine.learn(&finished(1, 0xA, 10, 10)));
+            patterns.extend(engine.learn(&finished(2, 0xC, 10, 10)));
+            patterns.extend(engine.learn(&finished(1, 0xB, 10, 10)));
+        }
+        // A→B three times (the third publishes); B→A twice; C→C twice.
+        assert_eq!(patterns.len(), 1);
+        let p = patterns[0];
+        let a = key_bits((0xA, 7));
+        let b = key_bits((0xB, 7));
+        assert_eq!({ p.pattern_id }, (u64::from(a) << 32) | u64::from(b));
+        assert_eq!(
+            ({ p.weight }, { p.access_count }, p.confidence, p.kind),
+            (3.0, 3, 255, SEQUENCE_KIND)
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The kernel's engines. Each is a system gated on an epoch that keeps its state in the SAB (its
+//! record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
+//! read it:
+//!
+//! - `security`: the gate in `JobQueue::submit` (per-unit input limits, token buckets per source),
+//!   anomaly detection on finished jobs, the audit log;
+//! - `learning`: an online latency model per unit and method, scored on every job, and job
+//!   sequences written to the pattern exchange;
+//! - `scheduling`: the deadline-hit rate and waiting times of the job queue's EDF order;
+//! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree.
+//!
+//! They run after the supervisor tree, on the jobs the pipeline resolved in the same tick
+//! (`JobFinished` messages).
+
+pub mod health;
+pub mod learning;
+pub mod scheduling;
+pub mod security;
+
+use bevy::prelude::*;
+
+use crate::sab::{EpochIndex, epoch_changed};
+use crate::supervisors::jobs::JobQueue;
+use crate::supervisors::tree::SupervisorTreeSystems;
+
+pub struct EnginesPlugin;
+
+/// The engines' place in `FixedUpdate`: after the supervisor tree.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngineSystems;
+
+impl Plugin for EnginesPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<security::SecurityEngine>()
+            .init_resource::<learning::LearningEngine>()
+            .init_resource::<scheduling::SchedulingEngine>()
+            .init_resource::<health::HealthEngine>()
+            .configure_sets(FixedUpdate, EngineSystems.after(SupervisorTreeSystems))
+            .add_systems(
+                FixedUpdate,
+                (
+                    security::run_security.run_if(epoch_changed(EpochIndex::JOB_HISTORY).or_else(audits_pending)),
+                    learning::run_learning.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
+                    scheduling::run_scheduling.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
+                    health::run_health.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                )
+                    .chain()
+                    .in_set(EngineSystems),
+            );
+    }
+}
+
+fn audits_pending(queue: Res<JobQueue>) -> bool {
+    queue.gate().has_pending()
+}

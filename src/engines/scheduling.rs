@@ -1,0 +1,69 @@
+//! The scheduling engine's report: how the job queue's order served deadlines.
+//!
+//! The order itself is the job queue's heap (`JobQueue`), popped on every pulse: priority class
+//! first, then earliest deadline (EDF), then submission order. This engine measures it from the
+//! finished jobs: jobs dispatched, jobs with a deadline and how many finished by it (the
+//! deadline-hit rate; the target is ≥ 95 % under admissible load), the queue's depth and the mean
+//! time from submission to result. It publishes its state record and signals `EPOCH_SCHEDULING`.
+
+use bevy::prelude::*;
+
+use crate::protocol::JobStatus;
+use crate::sab::engines::Engine;
+use crate::sab::{EpochIndex, Sab};
+use crate::supervisors::jobs::{JobFinished, JobQueue};
+
+#[derive(Resource, Default, Debug, Clone, Copy, PartialEq)]
+pub struct SchedulingEngine {
+    pub finished: u64,
+    pub with_deadline: u64,
+    pub deadline_met: u64,
+    /// Exponentially weighted mean submission-to-result time.
+    pub mean_wait_us: f64,
+}
+
+impl SchedulingEngine {
+    pub fn observe(&mut self, job: &JobFinished) {
+        let r = &job.record;
+        self.finished += 1;
+        self.mean_wait_us += (f64::from(r.duration_us) - self.mean_wait_us) / (self.finished.min(100) as f64);
+        // `deadline_ms` is relative to submission; 0 = none.
+        if r.deadline_ms > 0 {
+            self.with_deadline += 1;
+            let on_time = u64::from(r.duration_us) <= u64::from(r.deadline_ms) * 1000;
+            self.deadline_met += u64::from(on_time && job.status == JobStatus::Success);
+        }
+    }
+
+    /// The share of jobs with a deadline that succeeded by it (1 when none had one).
+    pub fn hit_rate(&self) -> f64 {
+        if self.with_deadline == 0 {
+            1.0
+        } else {
+            self.deadline_met as f64 / self.with_deadline as f64
+        }
+    }
+}
+
+pub(crate) fn run_scheduling(
+    sab: Res<Sab>,
+    queue: Res<JobQueue>,
+    mut engine: ResMut<SchedulingEngine>,
+    mut finished: MessageReader<JobFinished>,
+) {
+    for job in finished.read() {
+        engine.observe(job);
+    }
+    sab.engines().publish(
+        Engine::Scheduling,
+        &[
+            queue.stats.dispatched as f32,
+            engine.with_deadline as f32,
+            engine.deadline_met as f32,
+            engine.hit_rate() as f32,
+            queue.queued() as f32,
+            engine.mean_wait_us as f32,
+        ],
+    );
+    sab.epochs().signal(EpochIndex::SCHEDULING);
+}

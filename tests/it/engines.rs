@@ -1,0 +1,309 @@
+//! The engines in a headless app: the security gate's rate limit, input limits and malformed
+//! frames with their audit records; a decompression bomb caught by anomaly detection; the
+//! learning engine's models and sequences; the scheduler's EDF order against a sorted reference
+//! and its deadline-hit rate; the health engine's CUSUM degradation and the restart it triggers.
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use inos::CorePlugins;
+use inos::engines::learning::SEQUENCE_KIND;
+use inos::engines::security::{GateError, SecurityConfig};
+use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
+use inos::sab::engines::{AuditKind, Engine};
+use inos::sab::{JobRecord, ModuleSpec, Sab, SabLayout, Tier};
+use inos::supervisors::jobs::{JobFinished, JobQueue, SOURCE_KEY, SubmitError};
+use inos::supervisors::tree::SupervisorTree;
+use inos::units::RegisterUnitExt;
+use proptest::prelude::*;
+
+/// Returns 1 000 bytes per input byte for inputs starting with `b`, sleeps 4 ms for `s`, else
+/// echoes.
+fn test_unit(_: &Sab, job: &Job) -> JobOutcome {
+    let Payload::Inline(input) = &job.input else {
+        return JobOutcome::failed(job.id, JobStatus::InvalidParams, "inline input only");
+    };
+    let output = match input.first() {
+        Some(b'b') => vec![0; input.len() * 1000],
+        Some(b's') => {
+            std::thread::sleep(std::time::Duration::from_millis(4));
+            input.clone()
+        }
+        _ => input.clone(),
+    };
+    let mut outcome = JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(output));
+    (outcome.input_bytes, outcome.output_bytes) = (input.len() as u64, outcome_len(&outcome));
+    outcome
+}
+
+fn outcome_len(outcome: &JobOutcome) -> u64 {
+    match &outcome.output {
+        Payload::Inline(bytes) => bytes.len() as u64,
+        Payload::Sab(range) => u64::from(range.length),
+    }
+}
+
+fn app() -> App {
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins)
+        .add_plugins(CorePlugins {
+            layout: SabLayout::for_tier(Tier::Light),
+            pulse_hz: 64.0,
+        })
+        .insert_resource(TimeUpdateStrategy::FixedTimesteps(1))
+        .register_job_unit(ModuleSpec::cpu_unit("tester", 1, &[]), test_unit);
+    app.finish();
+    app.cleanup();
+    app.update();
+    app.update();
+    app
+}
+
+fn job(id: u64, unit: &str, source: &str, input: &[u8]) -> Job {
+    Job {
+        metadata: vec![(SOURCE_KEY.into(), source.into())],
+        ..Job::new(id, unit, "run", Payload::Inline(input.to_vec()))
+    }
+}
+
+fn submit(app: &mut App, job: &Job) -> Result<(), SubmitError> {
+    let sab = app.world().resource::<Sab>().clone();
+    app.world_mut().resource_mut::<JobQueue>().submit(&sab, job)
+}
+
+fn settle(app: &mut App) {
+    for _ in 0..100 {
+        app.update();
+        if app.world().resource::<JobQueue>().in_flight() == 0 {
+            break;
+        }
+    }
+    app.update();
+}
+
+fn engine_metric(app: &App, engine: Engine, name: &str) -> f32 {
+    let record = app.world().resource::<Sab>().engines().read(engine);
+    record
+        .named(engine)
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{engine:?} has no metric {name}"))
+        .1
+}
+
+fn audits(app: &App, kind: AuditKind) -> usize {
+    let log = app.world().resource::<Sab>().audit_log().records();
+    log.iter().filter(|r| r.kind == kind as u32).count()
+}
+
+#[test]
+fn a_burst_over_the_rate_limit_is_refused_exactly_and_leaves_other_sources_alone() {
+    let mut app = app();
+    // 100 tokens and one more per second: a 150-job burst takes well under a second.
+    app.world_mut().resource_mut::<JobQueue>().gate_mut().config = SecurityConfig {
+        burst: 100,
+        per_second: 1,
+        ..SecurityConfig::default()
+    };
+    let mut refused = 0;
+    for id in 1..=150 {
+        match submit(&mut app, &job(id, "echo", "flood", b"x")) {
+            Ok(()) => {}
+            Err(SubmitError::Refused(GateError::RateLimited(source))) => {
+                assert_eq!(source, "flood");
+                refused += 1;
+            }
+            Err(e) => panic!("job {id}: {e}"),
+        }
+        if id % 10 == 0 {
+            submit(&mut app, &job(1000 + id, "echo", "polite", b"y")).unwrap();
+        }
+    }
+    assert_eq!(refused, 50);
+    settle(&mut app);
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    for id in (1..=100).chain((1010..=1150).step_by(10)) {
+        assert_eq!(
+            queue.take_result(id).map(|o| o.status),
+            Some(JobStatus::Success),
+            "job {id}"
+        );
+    }
+    assert!(queue.take_result(101).is_none());
+    assert_eq!(audits(&app, AuditKind::RateLimited), 50);
+    assert_eq!(engine_metric(&app, Engine::Security, "rate_limited"), 50.0);
+    assert_eq!(engine_metric(&app, Engine::Security, "admitted"), 115.0);
+}
+
+#[test]
+fn per_unit_input_limits_and_malformed_frames_are_refused_and_audited() {
+    let mut app = app();
+    app.world_mut().resource_mut::<JobQueue>().gate_mut().config = SecurityConfig {
+        input_limits: vec![("echo".into(), 64)],
+        ..SecurityConfig::default()
+    };
+    submit(&mut app, &job(1, "echo", "a", &[7; 64])).unwrap();
+    assert_eq!(
+        submit(&mut app, &job(2, "echo", "a", &[7; 65])),
+        Err(SubmitError::Refused(GateError::InputTooLarge {
+            unit: "echo".into(),
+            len: 65,
+            max: 64
+        }))
+    );
+    // The limit is per unit: crypto takes it.
+    submit(&mut app, &Job::new(3, "crypto", "hash", Payload::Inline(vec![7; 65]))).unwrap();
+    let mut bad = job(4, "echo", "a", b"x");
+    bad.metadata = (0..100).map(|i| (format!("k{i}"), String::new())).collect();
+    assert!(matches!(submit(&mut app, &bad), Err(SubmitError::Invalid(_))));
+    settle(&mut app);
+    assert_eq!(
+        (audits(&app, AuditKind::TooLarge), audits(&app, AuditKind::Malformed)),
+        (1, 1)
+    );
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    assert_eq!(queue.take_result(1).unwrap().status, JobStatus::Success);
+    assert_eq!(queue.take_result(3).unwrap().status, JobStatus::Success);
+}
+
+#[test]
+fn a_decompression_bomb_is_flagged_as_a_ratio_anomaly() {
+    let mut app = app();
+    for id in 1..=40 {
+        submit(&mut app, &job(id, "tester", "a", b"normal input")).unwrap();
+        settle(&mut app);
+    }
+    assert_eq!(audits(&app, AuditKind::RatioAnomaly), 0);
+    submit(&mut app, &job(41, "tester", "a", b"bomb")).unwrap();
+    settle(&mut app);
+    let log = app.world().resource::<Sab>().audit_log().records();
+    let bomb = log
+        .iter()
+        .find(|r| r.kind == AuditKind::RatioAnomaly as u32)
+        .expect("an anomaly");
+    assert_eq!((bomb.job_id, bomb.unit_hash), (41, crc32c::crc32c(b"tester")));
+    assert!(bomb.value > 6.0, "z = {}", bomb.value);
+    assert_eq!(engine_metric(&app, Engine::Security, "ratio_anomalies"), 1.0);
+    // The bomb did not become the baseline: normal jobs are fine again.
+    submit(&mut app, &job(42, "tester", "a", b"normal input")).unwrap();
+    settle(&mut app);
+    assert_eq!(engine_metric(&app, Engine::Security, "ratio_anomalies"), 1.0);
+}
+
+#[test]
+fn the_learning_engine_models_units_and_publishes_repeated_sequences() {
+    let mut app = app();
+    for round in 0..4u64 {
+        submit(&mut app, &job(10 * round + 1, "crypto", "pipeline", b"abc")).unwrap();
+        settle(&mut app);
+        submit(&mut app, &job(10 * round + 2, "echo", "pipeline", b"abc")).unwrap();
+        settle(&mut app);
+    }
+    assert_eq!(engine_metric(&app, Engine::Learning, "jobs_learned"), 8.0);
+    assert_eq!(engine_metric(&app, Engine::Learning, "models"), 2.0);
+    // crypto → echo four times and echo → crypto three: both reach the 3 needed.
+    assert!(engine_metric(&app, Engine::Learning, "sequences_written") >= 3.0);
+    let sab = app.world().resource::<Sab>().clone();
+    let sequences: Vec<_> = sab
+        .patterns()
+        .live()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, p)| { p.kind } == SEQUENCE_KIND)
+        .collect();
+    assert_eq!(sequences.len(), 2);
+    assert!(
+        sequences
+            .iter()
+            .all(|(_, p)| { p.source_hash } == crc32c::crc32c(b"pipeline"))
+    );
+}
+
+fn finished(duration_us: u32, deadline_ms: u32, status: JobStatus) -> JobFinished {
+    JobFinished {
+        record: JobRecord {
+            job_id: 1,
+            unit_hash: 1,
+            method_hash: 1,
+            submitted_ms: 0,
+            duration_us,
+            input_bytes: 0,
+            output_bytes: 0,
+            status: 0,
+            priority: 0,
+            deadline_ms,
+            reserved: [0; 4],
+        },
+        status,
+        execution_us: duration_us,
+        source_hash: 0,
+    }
+}
+
+#[test]
+fn the_deadline_hit_rate_counts_successes_by_their_deadline() {
+    let mut engine = inos::engines::scheduling::SchedulingEngine::default();
+    assert_eq!(engine.hit_rate(), 1.0);
+    for (duration_us, deadline_ms, status) in [
+        (900, 1, JobStatus::Success),
+        (1000, 1, JobStatus::Success),
+        (1001, 1, JobStatus::Success),
+        (10, 1, JobStatus::Failed),
+        (5_000_000, 0, JobStatus::Success),
+    ] {
+        engine.observe(&finished(duration_us, deadline_ms, status));
+    }
+    assert_eq!((engine.with_deadline, engine.deadline_met), (4, 2));
+    assert_eq!(engine.hit_rate(), 0.5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn jobs_are_dispatched_in_priority_then_earliest_deadline_order(
+        jobs in proptest::collection::vec((0u8..4, 0u64..5), 1..60),
+    ) {
+        let mut app = app();
+        app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = true;
+        let far = inos::sab::now_ms() + 3_600_000;
+        for (i, (priority, deadline)) in jobs.iter().enumerate() {
+            let mut j = job(i as u64 + 1, "echo", "p", b"");
+            j.priority = *priority;
+            j.deadline_ms = if *deadline == 0 { 0 } else { far + deadline * 1000 };
+            submit(&mut app, &j).unwrap();
+        }
+        app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = false;
+        settle(&mut app);
+        let sab = app.world().resource::<Sab>().clone();
+        let order: Vec<u64> = sab.job_history().records().unwrap().iter().map(|r| r.job_id).collect();
+        // The reference: a stable sort by (priority descending, deadline ascending with none last).
+        let mut reference: Vec<u64> = (1..=jobs.len() as u64).collect();
+        reference.sort_by_key(|&id| {
+            let (priority, deadline) = jobs[id as usize - 1];
+            (std::cmp::Reverse(priority), if deadline == 0 { u64::MAX } else { deadline })
+        });
+        prop_assert_eq!(order, reference);
+        let scheduling = app.world().resource::<Sab>().engines().read(Engine::Scheduling);
+        prop_assert_eq!(scheduling.named(Engine::Scheduling)[3], ("deadline_hit_rate", 1.0));
+    }
+}
+
+#[test]
+fn a_unit_whose_latency_degrades_is_detected_by_cusum_and_restarted() {
+    let mut app = app();
+    for id in 1..=8 {
+        submit(&mut app, &job(id, "tester", "a", b"fast")).unwrap();
+        settle(&mut app);
+    }
+    assert_eq!(engine_metric(&app, Engine::Health, "degradations"), 0.0);
+    // 4 ms jobs against a baseline of microseconds: S is about 4 after the first, 8 > 5 after the
+    // second.
+    for id in 9..=10 {
+        submit(&mut app, &job(id, "tester", "a", b"slow")).unwrap();
+        settle(&mut app);
+    }
+    assert_eq!(engine_metric(&app, Engine::Health, "degradations"), 1.0);
+    assert_eq!(engine_metric(&app, Engine::Health, "remediations"), 1.0);
+    let tree = app.world().resource::<SupervisorTree>();
+    assert_eq!(tree.unit("tester").unwrap().restarts, 1);
+}
