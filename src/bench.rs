@@ -9,6 +9,7 @@
 //! - Registry lookup and registration, and an arena alloc/free pair.
 //! - Flock scaling: physics plus matrices per tick at 1k, 10k and 100k birds, each next to a naive
 //!   O(n²) step over 2 000 birds measured in the same run.
+//! - The job pipeline (echo jobs) and workflows (chains of echo steps).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::protocol::{Job, Payload};
 use crate::sab::generated as g;
 use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
 use crate::supervisors::jobs::JobQueue;
+use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::matrices::write_part_major_threads;
@@ -76,6 +78,21 @@ pub struct BenchReport {
     pub echo_jobs: Throughput,
     /// One echo job, submit to result: one app update.
     pub echo_job_round_trip: Latency,
+    pub workflows: WorkflowTiming,
+}
+
+/// Workflows of echo steps in a headless app.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WorkflowTiming {
+    pub workflows: u64,
+    pub steps: u64,
+    /// The workflow engine's own time per step: DAG bookkeeping, passing outputs through the
+    /// arena, submitting (target < 50 µs).
+    pub coordination_per_step_us: f64,
+    /// Wall time per step, pipeline included.
+    pub wall_per_step_us: f64,
+    /// App updates for the whole batch (a chain of n steps needs at least n + 1).
+    pub updates: u64,
 }
 
 /// Physics + matrices per tick for one flock size.
@@ -457,6 +474,48 @@ fn echo_jobs(jobs: u64, samples: usize) -> (Throughput, Latency) {
     )
 }
 
+/// `workflows` chains of `length` echo steps, each step taking the previous step's output by SAB
+/// offset, all started at once.
+fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
+    let mut app = build_app(HeadlessConfig {
+        layout: crate::sab::SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
+    let sab = app.world().resource::<Sab>().clone();
+    let start = Instant::now();
+    for id in 0..workflows {
+        let steps = (0..length)
+            .map(|i| {
+                let input = match i {
+                    0 => StepInput::Inline(vec![7; 64]),
+                    _ => StepInput::Output(i - 1),
+                };
+                Step::new("echo", "echo", "echo", input)
+            })
+            .collect();
+        app.world_mut()
+            .resource_mut::<WorkflowEngine>()
+            .submit(&sab, Workflow { id, steps })
+            .expect("a valid chain");
+    }
+    let mut updates = 0;
+    while app.world().resource::<WorkflowEngine>().running() > 0 && updates < 100_000 {
+        app.update();
+        updates += 1;
+    }
+    let wall = start.elapsed();
+    let stats = app.world().resource::<WorkflowEngine>().stats;
+    assert_eq!(stats.steps_finished, workflows * length as u64, "every step ran");
+    WorkflowTiming {
+        workflows,
+        steps: stats.steps_finished,
+        coordination_per_step_us: stats.per_step().as_secs_f64() * 1e6,
+        wall_per_step_us: wall.as_secs_f64() * 1e6 / stats.steps_finished as f64,
+        updates,
+    }
+}
+
 pub fn measure(quick: bool) -> BenchReport {
     let samples = if quick { 200 } else { 2000 };
     let frames = if quick { 200_000 } else { 4_000_000 };
@@ -486,6 +545,7 @@ pub fn measure(quick: bool) -> BenchReport {
     BenchReport {
         echo_jobs,
         echo_job_round_trip,
+        workflows: workflow_chains(if quick { 100 } else { 1000 }, 10),
         flock,
         naive_2000_ms,
         registry_lookup_ns,
@@ -568,5 +628,20 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
         r.echo_jobs.seconds
     );
     lat("one job, submit to result", &r.echo_job_round_trip);
+    let w = &r.workflows;
+    println!(
+        "workflows ({} chains of {} echo steps, outputs passed by SAB offset, {} updates)",
+        w.workflows,
+        w.steps / w.workflows.max(1),
+        w.updates
+    );
+    println!(
+        "  {:<40} {:>8.2} µs   (target < 50 µs)",
+        "coordination per step", w.coordination_per_step_us
+    );
+    println!(
+        "  {:<40} {:>8.2} µs",
+        "wall time per step, pipeline included", w.wall_per_step_us
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::sab::arena::ArenaStats;
+use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::guard::{GuardEntry, GuardPolicy};
 use crate::sab::layout::RegionNode;
 use crate::sab::patterns::JobHistoryHeader;
@@ -44,6 +45,15 @@ pub struct SupervisorReport {
     pub header: SupervisorHeader,
 }
 
+/// One engine's state record, with its metrics named.
+#[derive(Debug, Serialize)]
+pub struct EngineReport {
+    pub engine: Engine,
+    pub runs: u32,
+    pub last_run_ms: u64,
+    pub metrics: Vec<(&'static str, f32)>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct StreamReport {
     pub stream: StreamId,
@@ -72,6 +82,10 @@ pub struct SabReport {
     pub arena: ArenaStats,
     pub live_patterns: usize,
     pub job_history: JobHistoryHeader,
+    pub engines: Vec<EngineReport>,
+    /// Audit records ever written, and the newest ones kept.
+    pub audit_total: u64,
+    pub audit: Vec<AuditRecord>,
 }
 
 impl SabReport {
@@ -145,6 +159,19 @@ impl SabReport {
             arena: sab.arena().stats(),
             live_patterns: sab.patterns().count(),
             job_history: sab.job_history().header(),
+            engines: Engine::ALL
+                .map(|engine| {
+                    let record = sab.engines().read(engine);
+                    EngineReport {
+                        engine,
+                        runs: record.runs,
+                        last_run_ms: record.last_run_ms,
+                        metrics: record.named(engine),
+                    }
+                })
+                .into(),
+            audit_total: sab.audit_log().total(),
+            audit: sab.audit_log().records(),
         }
     }
 
@@ -332,6 +359,35 @@ impl SabReport {
             "\nPATTERNS AND JOB HISTORY\n  {} live patterns; job history holds {} of {} records ({} written in all)",
             self.live_patterns, self.job_history.count, self.job_history.capacity, self.job_history.total
         );
+        let _ = writeln!(w, "\nENGINES");
+        for e in &self.engines {
+            let metrics: Vec<String> = e
+                .metrics
+                .iter()
+                .map(|(name, value)| format!("{name} {value}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "  {:<13} {:>7} runs  {}",
+                e.engine.name(),
+                e.runs,
+                metrics.join(", ")
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nAUDIT LOG\n  {} records written, {} kept",
+            self.audit_total,
+            self.audit.len()
+        );
+        for r in self.audit.iter().rev().take(10) {
+            let kind = AuditKind::from_u32(r.kind).map_or_else(|| format!("?{}", r.kind), |k| format!("{k:?}"));
+            let _ = writeln!(
+                w,
+                "  job {:>8} {:<16} source {:08x} unit {:08x} value {} limit {}",
+                r.job_id, kind, r.source_hash, r.unit_hash, r.value, r.limit
+            );
+        }
         out
     }
 }

@@ -33,6 +33,7 @@ use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
 use crate::supervisors::tree::SupervisorTreePlugin;
+use crate::supervisors::workflows::WorkflowPlugin;
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
 use crate::units::crypto::CryptoPlugin;
 use crate::units::echo::EchoPlugin;
@@ -57,6 +58,7 @@ impl PluginGroup for CorePlugins {
             .add(DiscoveryPlugin)
             .add(JobPipelinePlugin)
             .add(SupervisorTreePlugin)
+            .add(WorkflowPlugin)
             .add(EnginesPlugin)
             .add(JobHostPlugin)
             .add(CryptoPlugin)

@@ -284,6 +284,17 @@ fn inspector(
                     ));
                 }
             });
+            egui::CollapsingHeader::new("Engines").show(ui, |ui| {
+                for e in &report.engines {
+                    ui.strong(format!("{} ({} runs)", e.engine.name(), e.runs));
+                    ui.horizontal_wrapped(|ui| {
+                        for (name, value) in &e.metrics {
+                            ui.monospace(format!("{name} {value:.3}"));
+                        }
+                    });
+                }
+                ui.label(format!("audit log: {} records written", report.audit_total));
+            });
             egui::CollapsingHeader::new("Rings, guards and arena").show(ui, |ui| {
                 for r in &report.rings {
                     let used = r.used_bytes as f64 / r.control.capacity.max(1) as f64;

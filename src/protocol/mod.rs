@@ -120,10 +120,14 @@ impl Payload {
         match self {
             Self::Inline(bytes) => Ok(bytes.clone()),
             Self::Sab(range) => {
-                let r = sab.arena().user_range(range.offset, u64::from(range.length))?;
+                // The SAB moves whole words: read the words that cover the range (all inside the
+                // arena's data pages, checked) and keep the range's bytes.
+                let length = u64::from(range.length);
+                let r = sab.arena().user_range(range.offset, length.next_multiple_of(4))?;
                 let mut bytes = vec![0u8; r.len()];
                 sab.copy_out(r.start, &mut bytes)
                     .expect("a user range is inside the SAB and whole words");
+                bytes.truncate(length as usize);
                 Ok(bytes)
             }
         }

@@ -8,6 +8,7 @@ pub mod chunks;
 pub mod evolution;
 pub mod jobs;
 pub mod tree;
+pub mod workflows;
 
 use bevy::prelude::*;
 

@@ -309,4 +309,13 @@ fn bench_json_reports_every_measurement_consistently() {
         assert!(median > 0.0 && median <= f["p99_ms"].as_f64().unwrap());
         assert!((f["vs_naive_2000"].as_f64().unwrap() - median / naive).abs() < 1e-9);
     }
+    let w = &r["workflows"];
+    assert_eq!((w["workflows"].as_u64(), w["steps"].as_u64()), (Some(100), Some(1000)));
+    // A chain of 10 needs at least 11 updates (one per step, one to start).
+    assert!(w["updates"].as_u64().unwrap() >= 11, "{w}");
+    let coordination = w["coordination_per_step_us"].as_f64().unwrap();
+    assert!(
+        coordination > 0.0 && coordination < w["wall_per_step_us"].as_f64().unwrap(),
+        "{w}"
+    );
 }

@@ -21,3 +21,4 @@ mod snapshots;
 mod streams;
 mod supervision;
 mod supervisors;
+mod workflows;
