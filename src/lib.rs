@@ -75,9 +75,10 @@ impl Plugin for JobOrderPlugin {
     fn build(&self, app: &mut App) {
         app.configure_sets(
             FixedUpdate,
-            JobHostSystems
-                .after(JobPipelineSystems::Dispatch)
-                .before(JobPipelineSystems::Resolve),
+            (
+                JobHostSystems::Run.after(JobPipelineSystems::Dispatch),
+                JobHostSystems::Send.before(JobPipelineSystems::Resolve),
+            ),
         );
     }
 }

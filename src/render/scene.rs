@@ -128,6 +128,7 @@ fn dress_obstacles(
     for (entity, obstacle) in &obstacles {
         let (mesh, colour) = match obstacle.kind {
             ObstacleKind::Floor { half } => (Mesh::from(Cuboid::from_size(half * 2.0)), Color::srgb(0.91, 0.89, 0.84)),
+            ObstacleKind::Crate { half } => (Mesh::from(Cuboid::from_size(half * 2.0)), Color::srgb(0.55, 0.42, 0.3)),
             ObstacleKind::Pillar { radius, half_height } => (
                 Mesh::from(Cylinder::new(radius, half_height * 2.0)),
                 Color::srgb(0.80, 0.84, 0.88),

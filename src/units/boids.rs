@@ -29,6 +29,7 @@ use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, SabLayout, StreamId, epoch_changed};
+use crate::supervisors::evolution::{SplitMix64, breed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
 
@@ -708,6 +709,70 @@ pub fn spec() -> ModuleSpec {
     )
 }
 
+/// The most gene records one `evolve_batch` job may carry.
+pub const MAX_BATCH: usize = 100_000;
+
+/// The `evolve_batch` job: one generation of the genetic algorithm (reference §4.10, the same as
+/// the boids supervisor's) over a batch of 188-byte gene records (u32 id, f64 fitness, 44 × f32
+/// genes; inline or a SAB range). The output is one record per input record, in the input's
+/// order of ids: the elites' genes first, then the children's, fitness 0 (not yet evaluated).
+/// The seed is the 8-byte little-endian `Binary` parameter, or the job id.
+pub fn evolve_batch(sab: &Sab, job: &crate::protocol::Job) -> crate::protocol::JobOutcome {
+    use crate::protocol::{JobOutcome, JobParams, JobStatus, Payload};
+    let invalid = |reason: String| JobOutcome::failed(job.id, JobStatus::InvalidParams, reason);
+    if job.method != "evolve_batch" {
+        return invalid(format!("boids takes evolve_batch jobs, not {:?}", job.method));
+    }
+    let bytes = match job.input.bytes(sab) {
+        Ok(bytes) => bytes,
+        Err(e) => return invalid(e.to_string()),
+    };
+    let size = size_of::<GeneRecord>();
+    let n = bytes.len() / size;
+    if !bytes.len().is_multiple_of(size) || !(2..=MAX_BATCH).contains(&n) {
+        return invalid(format!(
+            "the input is {} bytes: 2 to {MAX_BATCH} gene records of {size} bytes expected",
+            bytes.len()
+        ));
+    }
+    let records: Vec<GeneRecord> = bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect();
+    if let Some(i) = records
+        .iter()
+        .position(|r| !{ r.fitness }.is_finite() || !{ r.genes }.iter().all(|g| g.is_finite()))
+    {
+        return invalid(format!("gene record {i} holds a value that is not finite"));
+    }
+    let seed = match &job.params {
+        JobParams::Binary(b) if b.len() == 8 => u64::from_le_bytes(b[..].try_into().expect("8 bytes")),
+        JobParams::None => job.id,
+        other => return invalid(format!("the seed is an 8-byte Binary parameter, not {other:?}")),
+    };
+    let population: Vec<BirdRecord> = records
+        .iter()
+        .map(|r| BirdRecord {
+            fitness: r.fitness as f32,
+            genes: r.genes,
+            ..bytemuck::Zeroable::zeroed()
+        })
+        .collect();
+    let next = breed(&population, &mut SplitMix64::new(seed));
+    let output: Vec<u8> = records
+        .iter()
+        .zip(next)
+        .flat_map(|(r, genes)| {
+            let record = GeneRecord {
+                bird_id: r.bird_id,
+                fitness: 0.0,
+                genes,
+            };
+            bytemuck::bytes_of(&record).to_vec()
+        })
+        .collect();
+    let mut outcome = JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(output));
+    (outcome.input_bytes, outcome.output_bytes) = (bytes.len() as u64, bytes.len() as u64);
+    outcome
+}
+
 /// Why a flock cannot be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlockError {
@@ -820,7 +885,7 @@ impl Plugin for BoidsPlugin {
             .insert_resource(BirdWriter(writer))
             .init_resource::<FlockCommands>()
             .init_resource::<StageTimes>()
-            .register_unit(spec())
+            .register_job_unit(spec(), evolve_batch)
             .configure_sets(FixedUpdate, BoidsSystems.after(PulseSystems))
             .add_systems(
                 FixedUpdate,

@@ -21,12 +21,38 @@ use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, Owner, RingError, RingId, Sab};
 
-/// A unit's job entry point.
+/// A unit's job entry point, run by the host.
 pub type JobExecutor = fn(&Sab, &Job) -> JobOutcome;
+
+/// How a unit takes its jobs.
+#[derive(Clone, Copy, Debug)]
+pub enum JobEntry {
+    /// The host runs the entry point at once.
+    Immediate(JobExecutor),
+    /// The host leaves the job in the unit's mailbox (`JobMailboxes`); the unit's own system, in
+    /// `JobHostSystems::Mailbox`, runs it with whatever ECS access it needs and puts the outcome
+    /// in `MailboxResults`, which the host sends on.
+    Mailbox,
+}
 
 /// The entry points of the units that take jobs, by library (registry id).
 #[derive(Resource, Default)]
-pub struct JobExecutors(pub HashMap<String, JobExecutor>);
+pub struct JobExecutors(pub HashMap<String, JobEntry>);
+
+/// Jobs waiting for units that run them in their own systems, by library.
+#[derive(Resource, Default, Debug)]
+pub struct JobMailboxes(pub HashMap<String, Vec<Job>>);
+
+impl JobMailboxes {
+    /// Takes the jobs waiting for `library`.
+    pub fn take(&mut self, library: &str) -> Vec<Job> {
+        self.0.get_mut(library).map(std::mem::take).unwrap_or_default()
+    }
+}
+
+/// Outcomes of mailbox jobs, for the host to send.
+#[derive(Resource, Default, Debug)]
+pub struct MailboxResults(pub Vec<JobOutcome>);
 
 /// What the host has done.
 #[derive(Resource, Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +86,14 @@ struct HostEnds {
 
 pub struct JobHostPlugin;
 
-/// The host's place in `FixedUpdate`: after the pulse.
+/// The host's stages in `FixedUpdate`, after the pulse: reading the inbox and running immediate
+/// jobs, the units' mailbox systems, and sending the mailbox jobs' outcomes.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
-pub struct JobHostSystems;
+pub enum JobHostSystems {
+    Run,
+    Mailbox,
+    Send,
+}
 
 impl Plugin for JobHostPlugin {
     fn build(&self, app: &mut App) {
@@ -84,12 +115,24 @@ impl Plugin for JobHostPlugin {
         })
         .init_resource::<JobExecutors>()
         .init_resource::<JobHostStats>()
-        .configure_sets(FixedUpdate, JobHostSystems.after(PulseSystems))
+        .init_resource::<JobMailboxes>()
+        .init_resource::<MailboxResults>()
+        .configure_sets(
+            FixedUpdate,
+            (JobHostSystems::Run, JobHostSystems::Mailbox, JobHostSystems::Send)
+                .chain()
+                .after(PulseSystems),
+        )
         .add_systems(
             FixedUpdate,
-            run_jobs
-                .in_set(JobHostSystems)
-                .run_if(crate::sab::epoch_changed(EpochIndex::INBOX_DIRTY).or_else(has_work)),
+            (
+                run_jobs
+                    .in_set(JobHostSystems::Run)
+                    .run_if(crate::sab::epoch_changed(EpochIndex::INBOX_DIRTY).or_else(has_work)),
+                send_mailbox_results
+                    .in_set(JobHostSystems::Send)
+                    .run_if(|results: Res<MailboxResults>| !results.0.is_empty()),
+            ),
         );
     }
 }
@@ -133,7 +176,13 @@ fn run_guarded(execute: JobExecutor, sab: &Sab, job: &Job) -> JobOutcome {
     })
 }
 
-fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHost>, mut stats: ResMut<JobHostStats>) {
+fn run_jobs(
+    sab: Res<Sab>,
+    executors: Res<JobExecutors>,
+    mut host: ResMut<JobHost>,
+    mut stats: ResMut<JobHostStats>,
+    mut mailboxes: ResMut<JobMailboxes>,
+) {
     let _span = info_span!("job_host").entered();
     let host = &mut *host;
     let ends = host.ends.get();
@@ -163,7 +212,12 @@ fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHos
                     }
                 };
                 let outcome = match executors.0.get(&job.library) {
-                    Some(&execute) => {
+                    Some(JobEntry::Mailbox) => {
+                        stats.executed += 1;
+                        mailboxes.0.entry(job.library.clone()).or_default().push(job);
+                        continue;
+                    }
+                    Some(&JobEntry::Immediate(execute)) => {
                         stats.executed += 1;
                         let start = Instant::now();
                         let mut outcome = run_guarded(execute, &sab, &job);
@@ -198,6 +252,31 @@ fn run_jobs(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHos
         }
     }
     if pushed > 0
+        && let Err(e) = ends.outbox.publish()
+    {
+        error!("the outbox-kernel guard refused the job host: {e}");
+    }
+}
+
+/// Sends the mailbox jobs' outcomes on the outbox-kernel ring; what does not fit waits for the
+/// next tick.
+fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxResults>) {
+    let ends = host.ends.get();
+    let mut sent = 0;
+    for outcome in &results.0 {
+        let frame = result_frame(outcome, ends.outbox_max);
+        match ends.outbox.push(&frame) {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                if !matches!(e, RingError::Full { .. }) {
+                    error!("the outbox-kernel ring refused a result: {e}");
+                }
+                break;
+            }
+        }
+    }
+    results.0.drain(..sent);
+    if sent > 0
         && let Err(e) = ends.outbox.publish()
     {
         error!("the outbox-kernel guard refused the job host: {e}");

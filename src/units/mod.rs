@@ -23,17 +23,25 @@ pub trait RegisterUnitExt {
     fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self;
     /// Registers a unit that takes jobs: its registry record, and its entry point with the job
     /// host (`host::JobHostPlugin`) under the unit's id.
-    fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self;
+    fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self {
+        self.register_job_entry(spec, host::JobEntry::Immediate(execute))
+    }
+    /// Registers a unit that runs its jobs in its own systems: the host leaves them in its mailbox
+    /// (`host::JobMailboxes`).
+    fn register_mailbox_unit(&mut self, spec: ModuleSpec) -> &mut Self {
+        self.register_job_entry(spec, host::JobEntry::Mailbox)
+    }
+    fn register_job_entry(&mut self, spec: ModuleSpec, entry: host::JobEntry) -> &mut Self;
 }
 
 impl RegisterUnitExt for App {
-    fn register_job_unit(&mut self, spec: ModuleSpec, execute: host::JobExecutor) -> &mut Self {
+    fn register_job_entry(&mut self, spec: ModuleSpec, entry: host::JobEntry) -> &mut Self {
         let replaced = self
             .init_resource::<host::JobExecutors>()
             .world_mut()
             .resource_mut::<host::JobExecutors>()
             .0
-            .insert(spec.id.clone(), execute);
+            .insert(spec.id.clone(), entry);
         if replaced.is_some() {
             warn!("a second job entry point for unit {} replaces the first", spec.id);
         }

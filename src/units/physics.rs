@@ -13,10 +13,12 @@
 use bevy::prelude::*;
 use bevy_rapier3d::prelude::*;
 
+use crate::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, PhysicsCall};
 use crate::pulse::PulseSystems;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
+use crate::units::host::{JobHostSystems, JobMailboxes, MailboxResults};
 
 /// The orbiting ball's angular speed (rad/s) and its bobbing frequency (rad/s).
 const ORBIT_SPEED: f32 = 0.35;
@@ -38,6 +40,8 @@ pub enum ObstacleKind {
     Orbiter { radius: f32 },
     /// A dynamic ball.
     Ball { radius: f32 },
+    /// A box spawned by a `spawn_body` job.
+    Crate { half: Vec3 },
 }
 
 /// The physics unit's scene: the kinematic orbiter's path.
@@ -74,7 +78,7 @@ impl Plugin for PhysicsPlugin {
         }
         app.insert_resource(TimestepMode::Fixed { dt, substeps: 1 })
             .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
-            .register_unit(spec())
+            .register_mailbox_unit(spec())
             .add_systems(Startup, move |commands: Commands| spawn_scene(commands, bounds))
             .configure_sets(
                 FixedUpdate,
@@ -97,6 +101,9 @@ impl Plugin for PhysicsPlugin {
                         .in_set(PhysicsSystems::Publish)
                         .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE))
                         .run_if(unit_running("physics")),
+                    run_physics_jobs
+                        .in_set(JobHostSystems::Mailbox)
+                        .after(PhysicsSystems::Publish),
                 ),
             );
     }
@@ -104,7 +111,16 @@ impl Plugin for PhysicsPlugin {
 
 /// The unit's registry record.
 pub fn spec() -> ModuleSpec {
-    ModuleSpec::cpu_unit("physics", 4, &["physics:step", "physics:obstacle_table"])
+    ModuleSpec::cpu_unit(
+        "physics",
+        4,
+        &[
+            "physics:spawn_body",
+            "physics:step",
+            "physics:raycast",
+            "physics:obstacle_table",
+        ],
+    )
 }
 
 /// The scene's obstacles for a flock within `b` (its soft bounds), as (kind, position) pairs;
@@ -152,7 +168,7 @@ pub fn scene_layout(b: Vec3) -> Vec<(ObstacleKind, Vec3)> {
 impl ObstacleKind {
     pub fn collider(self) -> Collider {
         match self {
-            Self::Floor { half } => Collider::cuboid(half.x, half.y, half.z),
+            Self::Floor { half } | Self::Crate { half } => Collider::cuboid(half.x, half.y, half.z),
             Self::Pillar { radius, half_height } => Collider::cylinder(half_height, radius),
             Self::Orbiter { radius } | Self::Ball { radius } => Collider::ball(radius),
         }
@@ -161,7 +177,7 @@ impl ObstacleKind {
     /// The obstacle table's record for this obstacle at `centre`, turned by `rotation`.
     pub fn record(self, centre: Vec3, rotation: Quat) -> ObstacleRecord {
         let (shape, dims) = match self {
-            Self::Floor { half } => (ObstacleShape::Cuboid, half),
+            Self::Floor { half } | Self::Crate { half } => (ObstacleShape::Cuboid, half),
             Self::Pillar { radius, half_height } => (ObstacleShape::Cylinder, Vec3::new(radius, half_height, 0.0)),
             Self::Orbiter { radius } | Self::Ball { radius } => (ObstacleShape::Ball, Vec3::new(radius, 0.0, 0.0)),
         };
@@ -185,6 +201,9 @@ fn spawn_scene(mut commands: Commands, b: Vec3) {
                         bob: 0.35 * b.y,
                     },
                 ));
+            }
+            ObstacleKind::Crate { .. } => {
+                entity.insert(RigidBody::Fixed);
             }
             ObstacleKind::Ball { .. } => {
                 // Elastic and frictionless: they keep bouncing between the floor and the walls.
@@ -271,4 +290,167 @@ fn publish_obstacles(
     if let Err(e) = sab.obstacles().publish(&table, Owner::Module) {
         error!("the physics unit could not publish its obstacles: {e}");
     }
+}
+
+/// The largest body a `spawn_body` job may ask for (half extent or radius, m), the farthest it
+/// may place it or cast a ray, and the most steps one `step` job may wait for.
+pub const MAX_BODY_SIZE: f32 = 50.0;
+pub const MAX_DISTANCE: f32 = 10_000.0;
+pub const MAX_STEPS: u32 = 100_000;
+
+/// The physics unit's jobs, from its mailbox:
+/// - `spawn_body` (`PhysicsCall::SpawnBody`): a ball (radius `size[0]`) or a box (half extents
+///   `size`) at `at`, dynamic or fixed. It joins the obstacle table, so the flock avoids it and
+///   the window draws it. Output: the body's entity bits, u64 little-endian.
+/// - `step` (`PhysicsCall::Step`): answers once Rapier has stepped `steps` more times (it steps
+///   once per pulse). Output: the pulse it completed on, u32 little-endian.
+/// - `raycast` (`PhysicsCall::Raycast`): the first collider hit along the ray. Output, 32 bytes
+///   little-endian: hit (u32, 0 or 1), distance (f32), entity bits (u64), hit point (3 × f32),
+///   4 reserved bytes.
+#[allow(clippy::too_many_arguments)]
+fn run_physics_jobs(
+    sab: Res<Sab>,
+    mut mailboxes: ResMut<JobMailboxes>,
+    mut results: ResMut<MailboxResults>,
+    rapier: ReadRapierContext,
+    obstacles: Query<(), With<Obstacle>>,
+    mut commands: Commands,
+    mut stepping: Local<Vec<(u64, u32)>>,
+) {
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    stepping.retain(|&(id, until)| {
+        let done = pulse.wrapping_sub(until) as i32 >= 0;
+        if done {
+            results.0.push(JobOutcome::new(
+                id,
+                JobStatus::Success,
+                Payload::Inline(pulse.to_le_bytes().to_vec()),
+            ));
+        }
+        !done
+    });
+    let mut bodies = obstacles.iter().count();
+    for job in mailboxes.take("physics") {
+        let outcome = match (job.method.as_str(), &job.params) {
+            (
+                "spawn_body",
+                JobParams::Physics(PhysicsCall::SpawnBody {
+                    cuboid,
+                    size,
+                    at,
+                    dynamic,
+                }),
+            ) => spawn_body(&job, *cuboid, *size, *at, *dynamic, &mut bodies, &mut commands),
+            ("step", JobParams::Physics(PhysicsCall::Step { steps })) if *steps <= MAX_STEPS => {
+                stepping.push((job.id, pulse.wrapping_add(*steps)));
+                continue;
+            }
+            (
+                "raycast",
+                JobParams::Physics(PhysicsCall::Raycast {
+                    origin,
+                    direction,
+                    max_distance,
+                }),
+            ) => raycast(&job, *origin, *direction, *max_distance, &rapier),
+            (method, _) => JobOutcome::failed(
+                job.id,
+                JobStatus::InvalidParams,
+                format!(
+                    "physics takes spawn_body, step (at most {MAX_STEPS} steps) or raycast with the matching \
+                     physics parameters, not {method:?} with {:?}",
+                    job.params
+                ),
+            ),
+        };
+        results.0.push(outcome);
+    }
+}
+
+fn spawn_body(
+    job: &Job,
+    cuboid: bool,
+    size: [f32; 3],
+    at: [f32; 3],
+    dynamic: bool,
+    bodies: &mut usize,
+    commands: &mut Commands,
+) -> JobOutcome {
+    let dims = if cuboid { &size[..] } else { &size[..1] };
+    if !dims.iter().all(|d| d.is_finite() && *d > 0.0 && *d <= MAX_BODY_SIZE)
+        || !at.iter().all(|c| c.is_finite() && c.abs() <= MAX_DISTANCE)
+    {
+        return JobOutcome::failed(
+            job.id,
+            JobStatus::InvalidParams,
+            format!("a body needs sizes in (0, {MAX_BODY_SIZE}] and a finite position within {MAX_DISTANCE} m"),
+        );
+    }
+    if *bodies >= crate::sab::ObstacleTable::MAX {
+        return JobOutcome::failed(
+            job.id,
+            JobStatus::Rejected,
+            format!("the obstacle table is full ({} bodies)", crate::sab::ObstacleTable::MAX),
+        );
+    }
+    *bodies += 1;
+    let kind = if cuboid {
+        ObstacleKind::Crate { half: Vec3::from(size) }
+    } else {
+        ObstacleKind::Ball { radius: size[0] }
+    };
+    let body = if dynamic { RigidBody::Dynamic } else { RigidBody::Fixed };
+    let entity = commands
+        .spawn((
+            Obstacle { kind },
+            kind.collider(),
+            body,
+            Transform::from_translation(Vec3::from(at)),
+        ))
+        .id();
+    JobOutcome::new(
+        job.id,
+        JobStatus::Success,
+        Payload::Inline(entity.to_bits().to_le_bytes().to_vec()),
+    )
+}
+
+fn raycast(
+    job: &Job,
+    origin: [f32; 3],
+    direction: [f32; 3],
+    max_distance: f32,
+    rapier: &ReadRapierContext,
+) -> JobOutcome {
+    let (origin, direction) = (Vec3::from(origin), Vec3::from(direction));
+    let valid = origin.is_finite()
+        && direction.is_finite()
+        && direction.length() > 1e-6
+        && max_distance.is_finite()
+        && max_distance > 0.0
+        && max_distance <= MAX_DISTANCE;
+    if !valid {
+        return JobOutcome::failed(
+            job.id,
+            JobStatus::InvalidParams,
+            format!("a ray needs a finite origin, a non-zero direction and a distance in (0, {MAX_DISTANCE}]"),
+        );
+    }
+    let context = match rapier.single() {
+        Ok(context) => context,
+        Err(e) => return JobOutcome::failed(job.id, JobStatus::Failed, format!("no Rapier world: {e}")),
+    };
+    let direction = direction.normalize();
+    let hit = context.cast_ray(origin, direction, max_distance, true, QueryFilter::default());
+    let mut out = Vec::with_capacity(32);
+    let (flag, distance, bits) = hit.map_or((0u32, 0.0f32, 0u64), |(e, toi)| (1, toi, e.to_bits()));
+    let point = origin + direction * distance;
+    out.extend_from_slice(&flag.to_le_bytes());
+    out.extend_from_slice(&distance.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    for c in point.to_array() {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+    JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(out))
 }

@@ -167,3 +167,68 @@ fn inputs_come_from_the_arena_data_pages_checked_at_both_ends() {
         }
     }
 }
+
+fn gene_batch(n: u32) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let record = inos::sab::genes::GeneRecord {
+                bird_id: 100 + i,
+                fitness: f64::from(i),
+                genes: [i as f32; 44],
+            };
+            bytemuck::bytes_of(&record).to_vec()
+        })
+        .collect()
+}
+
+fn evolve(input: Vec<u8>, params: JobParams) -> JobOutcome {
+    let sab = Sab::for_tier(Tier::Light);
+    let job = Job {
+        params,
+        ..Job::new(5, "boids", "evolve_batch", Payload::Inline(input))
+    };
+    run(&sab, &job, inos::units::boids::evolve_batch)
+}
+
+#[test]
+fn evolve_batch_breeds_one_generation_keeping_the_elites_and_the_ids() {
+    let seed = |s: u64| JobParams::Binary(s.to_le_bytes().to_vec());
+    let outcome = evolve(gene_batch(8), seed(1));
+    assert_eq!(outcome.status, JobStatus::Success, "{}", outcome.error);
+    let out = output(&outcome);
+    assert_eq!(out.len(), 8 * 188);
+    let records: Vec<inos::sab::genes::GeneRecord> = out.chunks_exact(188).map(bytemuck::pod_read_unaligned).collect();
+    // Ids in input order, fitness not yet evaluated, the two elites (25 %, at least 2) first.
+    assert_eq!(
+        records.iter().map(|r| r.bird_id).collect::<Vec<_>>(),
+        (100..108).collect::<Vec<_>>()
+    );
+    assert!(records.iter().all(|r| { r.fitness } == 0.0));
+    assert_eq!({ records[0].genes }, [7.0; 44]);
+    assert_eq!({ records[1].genes }, [6.0; 44]);
+    // Children come from the elites: crossover of 7s and 6s, or mutation within [-10, 10].
+    assert!(
+        records[2..]
+            .iter()
+            .all(|r| { r.genes }.iter().all(|g| (-10.0..=10.0).contains(g)))
+    );
+    // The same seed breeds the same generation; another seed another one.
+    assert_eq!(evolve(gene_batch(8), seed(1)).output, outcome.output);
+    assert_ne!(evolve(gene_batch(8), seed(2)).output, outcome.output);
+}
+
+#[test]
+fn evolve_batch_refuses_malformed_batches() {
+    let mut nan = gene_batch(4);
+    nan[4..12].copy_from_slice(&f64::NAN.to_le_bytes());
+    for (input, params) in [
+        (gene_batch(4)[..187].to_vec(), JobParams::None),
+        (gene_batch(1), JobParams::None),
+        (nan, JobParams::None),
+        (gene_batch(4), JobParams::Binary(vec![1, 2, 3])),
+    ] {
+        let outcome = evolve(input, params);
+        assert_eq!(outcome.status, JobStatus::InvalidParams);
+        assert!(!outcome.error.is_empty());
+    }
+}

@@ -5,8 +5,10 @@
 use bevy::prelude::*;
 use inos::FlockPlugins;
 use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
+use inos::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, PhysicsCall};
 use inos::pulse::PulseControl;
 use inos::sab::{BirdRecord, ObstacleRecord, ObstacleShape, Sab, SabLayout, StreamId, Tier};
+use inos::supervisors::jobs::JobQueue;
 use inos::units::boids::{AVOID_RADIUS, World, steer};
 use inos::units::physics::{Obstacle, ObstacleKind, scene_layout};
 
@@ -112,7 +114,9 @@ fn rapier_moves_the_scene_on_the_pulse_and_stops_when_it_pauses() {
     let floor_top = -world.bounds.y;
     for ((kind, before), (_, after)) in start.iter().zip(&moved) {
         match kind {
-            ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } => assert_eq!(before, after),
+            ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } | ObstacleKind::Crate { .. } => {
+                assert_eq!(before, after)
+            }
             ObstacleKind::Orbiter { .. } => {
                 // The orbiter follows its path by tick count: 120 ticks of 1/64 s at 0.35 rad/s.
                 let angle: f32 = 0.35 * 120.0 / 64.0;
@@ -211,4 +215,113 @@ fn obstacles_keep_the_run_identical_on_one_and_two_threads() {
         bird_stream_hash(app.world().resource::<Sab>())
     };
     assert_eq!(hash(1), hash(2));
+}
+
+fn physics_job(app: &mut App, id: u64, method: &str, call: PhysicsCall) -> JobOutcome {
+    let sab = app.world().resource::<Sab>().clone();
+    let job = Job {
+        params: JobParams::Physics(call),
+        ..Job::new(id, "physics", method, Payload::Inline(vec![]))
+    };
+    app.world_mut().resource_mut::<JobQueue>().submit(&sab, &job).unwrap();
+    for _ in 0..100 {
+        app.update();
+        if let Some(outcome) = app.world_mut().resource_mut::<JobQueue>().take_result(id) {
+            return outcome;
+        }
+    }
+    panic!("physics job {id} has no result");
+}
+
+fn output(outcome: &JobOutcome) -> &[u8] {
+    match &outcome.output {
+        Payload::Inline(bytes) => bytes,
+        Payload::Sab(_) => panic!("inline output expected"),
+    }
+}
+
+fn raycast(app: &mut App, id: u64, origin: [f32; 3]) -> (u32, f32, u64, [f32; 3]) {
+    let call = PhysicsCall::Raycast {
+        origin,
+        direction: [0.0, -2.0, 0.0],
+        max_distance: 100.0,
+    };
+    let outcome = physics_job(app, id, "raycast", call);
+    assert_eq!(outcome.status, JobStatus::Success, "{}", outcome.error);
+    let b = output(&outcome);
+    assert_eq!(b.len(), 32);
+    let f = |i: usize| f32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    (
+        u32::from_le_bytes(b[0..4].try_into().unwrap()),
+        f(4),
+        u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        [f(16), f(20), f(24)],
+    )
+}
+
+#[test]
+fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
+    let mut app = obstacle_app(200, 1);
+    let sab = app.world().resource::<Sab>().clone();
+    let before = obstacles(&mut app).len();
+    // A fixed 2 m crate far from the scene; rays come straight down onto it.
+    let spawn = PhysicsCall::SpawnBody {
+        cuboid: true,
+        size: [1.0, 1.0, 1.0],
+        at: [500.0, 0.0, 500.0],
+        dynamic: false,
+    };
+    let spawned = physics_job(&mut app, 1, "spawn_body", spawn);
+    assert_eq!(spawned.status, JobStatus::Success, "{}", spawned.error);
+    let bits = u64::from_le_bytes(output(&spawned).try_into().unwrap());
+    app.update();
+    assert_eq!(obstacles(&mut app).len(), before + 1);
+    let mut table = Vec::new();
+    sab.obstacles().read_into(&mut table).unwrap();
+    assert!(
+        table
+            .iter()
+            .any(|r| r.shape() == Some(ObstacleShape::Cuboid) && r.centre == [500.0, 0.0, 500.0])
+    );
+
+    let (hit, distance, entity, point) = raycast(&mut app, 2, [500.0, 50.0, 500.0]);
+    assert_eq!((hit, entity), (1, bits));
+    assert!((distance - 49.0).abs() < 1e-3, "{distance}");
+    assert!((point[1] - 1.0).abs() < 1e-3, "{point:?}");
+    let (hit, ..) = raycast(&mut app, 3, [500.0, 50.0, 520.0]);
+    assert_eq!(hit, 0, "nothing under that ray");
+
+    // A step job answers after exactly that many more Rapier steps (one per pulse).
+    let pulse = sab.epochs().load(inos::sab::EpochIndex::SYSTEM_PULSE);
+    let stepped = physics_job(&mut app, 4, "step", PhysicsCall::Step { steps: 5 });
+    let done = u32::from_le_bytes(output(&stepped).try_into().unwrap());
+    assert_eq!(done, pulse + 1 + 5, "dispatched on the next pulse, done 5 pulses later");
+
+    // Bad parameters are refused with a reason.
+    let bad = [
+        (
+            "spawn_body",
+            PhysicsCall::SpawnBody {
+                cuboid: false,
+                size: [0.0, 1.0, 1.0],
+                at: [0.0; 3],
+                dynamic: true,
+            },
+        ),
+        (
+            "raycast",
+            PhysicsCall::Raycast {
+                origin: [0.0; 3],
+                direction: [0.0; 3],
+                max_distance: 10.0,
+            },
+        ),
+        ("teleport", PhysicsCall::Step { steps: 1 }),
+        ("step", PhysicsCall::Step { steps: u32::MAX }),
+    ];
+    for (i, (method, call)) in bad.into_iter().enumerate() {
+        let outcome = physics_job(&mut app, 10 + i as u64, method, call);
+        assert_eq!(outcome.status, JobStatus::InvalidParams, "{method}");
+        assert!(!outcome.error.is_empty());
+    }
 }
