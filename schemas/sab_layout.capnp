@@ -161,7 +161,7 @@ const outboxKernelControlOffset :UInt32 = 0x04FF00;
 # Inbox: kernel -> units (job requests).
 const inboxOffset :UInt32 = 0x050000;
 const inboxSize :UInt32 = 0x80000;
-# Outbox-host: kernel -> host (job results).
+# Outbox-host: kernel -> units (syscall responses).
 const outboxHostOffset :UInt32 = 0x0D0000;
 const outboxHostSize :UInt32 = 0x40000;
 # Outbox-kernel: units -> kernel (results and syscalls).
@@ -302,7 +302,7 @@ const dedicatedArenaHeapOffset :UInt32 = 0xA200000;
 
 const epochKernelReady :UInt32 = 0;        # value: core plugin sets 1 at startup -> JS host, inspect
 const epochInboxDirty :UInt32 = 1;         # kernel after pushing inbox frames -> unit consumers
-const epochOutboxHostDirty :UInt32 = 2;    # kernel after pushing results -> JS host
+const epochOutboxHostDirty :UInt32 = 2;    # kernel after pushing syscall responses -> job host
 const epochPanicState :UInt32 = 3;         # value: any part on a fatal error -> everyone
 const epochSensor :UInt32 = 4;             # host input sensors -> units
 const epochActor :UInt32 = 5;              # units driving actors -> host

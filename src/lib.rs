@@ -32,6 +32,7 @@ use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
+use crate::supervisors::syscalls::SyscallPlugin;
 use crate::supervisors::tree::SupervisorTreePlugin;
 use crate::supervisors::workflows::WorkflowPlugin;
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
@@ -59,6 +60,7 @@ impl PluginGroup for CorePlugins {
             .add(JobPipelinePlugin)
             .add(SupervisorTreePlugin)
             .add(WorkflowPlugin)
+            .add(SyscallPlugin)
             .add(EnginesPlugin)
             .add(JobHostPlugin)
             .add(CryptoPlugin)

@@ -22,10 +22,11 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::engines::security::{GateError, SecurityGate};
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload, Syscall};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
+use crate::supervisors::syscalls::SyscallInbox;
 
 /// Why a job was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -423,19 +424,37 @@ fn dispatch(
     record(&sab, &history);
 }
 
-fn resolve(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {
+/// Reads the outbox-kernel ring: job results, and syscalls (told apart by the envelope's magic)
+/// for `syscalls::serve`.
+fn resolve(
+    sab: Res<Sab>,
+    mut queue: ResMut<JobQueue>,
+    mut syscalls: ResMut<SyscallInbox>,
+    mut history: Local<Vec<JobRecord>>,
+) {
     let queue = &mut *queue;
     let mut outcomes = Vec::new();
     let ends = queue.ends.get();
     loop {
         match ends.outbox.read_into(&mut ends.frame) {
-            Ok(Some(n)) => match JobOutcome::decode(&ends.frame[..n]) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => {
-                    queue.stats.malformed += 1;
-                    warn!("an outbox frame is not a job result: {e}");
+            Ok(Some(n)) => {
+                let frame = &ends.frame[..n];
+                match Syscall::decode(frame) {
+                    Ok(call) => syscalls.0.push(call),
+                    // No syscall envelope: a job result.
+                    Err(FrameError::BadMagic { .. } | FrameError::Malformed(_)) => match JobOutcome::decode(frame) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(e) => {
+                            queue.stats.malformed += 1;
+                            warn!("an outbox frame is not a job result: {e}");
+                        }
+                    },
+                    Err(e) => {
+                        queue.stats.malformed += 1;
+                        warn!("a syscall was refused unread: {e}");
+                    }
                 }
-            },
+            }
             Ok(None) => break,
             Err(e) => {
                 error!("the kernel stopped reading the outbox: {e}");

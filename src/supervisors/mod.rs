@@ -7,6 +7,7 @@
 pub mod chunks;
 pub mod evolution;
 pub mod jobs;
+pub mod syscalls;
 pub mod tree;
 pub mod workflows;
 

@@ -16,7 +16,7 @@ use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use crate::protocol::{Job, JobOutcome, JobStatus};
+use crate::protocol::{Job, JobOutcome, JobStatus, Syscall, SyscallBody, SyscallResponse};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, Owner, RingError, RingId, Sab};
@@ -48,6 +48,39 @@ impl JobMailboxes {
     pub fn take(&mut self, library: &str) -> Vec<Job> {
         self.0.get_mut(library).map(std::mem::take).unwrap_or_default()
     }
+}
+
+/// The units' syscall responses, read from the outbox-host ring, by call id.
+#[derive(Resource)]
+pub struct SyscallReplies {
+    consumer: SyncCell<RingConsumer>,
+    frame: Vec<u8>,
+    replies: HashMap<u64, SyscallResponse>,
+    /// Frames that were not responses.
+    pub malformed: u64,
+}
+
+impl SyscallReplies {
+    /// The response to call `call_id`, once, when it has arrived.
+    pub fn take(&mut self, call_id: u64) -> Option<SyscallResponse> {
+        self.replies.remove(&call_id)
+    }
+}
+
+/// Sends a syscall from registered module `module` on the outbox-kernel ring (and signals the
+/// kernel). The response arrives in `SyscallReplies` under `call_id`.
+pub fn send_syscall(sab: &Sab, module: &str, call_id: u64, body: SyscallBody) -> Result<(), RingError> {
+    let frame = Syscall {
+        flags: 0,
+        source_module: crc32c::crc32c(module.as_bytes()),
+        call_id,
+        body,
+    }
+    .encode();
+    let mut producer = sab.ring(RingId::OutboxKernel).producer(Owner::Module)?;
+    producer.push(&frame)?;
+    producer.publish()?;
+    Ok(())
 }
 
 /// Outcomes of mailbox jobs, for the host to send.
@@ -117,6 +150,16 @@ impl Plugin for JobHostPlugin {
         .init_resource::<JobHostStats>()
         .init_resource::<JobMailboxes>()
         .init_resource::<MailboxResults>()
+        .insert_resource(SyscallReplies {
+            frame: vec![0; sab.ring(RingId::OutboxHost).max_payload()],
+            consumer: SyncCell::new(
+                sab.ring(RingId::OutboxHost)
+                    .consumer()
+                    .expect("the job host is the outbox-host's only consumer"),
+            ),
+            replies: HashMap::new(),
+            malformed: 0,
+        })
         .configure_sets(
             FixedUpdate,
             (JobHostSystems::Run, JobHostSystems::Mailbox, JobHostSystems::Send)
@@ -132,6 +175,9 @@ impl Plugin for JobHostPlugin {
                 send_mailbox_results
                     .in_set(JobHostSystems::Send)
                     .run_if(|results: Res<MailboxResults>| !results.0.is_empty()),
+                read_syscall_replies
+                    .in_set(JobHostSystems::Run)
+                    .run_if(crate::sab::epoch_changed(EpochIndex::OUTBOX_HOST_DIRTY)),
             ),
         );
     }
@@ -280,5 +326,28 @@ fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxRe
         && let Err(e) = ends.outbox.publish()
     {
         error!("the outbox-kernel guard refused the job host: {e}");
+    }
+}
+
+fn read_syscall_replies(mut replies: ResMut<SyscallReplies>) {
+    let replies = &mut *replies;
+    let consumer = replies.consumer.get();
+    loop {
+        match consumer.read_into(&mut replies.frame) {
+            Ok(Some(n)) => match SyscallResponse::decode(&replies.frame[..n]) {
+                Ok(response) => {
+                    replies.replies.insert(response.call_id, response);
+                }
+                Err(e) => {
+                    replies.malformed += 1;
+                    warn!("an outbox-host frame is not a syscall response: {e}");
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                error!("the job host stopped reading syscall responses: {e}");
+                break;
+            }
+        }
     }
 }

@@ -21,4 +21,5 @@ mod snapshots;
 mod streams;
 mod supervision;
 mod supervisors;
+mod syscalls;
 mod workflows;

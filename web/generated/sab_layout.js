@@ -88,7 +88,7 @@ export const INBOX_CONTROL_OFFSET = 327168;
 export const OUTBOX_HOST_CONTROL_OFFSET = 327296;
 export const OUTBOX_KERNEL_CONTROL_OFFSET = 327424;
 export const INBOX_OFFSET = 327680;
-/** Outbox-host: kernel -> host (job results). */
+/** Outbox-host: kernel -> units (syscall responses). */
 export const INBOX_SIZE = 524288;
 export const OUTBOX_HOST_OFFSET = 851968;
 /** Outbox-kernel: units -> kernel (results and syscalls). */
@@ -182,7 +182,7 @@ export const DEDICATED_ARENA_HEAP_OFFSET = 169869312;
 export const EPOCH_KERNEL_READY = 0;
 /** kernel after pushing inbox frames -> unit consumers */
 export const EPOCH_INBOX_DIRTY = 1;
-/** kernel after pushing results -> JS host */
+/** kernel after pushing syscall responses -> job host */
 export const EPOCH_OUTBOX_HOST_DIRTY = 2;
 /** value: any part on a fatal error -> everyone */
 export const EPOCH_PANIC_STATE = 3;

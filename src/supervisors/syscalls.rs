@@ -1,0 +1,188 @@
+//! The kernel's side of syscalls: units send `Syscall` envelopes on the outbox-kernel ring (beside
+//! job results; the resolver tells them apart by the envelope's magic, as the original did) and
+//! get each `SyscallResponse` back on the outbox-host ring, signalled by `OUTBOX_HOST_DIRTY`.
+//!
+//! - The source module must be registered (`sourceModuleId` = CRC32C of its id).
+//! - `storeChunk` / `fetchChunk` go to the chunk store (BLAKE3-keyed, ranges checked at both ends).
+//! - `spawnThread` / `killThread` become lifecycle commands for the named unit's supervisor.
+//! - `sendMessage` delivers the payload to the target module's mailbox (`ModuleMessages`).
+//! - `noop` succeeds; `hostCall` has no host services natively and is refused with a reason.
+
+use std::collections::HashMap;
+
+use bevy::platform::cell::SyncCell;
+use bevy::prelude::*;
+
+use crate::protocol::{Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
+use crate::sab::ring::RingProducer;
+use crate::sab::{Owner, RingError, RingId, Sab, now_ms};
+use crate::supervisors::chunks::ChunkStore;
+use crate::supervisors::jobs::JobPipelineSystems;
+use crate::supervisors::tree::{LifecycleAction, SupervisorCommand, SupervisorTreeSystems};
+
+/// Syscalls read from the outbox-kernel ring, waiting to be served.
+#[derive(Resource, Default, Debug)]
+pub struct SyscallInbox(pub Vec<Syscall>);
+
+/// Payloads sent with `sendMessage`, by target module (CRC32C of its id), oldest first.
+#[derive(Resource, Default, Debug)]
+pub struct ModuleMessages(pub HashMap<u32, Vec<(u32, Vec<u8>)>>);
+
+impl ModuleMessages {
+    /// Takes the messages for module `id`, as (sender hash, payload).
+    pub fn take(&mut self, id: &str) -> Vec<(u32, Vec<u8>)> {
+        self.0.remove(&crc32c::crc32c(id.as_bytes())).unwrap_or_default()
+    }
+}
+
+/// Counters of the syscall path.
+#[derive(Resource, Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallStats {
+    pub served: u64,
+    pub refused: u64,
+    /// Responses still waiting for room in the outbox-host ring.
+    pub waiting: u64,
+}
+
+/// The kernel's end of the outbox-host ring and the responses that did not fit yet.
+#[derive(Resource)]
+struct ResponseRing {
+    producer: SyncCell<RingProducer>,
+    waiting: Vec<Vec<u8>>,
+}
+
+pub struct SyscallPlugin;
+
+impl Plugin for SyscallPlugin {
+    fn build(&self, app: &mut App) {
+        let producer = app
+            .world()
+            .resource::<Sab>()
+            .ring(RingId::OutboxHost)
+            .producer(Owner::Kernel)
+            .expect("the kernel writes the outbox-host ring");
+        app.init_resource::<SyscallInbox>()
+            .init_resource::<ChunkStore>()
+            .init_resource::<ModuleMessages>()
+            .init_resource::<SyscallStats>()
+            .insert_resource(ResponseRing {
+                producer: SyncCell::new(producer),
+                waiting: Vec::new(),
+            })
+            .add_systems(
+                FixedUpdate,
+                serve
+                    .after(JobPipelineSystems::Resolve)
+                    .before(SupervisorTreeSystems)
+                    .run_if(|inbox: Res<SyscallInbox>, ring: Res<ResponseRing>| {
+                        !inbox.0.is_empty() || !ring.waiting.is_empty()
+                    }),
+            );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    sab: Res<Sab>,
+    mut inbox: ResMut<SyscallInbox>,
+    mut chunks: ResMut<ChunkStore>,
+    mut messages: ResMut<ModuleMessages>,
+    mut stats: ResMut<SyscallStats>,
+    mut ring: ResMut<ResponseRing>,
+    mut commands: MessageWriter<SupervisorCommand>,
+) {
+    let now = now_ms();
+    for call in std::mem::take(&mut inbox.0) {
+        let response = answer(&sab, &call, now, &mut chunks, &mut messages, &mut commands);
+        if response.status == SyscallStatus::Success {
+            stats.served += 1;
+        } else {
+            stats.refused += 1;
+        }
+        ring.waiting.push(response.encode());
+    }
+    let ring = &mut *ring;
+    let producer = ring.producer.get();
+    let mut sent = 0;
+    for frame in &ring.waiting {
+        match producer.push(frame) {
+            Ok(()) => sent += 1,
+            Err(RingError::Full { .. }) => break,
+            Err(e) => {
+                error!("the outbox-host ring refused a syscall response: {e}");
+                break;
+            }
+        }
+    }
+    ring.waiting.drain(..sent);
+    stats.waiting = ring.waiting.len() as u64;
+    if sent > 0
+        && let Err(e) = producer.publish()
+    {
+        error!("the outbox-host guard refused the kernel: {e}");
+    }
+}
+
+fn answer(
+    sab: &Sab,
+    call: &Syscall,
+    now: u64,
+    chunks: &mut ChunkStore,
+    messages: &mut ModuleMessages,
+    commands: &mut MessageWriter<SupervisorCommand>,
+) -> SyscallResponse {
+    let respond = |status, result, error: String| SyscallResponse {
+        call_id: call.call_id,
+        status,
+        result,
+        error,
+    };
+    let refuse = |error: String| respond(SyscallStatus::InvalidRequest, SyscallResult::None, error);
+    if sab.registry().lookup_hash(call.source_module).is_none() {
+        return refuse(format!("source module {:#010x} is not registered", call.source_module));
+    }
+    match &call.body {
+        SyscallBody::Noop => respond(SyscallStatus::Success, SyscallResult::None, String::new()),
+        SyscallBody::StoreChunk { .. } | SyscallBody::FetchChunk { .. } => chunks.handle(sab, call, now),
+        SyscallBody::SpawnThread { unit } | SyscallBody::KillThread { unit } => {
+            if sab.registry().lookup(unit).is_none() {
+                return respond(
+                    SyscallStatus::NotFound,
+                    SyscallResult::None,
+                    format!("no unit {unit:?} is registered"),
+                );
+            }
+            let action = match call.body {
+                SyscallBody::SpawnThread { .. } => LifecycleAction::Spawn,
+                _ => LifecycleAction::Kill,
+            };
+            commands.write(SupervisorCommand {
+                unit: unit.clone(),
+                action,
+            });
+            respond(SyscallStatus::Success, SyscallResult::None, String::new())
+        }
+        SyscallBody::SendMessage { target, payload, .. } => {
+            if sab.registry().lookup_hash(*target).is_none() {
+                return respond(
+                    SyscallStatus::NotFound,
+                    SyscallResult::SendMessage { delivered: false },
+                    format!("target module {target:#010x} is not registered"),
+                );
+            }
+            messages
+                .0
+                .entry(*target)
+                .or_default()
+                .push((call.source_module, payload.clone()));
+            respond(
+                SyscallStatus::Success,
+                SyscallResult::SendMessage { delivered: true },
+                String::new(),
+            )
+        }
+        SyscallBody::HostCall { service, .. } => refuse(format!(
+            "host service {service:?} is not available: the native kernel has no host services"
+        )),
+    }
+}
