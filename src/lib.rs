@@ -26,7 +26,7 @@ pub mod web;
 use bevy::app::{PluginGroup, PluginGroupBuilder};
 use bevy::prelude::{App, FixedUpdate, IntoScheduleConfigs, Plugin};
 
-use crate::engines::EnginesPlugin;
+use crate::engines::{EngineSystems, EnginesPlugin};
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
@@ -136,6 +136,8 @@ impl Plugin for FlockOrderPlugin {
                 PhysicsSystems::Publish.before(BoidsSystems),
                 MatricesSystems.after(BoidsSystems),
                 EvolutionSystems.after(MatricesSystems),
+                // The engines read the units' stage times.
+                EngineSystems.after(EvolutionSystems),
             ),
         );
     }

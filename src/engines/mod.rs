@@ -7,13 +7,15 @@
 //! - `learning`: an online latency model per unit and method, scored on every job, and job
 //!   sequences written to the pattern exchange;
 //! - `scheduling`: the deadline-hit rate and waiting times of the job queue's EDF order;
-//! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree.
+//! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree;
+//! - `optimisation`: a small GA tuning the boids unit's work split against its measured step time.
 //!
 //! They run after the supervisor tree, on the jobs the pipeline resolved in the same tick
 //! (`JobFinished` messages).
 
 pub mod health;
 pub mod learning;
+pub mod optimisation;
 pub mod scheduling;
 pub mod security;
 
@@ -35,6 +37,7 @@ impl Plugin for EnginesPlugin {
             .init_resource::<learning::LearningEngine>()
             .init_resource::<scheduling::SchedulingEngine>()
             .init_resource::<health::HealthEngine>()
+            .init_resource::<optimisation::OptimisationEngine>()
             .configure_sets(FixedUpdate, EngineSystems.after(SupervisorTreeSystems))
             .add_systems(
                 FixedUpdate,
@@ -43,6 +46,7 @@ impl Plugin for EnginesPlugin {
                     learning::run_learning.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
                     scheduling::run_scheduling.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
                     health::run_health.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                    optimisation::run_optimisation.run_if(epoch_changed(EpochIndex::BIRD)),
                 )
                     .chain()
                     .in_set(EngineSystems),

@@ -121,6 +121,12 @@ mod serde_metrics {
 }
 
 impl EngineRecord {
+    /// The value of metric `name` of `engine`, if it has one by that name.
+    pub fn metric(&self, engine: Engine, name: &str) -> Option<f32> {
+        let slot = engine.metrics().iter().position(|n| *n == name)?;
+        Some(self.metrics[slot])
+    }
+
     /// (name, value) of every named metric.
     pub fn named(&self, engine: Engine) -> Vec<(&'static str, f32)> {
         engine.metrics().iter().copied().zip(self.metrics).collect()

@@ -25,6 +25,7 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::pulse::PulseSystems;
+use crate::sab::engines::Engine;
 use crate::sab::genes::{GeneError, GeneRecord};
 use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
@@ -62,7 +63,14 @@ pub struct FlockParams {
     pub world_scale: Option<f32>,
     /// Worker threads for Jacobi steps (1 = this thread only).
     pub threads: usize,
+    /// Work items per thread in a Jacobi step: the threads take items from a shared queue, so
+    /// more items balance the load better and cost more handing out. The optimisation engine
+    /// tunes it (`EPOCH_OPTIMIZATION`).
+    pub chunks_per_thread: usize,
 }
+
+/// The default work items per thread, before the optimisation engine has tuned it.
+pub const DEFAULT_CHUNKS_PER_THREAD: usize = 4;
 
 impl Default for FlockParams {
     fn default() -> Self {
@@ -70,6 +78,7 @@ impl Default for FlockParams {
             faithful: false,
             world_scale: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            chunks_per_thread: DEFAULT_CHUNKS_PER_THREAD,
         }
     }
 }
@@ -625,7 +634,8 @@ impl Flock {
         self.next.clear();
         self.next.resize(birds.len(), bytemuck::Zeroable::zeroed());
         let threads = self.params.threads.clamp(1, 64);
-        let chunk = birds.len().div_ceil(threads).max(1);
+        let items = threads * self.params.chunks_per_thread.clamp(1, 256);
+        let chunk = birds.len().div_ceil(items).max(1);
         let run = |start: usize, out: &mut [BirdRecord], intensity: &mut [f32]| {
             for (k, (slot, ease)) in out.iter_mut().zip(intensity.iter_mut()).enumerate() {
                 let i = start + k;
@@ -638,16 +648,28 @@ impl Flock {
         if threads == 1 || birds.len() < 256 {
             run(0, &mut self.next, &mut self.intensity);
         } else {
-            std::thread::scope(|scope| {
-                for (n, (out, ease)) in self
-                    .next
-                    .chunks_mut(chunk)
-                    .zip(self.intensity.chunks_mut(chunk))
-                    .enumerate()
-                {
-                    let run = &run;
-                    scope.spawn(move || run(n * chunk, out, ease));
+            // Work items in a shared queue; this thread works too, beside threads − 1 others.
+            let queue = crossbeam::queue::ArrayQueue::new(items);
+            for (n, (out, ease)) in self
+                .next
+                .chunks_mut(chunk)
+                .zip(self.intensity.chunks_mut(chunk))
+                .enumerate()
+            {
+                queue
+                    .push((n * chunk, out, ease))
+                    .unwrap_or_else(|_| unreachable!("the queue holds every item"));
+            }
+            let work = || {
+                while let Some((start, out, ease)) = queue.pop() {
+                    run(start, out, ease);
                 }
+            };
+            std::thread::scope(|scope| {
+                for _ in 1..threads {
+                    scope.spawn(work);
+                }
+                work();
             });
         }
         std::mem::swap(&mut self.birds, &mut self.next);
@@ -938,6 +960,7 @@ struct StepInputs {
     evolution: u32,
     physics: u32,
     obstacles: Vec<ObstacleRecord>,
+    optimisation: u32,
 }
 
 fn step_flock(
@@ -958,6 +981,15 @@ fn step_flock(
         match flock.merge_genes(&sab) {
             Ok(()) => inputs.evolution = evolution,
             Err(e) => error!("the boids unit could not read the new generation: {e}"),
+        }
+    }
+    let optimisation = epochs.load(EpochIndex::OPTIMIZATION);
+    if optimisation != inputs.optimisation {
+        inputs.optimisation = optimisation;
+        let record = sab.engines().read(Engine::Optimisation);
+        let value = record.metric(Engine::Optimisation, "current_value").unwrap_or(0.0);
+        if (1.0..=256.0).contains(&value) {
+            flock.params.chunks_per_thread = value as usize;
         }
     }
     let physics = epochs.load(EpochIndex::PHYSICS);

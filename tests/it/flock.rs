@@ -163,12 +163,17 @@ pub fn flock_plugins(birds: usize, threads: usize, seed: u64, evolve_every: u32)
 }
 
 fn run(threads: usize, faithful: bool, steps: usize) -> Vec<BirdRecord> {
+    run_chunked(threads, 4, faithful, steps)
+}
+
+fn run_chunked(threads: usize, chunks_per_thread: usize, faithful: bool, steps: usize) -> Vec<BirdRecord> {
     let mut flock = Flock::new(
         1500,
         FlockParams {
             faithful,
             world_scale: None,
             threads,
+            chunks_per_thread,
         },
     );
     for _ in 0..steps {
@@ -456,4 +461,50 @@ fn the_grid_pass_finds_the_same_neighbours_and_forces_as_the_plain_loop() {
         neighbours += slow.neighbours;
     }
     assert!(neighbours > 3000 * 5, "a real flock: {neighbours} neighbour pairs");
+}
+
+#[test]
+fn the_work_split_never_changes_the_flock() {
+    let reference = run_chunked(1, 1, false, 20);
+    for (threads, chunks) in [(2, 1), (2, 7), (2, 64), (3, 5)] {
+        assert!(
+            run_chunked(threads, chunks, false, 20) == reference,
+            "{threads} threads × {chunks} chunks"
+        );
+    }
+}
+
+#[test]
+fn the_optimisation_engine_tunes_the_work_split_and_the_unit_follows() {
+    use inos::engines::optimisation::OptimisationEngine;
+    use inos::sab::engines::Engine;
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: Some(flock_plugins(2000, 2, 1, 0)),
+    });
+    for _ in 0..1500 {
+        app.update();
+        if app.world().resource::<OptimisationEngine>().tuner.done() {
+            break;
+        }
+    }
+    app.update();
+    app.update();
+    let tuner = &app.world().resource::<OptimisationEngine>().tuner;
+    assert!(tuner.done(), "the search ends: {tuner:?}");
+    let (best, best_us) = tuner.best().unwrap();
+    let baseline = tuner.baseline().unwrap();
+    assert!(tuner.trials() >= 6 && best_us <= baseline);
+    let record = app.world().resource::<Sab>().engines().read(Engine::Optimisation);
+    let metric = |name| record.metric(Engine::Optimisation, name).unwrap();
+    assert_eq!(metric("current_value"), best as f32);
+    assert_eq!(metric("trials"), tuner.trials() as f32);
+    let gain = metric("gain_pct");
+    assert!(
+        (gain - (100.0 * (baseline - best_us) / baseline) as f32).abs() < 1e-3,
+        "{gain}"
+    );
+    // The unit took the value from the SAB.
+    assert_eq!(app.world().resource::<Flock>().params.chunks_per_thread, best);
 }
