@@ -5,9 +5,12 @@
 //!   frame decodes and fits the inbox, its id is not already in use) and refuses it with a typed
 //!   error. On the wire a job carries a kernel-assigned id, so a caller may reuse its own id once
 //!   it has taken the result, even while a timed-out run of the old job is still on its way.
-//! - On every pulse the queue sends jobs in order (priority, then earliest deadline, then
-//!   submission order) as frames on the inbox ring until the ring is full, and signals the inbox
-//!   epoch; the rest wait for the next pulse.
+//! - On every pulse the queue sends jobs in order (the scheduling score of `SchedulingPolicy`:
+//!   priority plus deadline urgency, times the source's credit multiplier; then earliest
+//!   deadline, then submission order) as frames on the inbox ring until the ring is full, and
+//!   signals the inbox epoch; the rest wait for the next pulse. Jobs of a paused or restarting
+//!   unit wait in the queue; those of a stopped unit or an open breaker are refused.
+//! - `submit` also runs the security gate (input limits, rate limits; `engines::security`).
 //! - When the outbox-kernel epoch moves, results are read, matched to their job, kept until
 //!   taken (`take_result`), and recorded in the SAB's job history.
 //! - A job still unanswered after its timeout (a monotonic clock) is resolved `Timeout`; if it was
@@ -99,11 +102,43 @@ pub struct PipelineStats {
     pub malformed: u64,
 }
 
+/// How a job's place in the queue is scored (seed 000's scheduling engine): its priority, plus
+/// 100 if its deadline is less than a minute away at submission or 50 if less than five, times
+/// its source's credit multiplier (1 unless set). Jobs with equal scores go earliest deadline
+/// first, then in submission order.
+#[derive(Clone, Debug, Default)]
+pub struct SchedulingPolicy {
+    /// Credit multipliers by source (the job's `source` metadata), each finite and positive.
+    pub credits: Vec<(String, f32)>,
+}
+
+impl SchedulingPolicy {
+    /// The score of `job` submitted at `now_ms` (always finite and non-negative).
+    pub fn score(&self, job: &Job, now_ms: u64) -> f32 {
+        let left = job.deadline_ms.saturating_sub(now_ms);
+        let urgency = match job.deadline_ms {
+            0 => 0.0,
+            _ if left < 60_000 => 100.0,
+            _ if left < 300_000 => 50.0,
+            _ => 0.0,
+        };
+        let source = source_of(job);
+        let credit = self.credits.iter().find(|(s, _)| s == source).map_or(1.0, |(_, c)| *c);
+        let credit = if credit.is_finite() && credit > 0.0 {
+            credit
+        } else {
+            1.0
+        };
+        (f32::from(job.priority) + urgency) * credit
+    }
+}
+
 /// A frame waiting to be sent, ordered by (priority, earlier deadline, earlier submission); the
 /// last key is the wire id, unique, so the order is total.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
-    key: (u8, Reverse<u64>, Reverse<u64>),
+    /// (scheduling score as ordered bits, earlier deadline, earlier submission).
+    key: (u32, Reverse<u64>, Reverse<u64>),
     unit_hash: u32,
     frame: Vec<u8>,
 }
@@ -149,6 +184,7 @@ pub struct JobQueue {
     finished: Vec<JobFinished>,
     /// The security engine's gate, run by `submit`.
     gate: SecurityGate,
+    scheduling: SchedulingPolicy,
     /// The gate's clock origin.
     clock: Instant,
     pub stats: PipelineStats,
@@ -203,8 +239,9 @@ impl JobQueue {
         } else {
             job.deadline_ms
         };
+        let score = self.scheduling.score(job, now_ms());
         self.queue.push(Queued {
-            key: (job.priority, Reverse(deadline), Reverse(wire)),
+            key: (score.to_bits(), Reverse(deadline), Reverse(wire)),
             unit_hash,
             frame,
         });
@@ -248,6 +285,11 @@ impl JobQueue {
 
     pub fn gate(&self) -> &SecurityGate {
         &self.gate
+    }
+
+    /// The scheduling policy (urgency bonuses and credit multipliers).
+    pub fn scheduling_mut(&mut self) -> &mut SchedulingPolicy {
+        &mut self.scheduling
     }
 
     /// The security gate (its settings are `gate_mut().config`).
@@ -338,6 +380,7 @@ impl Plugin for JobPipelinePlugin {
                 unit_in_flight: HashMap::new(),
                 finished: Vec::new(),
                 gate: SecurityGate::default(),
+                scheduling: SchedulingPolicy::default(),
                 clock: Instant::now(),
                 stats: PipelineStats::default(),
                 ends,

@@ -8,7 +8,9 @@
 //! the kernel's priority queue and no result is lost. A result too large for the outbox is
 //! replaced by a `Failed` answer that says so. A frame that does not decode cannot be answered
 //! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded. A job
-//! that panics in its unit is answered `Crashed`, and the unit's supervisor restarts the unit.
+//! that panics in its unit is answered `Crashed`, and the unit's supervisor restarts the unit. The
+//! host measures each job's execution time; a job's cost is at least that time in microseconds,
+//! and a job that costs more than its non-zero `budget` is answered `BudgetExceeded`.
 
 use std::collections::HashMap;
 
@@ -205,6 +207,24 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
     .encode()
 }
 
+/// Stamps the host's measurement of a job's execution time on its outcome and charges it: the
+/// cost is at least the execution time in microseconds (a unit may report more), and a job whose
+/// cost exceeds its non-zero `budget` is answered `BudgetExceeded`, without its output.
+fn charge(mut outcome: JobOutcome, job: &Job, execution_ns: u64) -> JobOutcome {
+    outcome.execution_time_ns = execution_ns;
+    outcome.cost = outcome.cost.max(execution_ns / 1000);
+    if job.budget > 0 && outcome.cost > job.budget && outcome.status == JobStatus::Success {
+        let mut over = JobOutcome::failed(
+            job.id,
+            JobStatus::BudgetExceeded,
+            format!("the job cost {} against its budget of {}", outcome.cost, job.budget),
+        );
+        (over.cost, over.execution_time_ns, over.input_bytes) = (outcome.cost, execution_ns, outcome.input_bytes);
+        return over;
+    }
+    outcome
+}
+
 /// Runs a job, turning a panic in the unit into a `Crashed` answer, so one bad job cannot take
 /// the host (and every other unit's jobs) down with it.
 fn run_guarded(execute: JobExecutor, sab: &Sab, job: &Job) -> JobOutcome {
@@ -266,11 +286,9 @@ fn run_jobs(
                     Some(&JobEntry::Immediate(execute)) => {
                         stats.executed += 1;
                         let start = Instant::now();
-                        let mut outcome = run_guarded(execute, &sab, &job);
-                        // The host's measurement, not the unit's claim.
-                        outcome.execution_time_ns = start.elapsed().as_nanos() as u64;
+                        let outcome = run_guarded(execute, &sab, &job);
                         stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
-                        outcome
+                        charge(outcome, &job, start.elapsed().as_nanos() as u64)
                     }
                     None => {
                         stats.unknown_library += 1;

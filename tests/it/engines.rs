@@ -307,3 +307,66 @@ fn a_unit_whose_latency_degrades_is_detected_by_cusum_and_restarted() {
     let tree = app.world().resource::<SupervisorTree>();
     assert_eq!(tree.unit("tester").unwrap().restarts, 1);
 }
+
+#[test]
+fn a_job_over_its_budget_is_answered_budget_exceeded() {
+    let mut app = app();
+    let mut slow = job(1, "tester", "a", b"slow");
+    slow.budget = 1000; // µs; the job sleeps 4 ms
+    let mut roomy = job(2, "tester", "a", b"slow");
+    roomy.budget = 1_000_000;
+    submit(&mut app, &slow).unwrap();
+    submit(&mut app, &roomy).unwrap();
+    settle(&mut app);
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
+    let over = queue.take_result(1).unwrap();
+    assert_eq!(
+        (over.status, over.output.clone()),
+        (JobStatus::BudgetExceeded, Payload::Inline(vec![]))
+    );
+    assert!(over.cost >= 4000 && over.error.contains("budget of 1000"), "{over:?}");
+    let within = queue.take_result(2).unwrap();
+    assert_eq!(within.status, JobStatus::Success);
+    assert!(within.cost >= 4000 && within.execution_time_ns >= 4_000_000);
+}
+
+#[test]
+fn urgency_and_credits_reorder_the_queue_as_the_seed_scores_them() {
+    use inos::supervisors::jobs::SchedulingPolicy;
+    let policy = SchedulingPolicy {
+        credits: vec![("gold".into(), 3.0), ("broken".into(), f32::NAN)],
+    };
+    let now = 1_000_000;
+    let scored = |priority: u8, deadline_ms: u64, source: &str| {
+        let mut j = job(1, "echo", source, b"");
+        (j.priority, j.deadline_ms) = (priority, deadline_ms);
+        policy.score(&j, now)
+    };
+    assert_eq!(scored(5, 0, "plain"), 5.0);
+    assert_eq!(scored(5, now + 59_999, "plain"), 105.0);
+    assert_eq!(scored(5, now + 60_000, "plain"), 55.0);
+    assert_eq!(scored(5, now + 300_000, "plain"), 5.0);
+    assert_eq!(scored(2, 0, "gold"), 6.0);
+    assert_eq!(scored(2, 0, "broken"), 2.0, "a bad multiplier counts as 1");
+
+    let mut app = app();
+    app.world_mut().resource_mut::<JobQueue>().scheduling_mut().credits = vec![("gold".into(), 3.0)];
+    app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = true;
+    let soon = inos::sab::now_ms() + 30_000;
+    for (id, priority, deadline, source) in [
+        (1, 9, 0, "plain"),
+        (2, 2, 0, "gold"),
+        (3, 0, soon, "plain"),
+        (4, 5, 0, "plain"),
+    ] {
+        let mut j = job(id, "echo", source, b"");
+        (j.priority, j.deadline_ms) = (priority, deadline);
+        submit(&mut app, &j).unwrap();
+    }
+    app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = false;
+    settle(&mut app);
+    let sab = app.world().resource::<Sab>().clone();
+    let order: Vec<u64> = sab.job_history().records().unwrap().iter().map(|r| r.job_id).collect();
+    // Scores: urgent 100, plain 9, gold 2 × 3 = 6, plain 5.
+    assert_eq!(order, [3, 1, 2, 4]);
+}

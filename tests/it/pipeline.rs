@@ -116,11 +116,14 @@ fn bad_jobs_and_frames_are_refused_and_the_rest_complete() {
 #[test]
 fn higher_priority_runs_first_then_earlier_deadlines() {
     let mut app = app();
+    // Deadlines hours away: no urgency bonus, so only earliest-deadline-first tells 3 and 4 apart.
+    let hour = 3_600_000;
+    let now = inos::sab::now_ms();
     let jobs = [
         (1, 0, 0),
         (2, 9, 0),
-        (3, 5, 2_000_000_000_000),
-        (4, 5, 1_000_000_000_000),
+        (3, 5, now + 2 * hour),
+        (4, 5, now + hour),
         (5, 9, 0),
     ];
     for (id, priority, deadline_ms) in jobs {
