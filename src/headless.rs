@@ -27,6 +27,11 @@ pub struct HeadlessConfig {
 /// A headless app, started: `MinimalPlugins`, the core plugins, the flock, and exactly one fixed
 /// tick per further `update`.
 pub fn build_app(config: HeadlessConfig) -> App {
+    build_app_with(config, |_| {})
+}
+
+/// `build_app`, with `setup` adding more (units, resources, systems) before the app starts.
+pub fn build_app_with(config: HeadlessConfig, setup: impl FnOnce(&mut App)) -> App {
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
         .add_plugins(CorePlugins {
@@ -37,6 +42,7 @@ pub fn build_app(config: HeadlessConfig) -> App {
     if let Some(flock) = config.flock {
         app.add_plugins(flock);
     }
+    setup(&mut app);
     app.finish();
     app.cleanup();
     // The first update runs the startup schedules and primes the clock (no fixed step yet); from

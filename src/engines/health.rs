@@ -105,11 +105,6 @@ impl HealthEngine {
         self.degradations += u64::from(degraded);
         degraded
     }
-
-    /// The unit's CUSUM state.
-    pub fn cusum(&self, unit_hash: u32) -> Option<Cusum> {
-        self.units.get(&unit_hash).map(|u| u.cusum)
-    }
 }
 
 pub(crate) fn run_health(

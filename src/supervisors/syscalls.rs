@@ -81,7 +81,6 @@ impl Plugin for SyscallPlugin {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn serve(
     sab: Res<Sab>,
     mut inbox: ResMut<SyscallInbox>,

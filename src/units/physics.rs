@@ -307,7 +307,6 @@ pub const MAX_STEPS: u32 = 100_000;
 /// - `raycast` (`PhysicsCall::Raycast`): the first collider hit along the ray. Output, 32 bytes
 ///   little-endian: hit (u32, 0 or 1), distance (f32), entity bits (u64), hit point (3 × f32),
 ///   4 reserved bytes.
-#[allow(clippy::too_many_arguments)]
 fn run_physics_jobs(
     sab: Res<Sab>,
     mut mailboxes: ResMut<JobMailboxes>,

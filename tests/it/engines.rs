@@ -4,10 +4,9 @@
 //! and its deadline-hit rate; the health engine's CUSUM degradation and the restart it triggers.
 
 use bevy::prelude::*;
-use bevy::time::TimeUpdateStrategy;
-use inos::CorePlugins;
 use inos::engines::learning::SEQUENCE_KIND;
 use inos::engines::security::{GateError, SecurityConfig};
+use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
 use inos::sab::engines::{AuditKind, Engine};
 use inos::sab::{JobRecord, ModuleSpec, Sab, SabLayout, Tier};
@@ -43,17 +42,14 @@ fn outcome_len(outcome: &JobOutcome) -> u64 {
 }
 
 fn app() -> App {
-    let mut app = App::new();
-    app.add_plugins(MinimalPlugins)
-        .add_plugins(CorePlugins {
-            layout: SabLayout::for_tier(Tier::Light),
-            pulse_hz: 64.0,
-        })
-        .insert_resource(TimeUpdateStrategy::FixedTimesteps(1))
-        .register_job_unit(ModuleSpec::cpu_unit("tester", 1, &[]), test_unit);
-    app.finish();
-    app.cleanup();
-    app.update();
+    let config = HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    };
+    let mut app = build_app_with(config, |app| {
+        app.register_job_unit(ModuleSpec::cpu_unit("tester", 1, &[]), test_unit);
+    });
     app.update();
     app
 }

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use bevy::prelude::*;
-use bevy::time::TimeUpdateStrategy;
-use inos::CorePlugins;
+use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
 use inos::sab::{ModuleSpec, Owner, Sab, SabLayout, SupervisorStatus, Tier};
 use inos::supervisors::jobs::{JobQueue, SubmitError};
@@ -47,26 +46,22 @@ fn cure(mut restarted: MessageReader<UnitRestarted>, mut hang: ResMut<Hang>) {
 /// The core plus units alpha, faulty and omega (started in that order around crypto and echo),
 /// and the heartbeating `beater`, with `config`.
 fn app(config: SupervisionConfig, policies: &[(&str, RestartPolicy)]) -> App {
-    let mut app = App::new();
-    app.add_plugins(MinimalPlugins)
-        .add_plugins(CorePlugins {
-            layout: SabLayout::for_tier(Tier::Light),
-            pulse_hz: 64.0,
-        })
-        .insert_resource(TimeUpdateStrategy::FixedTimesteps(1))
-        .insert_resource(config)
-        .insert_resource(RestartPolicies(
-            policies.iter().map(|(u, p)| (u.to_string(), *p)).collect(),
-        ))
-        .init_resource::<Hang>()
-        .register_unit(ModuleSpec::cpu_unit("beater", 1, &[]))
-        .add_systems(FixedUpdate, (cure, beater.run_if(tree::unit_running("beater"))).chain());
-    for unit in ["alpha", "faulty", "omega"] {
-        app.register_job_unit(ModuleSpec::cpu_unit(unit, 1, &[]), faulty);
-    }
-    app.finish();
-    app.cleanup();
-    app.update();
+    let headless = HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    };
+    let policies = RestartPolicies(policies.iter().map(|(u, p)| (u.to_string(), *p)).collect());
+    let mut app = build_app_with(headless, |app| {
+        app.insert_resource(config)
+            .insert_resource(policies)
+            .init_resource::<Hang>()
+            .register_unit(ModuleSpec::cpu_unit("beater", 1, &[]))
+            .add_systems(FixedUpdate, (cure, beater.run_if(tree::unit_running("beater"))).chain());
+        for unit in ["alpha", "faulty", "omega"] {
+            app.register_job_unit(ModuleSpec::cpu_unit(unit, 1, &[]), faulty);
+        }
+    });
     app.update();
     app
 }
@@ -104,9 +99,10 @@ fn run(app: &mut App, id: u64, unit: &str, input: &[u8]) -> JobOutcome {
     result(app, id)
 }
 
-fn restarts(app: &App) -> Vec<(String, u32)> {
+/// Restarts per unit, in start order: alpha, beater, crypto, echo, faulty, omega.
+fn restarts(app: &App) -> Vec<u32> {
     let tree = app.world().resource::<SupervisorTree>();
-    tree.units.iter().map(|u| (u.unit.clone(), u.restarts)).collect()
+    tree.units.iter().map(|u| u.restarts).collect()
 }
 
 fn header(app: &App, unit: &str) -> inos::sab::SupervisorHeader {
@@ -132,14 +128,11 @@ fn every_fourth_job_panics(app: &mut App) {
     }
 }
 
-fn expected(units: &[(&str, u32)]) -> Vec<(String, u32)> {
-    units.iter().map(|(u, n)| (u.to_string(), *n)).collect()
-}
-
 #[test]
 fn units_start_in_dependency_order_with_a_supervisor_and_header_each() {
     let app = app(SupervisionConfig::default(), &[]);
-    let names: Vec<_> = restarts(&app).into_iter().map(|(u, _)| u).collect();
+    let tree = app.world().resource::<SupervisorTree>();
+    let names: Vec<String> = tree.units.iter().map(|u| u.unit.clone()).collect();
     assert_eq!(names, ["alpha", "beater", "crypto", "echo", "faulty", "omega"]);
     for unit in &names {
         let h = header(&app, unit);
@@ -159,15 +152,7 @@ fn units_start_in_dependency_order_with_a_supervisor_and_header_each() {
 fn one_for_one_restarts_only_the_crashed_unit_once_per_crash() {
     let mut app = app(config(Strategy::OneForOne, 10), &[]);
     every_fourth_job_panics(&mut app);
-    let expect = expected(&[
-        ("alpha", 0),
-        ("beater", 0),
-        ("crypto", 0),
-        ("echo", 0),
-        ("faulty", 5),
-        ("omega", 0),
-    ]);
-    assert_eq!(restarts(&app), expect);
+    assert_eq!(restarts(&app), [0, 0, 0, 0, 5, 0]);
     assert_eq!(header(&app, "faulty").restarts, 5);
     let tree = app.world().resource::<SupervisorTree>();
     let faulty = tree.unit("faulty").unwrap();
@@ -179,15 +164,7 @@ fn one_for_one_restarts_only_the_crashed_unit_once_per_crash() {
 fn one_for_all_restarts_every_unit_but_stops_temporary_bystanders() {
     let mut app = app(config(Strategy::OneForAll, 10), &[("omega", RestartPolicy::Temporary)]);
     every_fourth_job_panics(&mut app);
-    let expect = expected(&[
-        ("alpha", 5),
-        ("beater", 5),
-        ("crypto", 5),
-        ("echo", 5),
-        ("faulty", 5),
-        ("omega", 0),
-    ]);
-    assert_eq!(restarts(&app), expect);
+    assert_eq!(restarts(&app), [5, 5, 5, 5, 5, 0]);
     assert_eq!(header(&app, "omega").lifecycle, Lifecycle::Stopped as u8);
     assert_eq!(
         submit(&mut app, 99, "omega", b"ok"),
@@ -201,15 +178,7 @@ fn one_for_all_restarts_every_unit_but_stops_temporary_bystanders() {
 fn rest_for_one_restarts_the_crashed_unit_and_those_started_after_it() {
     let mut app = app(config(Strategy::RestForOne, 10), &[]);
     every_fourth_job_panics(&mut app);
-    let expect = expected(&[
-        ("alpha", 0),
-        ("beater", 0),
-        ("crypto", 0),
-        ("echo", 0),
-        ("faulty", 5),
-        ("omega", 5),
-    ]);
-    assert_eq!(restarts(&app), expect);
+    assert_eq!(restarts(&app), [0, 0, 0, 0, 5, 5]);
 }
 
 #[test]
