@@ -245,17 +245,31 @@ fn inspector(
                     let h = &s.header;
                     let state = Lifecycle::from_u8(h.lifecycle);
                     ui.horizontal(|ui| {
-                        ui.colored_label(colour, "●");
-                        ui.monospace(format!(
-                            "{} (epoch {}) {status}, {}, breaker {}",
-                            s.name,
+                        // A drawn dot: the default fonts have no "●".
+                        let (dot, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                        ui.painter().circle_filled(dot.center(), 4.5, colour);
+                        ui.strong(&s.name);
+                        ui.label(format!(
+                            "epoch {}, {status}, {}, breaker {}",
                             s.epoch,
                             state.map_or("?".into(), |l| format!("{l:?}").to_lowercase()),
                             BreakerState::from_u8(h.breaker).map_or("?".into(), |b| format!("{b:?}").to_lowercase()),
                         ));
-                        if s.name == "root" {
-                            return;
-                        }
+                    });
+                    ui.label(format!(
+                        "    {} jobs, {} failed, {:.0} µs, {} restarts, health {:.2}, header {} ms ago",
+                        h.jobs_processed,
+                        h.jobs_failed,
+                        h.avg_job_time_us,
+                        h.restarts,
+                        h.health_score,
+                        now.saturating_sub(h.last_heartbeat_ms)
+                    ));
+                    if s.name == "root" || s.name.starts_with("wf/") {
+                        continue;
+                    }
+                    ui.horizontal(|ui| {
+                        ui.add_space(16.0);
                         let mut button = |ui: &mut egui::Ui, label: &str, action, enabled: bool| {
                             if ui.add_enabled(enabled, egui::Button::new(label).small()).clicked() {
                                 lifecycle.write(SupervisorCommand {
@@ -269,19 +283,11 @@ fn inspector(
                         let stopped = state == Some(Lifecycle::Stopped);
                         button(ui, "pause", LifecycleAction::Pause, running);
                         button(ui, "resume", LifecycleAction::Resume, paused);
+                        button(ui, "restart", LifecycleAction::Restart, running || paused);
                         button(ui, "kill", LifecycleAction::Kill, !stopped);
                         button(ui, "spawn", LifecycleAction::Spawn, stopped);
                         button(ui, "snapshot", LifecycleAction::Snapshot, true);
                     });
-                    ui.monospace(format!(
-                        "    {} jobs, {} failed, {:.0} µs, {} restarts, health {:.2}, header {} ms ago",
-                        h.jobs_processed,
-                        h.jobs_failed,
-                        h.avg_job_time_us,
-                        h.restarts,
-                        h.health_score,
-                        now.saturating_sub(h.last_heartbeat_ms)
-                    ));
                 }
             });
             egui::CollapsingHeader::new("Engines").show(ui, |ui| {
@@ -289,7 +295,7 @@ fn inspector(
                     ui.strong(format!("{} ({} runs)", e.engine.name(), e.runs));
                     ui.horizontal_wrapped(|ui| {
                         for (name, value) in &e.metrics {
-                            ui.monospace(format!("{name} {value:.3}"));
+                            ui.label(format!("{name} {value:.3}"));
                         }
                     });
                 }

@@ -75,7 +75,7 @@ impl Engine {
                 "units_healthy",
                 "units_degraded",
                 "units_zombie",
-                "max_hazard_per_s",
+                "max_hazard",
                 "max_cusum",
                 "degradations",
                 "remediations",

@@ -6,9 +6,9 @@
 //!   rewrites on every fixed tick (status, lifecycle, breaker, counters, health, heartbeat) and then
 //!   signals its epoch. The root has a header of its own.
 //! - **Failure detection.** A unit fails when a job panics in it (the job host answers `Crashed`)
-//!   or when it stops heartbeating: a unit that has beaten (`Sab::heartbeats`) and is running must
-//!   beat again within `heartbeat_timeout` pulses, else it is a Zombie. Pulses, not wall time, so
-//!   a paused simulation never looks hung.
+//!   or when it stops heartbeating: a running unit with the `heartbeat:pulse` capability that has
+//!   beaten (`Sab::heartbeats`) must beat again within `heartbeat_timeout` pulses, else it is a
+//!   Zombie. Pulses, not wall time, so a paused simulation never looks hung.
 //! - **Restarts** follow Erlang/OTP: the root's strategy (`one_for_one`, `one_for_all`,
 //!   `rest_for_one`) picks which units restart, each unit's restart policy (`permanent`,
 //!   `transient`, `temporary`) whether it does, and more than `max_restarts` restarts within
@@ -266,6 +266,9 @@ pub struct UnitSupervisor {
     /// CRC32C of the unit id, as jobs and the job history name the unit.
     pub unit_hash: u32,
     pub registry_slot: usize,
+    /// Whether the unit promises a heartbeat on every pulse (capability `heartbeat:pulse`); only
+    /// those can be found hung.
+    pub beats_on_pulse: bool,
     pub lifecycle: Lifecycle,
     pub status: SupervisorStatus,
     #[serde(skip)]
@@ -320,6 +323,11 @@ impl SupervisorTree {
         self.units.iter().position(|u| u.unit_hash == hash)
     }
 }
+
+/// The capability of a unit that beats its heartbeat on every pulse it runs. A unit driven by
+/// another epoch (the matrices unit runs on the bird epoch) does not promise it, since it is idle
+/// whenever its input is.
+pub const PULSE_HEARTBEAT: &str = "heartbeat:pulse";
 
 /// The root supervisor's id in the supervisor table.
 pub const ROOT_ID: &str = "sup/root";
@@ -418,6 +426,7 @@ fn adopt_units(
             policy,
             slot,
             registry_slot: module.slot,
+            beats_on_pulse: module.capabilities.iter().any(|c| c.id == PULSE_HEARTBEAT),
             lifecycle: Lifecycle::Running,
             status: SupervisorStatus::Starting,
             breaker: Breaker::default(),
@@ -480,7 +489,7 @@ fn supervise(
     // Heartbeats of running units that beat.
     for i in 0..tree.units.len() {
         let unit = &tree.units[i];
-        if unit.lifecycle != Lifecycle::Running {
+        if unit.lifecycle != Lifecycle::Running || !unit.beats_on_pulse {
             continue;
         }
         let Ok(beat) = sab.heartbeats().read(unit.registry_slot) else {

@@ -727,7 +727,12 @@ pub fn spec() -> ModuleSpec {
     ModuleSpec::cpu_unit(
         "boids",
         8,
-        &["boids:step_physics", "boids:init_population", "boids:evolve_batch"],
+        &[
+            "boids:step_physics",
+            "boids:init_population",
+            "boids:evolve_batch",
+            crate::supervisors::tree::PULSE_HEARTBEAT,
+        ],
     )
 }
 

@@ -119,6 +119,7 @@ pub fn spec() -> ModuleSpec {
             "physics:step",
             "physics:raycast",
             "physics:obstacle_table",
+            crate::supervisors::tree::PULSE_HEARTBEAT,
         ],
     )
 }

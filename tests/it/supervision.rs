@@ -56,7 +56,7 @@ fn app(config: SupervisionConfig, policies: &[(&str, RestartPolicy)]) -> App {
         app.insert_resource(config)
             .insert_resource(policies)
             .init_resource::<Hang>()
-            .register_unit(ModuleSpec::cpu_unit("beater", 1, &[]))
+            .register_unit(ModuleSpec::cpu_unit("beater", 1, &[tree::PULSE_HEARTBEAT]))
             .add_systems(FixedUpdate, (cure, beater.run_if(tree::unit_running("beater"))).chain());
         for unit in ["alpha", "faulty", "omega"] {
             app.register_job_unit(ModuleSpec::cpu_unit(unit, 1, &[]), faulty);
@@ -347,4 +347,31 @@ fn a_unit_registered_late_gets_a_supervisor_and_one_that_leaves_loses_it() {
     app.update();
     app.update();
     assert!(app.world().resource::<SupervisorTree>().unit("late").is_none());
+}
+
+#[test]
+fn only_units_that_promise_a_beat_every_pulse_can_be_found_hung() {
+    let headless = HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    };
+    // Both beat for the first 5 pulses and then go quiet, as a unit driven by a stalled input
+    // would; only the one with `heartbeat:pulse` has broken a promise.
+    let mut app = build_app_with(headless, |app| {
+        app.register_unit(ModuleSpec::cpu_unit("idler", 1, &[]))
+            .register_unit(ModuleSpec::cpu_unit("promiser", 1, &[tree::PULSE_HEARTBEAT]))
+            .add_systems(FixedUpdate, |sab: Res<Sab>| {
+                if sab.epochs().load(inos::sab::EpochIndex::SYSTEM_PULSE) < 5 {
+                    sab.heartbeats().beat_unit("idler");
+                    sab.heartbeats().beat_unit("promiser");
+                }
+            });
+    });
+    for _ in 0..100 {
+        app.update();
+    }
+    let tree = app.world().resource::<SupervisorTree>();
+    assert_eq!(tree.unit("idler").unwrap().hangs, 0);
+    assert!(tree.unit("promiser").unwrap().hangs >= 1);
 }
