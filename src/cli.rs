@@ -211,6 +211,7 @@ fn url_decode(text: &str) -> String {
         let escaped = (bytes[i] == b'%')
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
         match (bytes[i], escaped) {
             (_, Some(byte)) => {
@@ -259,6 +260,8 @@ mod tests {
         );
         assert_eq!(args_from_query(""), ["inos"]);
         assert_eq!(args_from_query("?&&x=&a+b=%zz"), ["inos", "--x", "--a b=%zz"]);
+        // `%+5` is no escape (the `+` still means a space), a trailing `%4` neither.
+        assert_eq!(args_from_query("?seed=%+5%4"), ["inos", "--seed=% 5%4"]);
         let cli = Cli::try_parse_from(args_from_query("?birds=3000&faithful&evolve-every=0")).unwrap();
         assert_eq!(
             (cli.run.birds, cli.run.faithful, cli.run.evolve_every),

@@ -16,8 +16,10 @@ const loading = () => document.getElementById("loading");
 
 function showLoading(text, isError = false) {
   const element = loading();
-  if (!element) return;
-  element.querySelector(".message").textContent = text;
+  // The simulator may already have reported its own error into the element.
+  if (!element || element.classList.contains("error")) return;
+  const message = element.querySelector(".message");
+  if (message) message.textContent = text;
   element.classList.toggle("error", isError);
 }
 

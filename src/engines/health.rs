@@ -15,8 +15,8 @@
 //! - **Remediation.** A degradation or an unhealthy hazard restarts the unit through its
 //!   supervisor (`LifecycleAction::Restart`), and the unit's CUSUM starts again.
 //!
-//! It runs when jobs finish or the master heartbeat moves, publishes its state record and
-//! signals `EPOCH_HEALTH`.
+//! It runs on every pulse (heartbeats age by pulses), publishes its state record and signals
+//! `EPOCH_HEALTH`.
 
 use std::collections::HashMap;
 

@@ -26,6 +26,8 @@ use crate::supervisors::jobs::JobFinished;
 pub const FORGET: f64 = 0.98;
 /// Transitions seen before a sequence is published.
 pub const SEQUENCE_MIN: u32 = 3;
+/// Sources whose last job is remembered (the map starts over beyond it).
+pub const MAX_SOURCES: usize = 4096;
 /// The pattern kind of job sequences.
 pub const SEQUENCE_KIND: u16 = 2;
 
@@ -123,6 +125,10 @@ impl LearningEngine {
         self.models.entry(key).or_default().update(x, actual);
         self.jobs_learned += 1;
 
+        // Sources name themselves: bound what is kept per source.
+        if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&job.source_hash) {
+            self.last.clear();
+        }
         let previous = self.last.insert(job.source_hash, key)?;
         *self.followed.entry(previous).or_default() += 1;
         let t = self.transitions.entry((previous, key)).or_default();

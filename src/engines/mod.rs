@@ -6,7 +6,8 @@
 //!   anomaly detection on finished jobs, the audit log;
 //! - `learning`: an online latency model per unit and method, scored on every job, and job
 //!   sequences written to the pattern exchange;
-//! - `scheduling`: the deadline-hit rate and waiting times of the job queue's EDF order;
+//! - `scheduling`: the deadline-hit rate and waiting times of the job queue's order (score, then
+//!   earliest deadline);
 //! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree;
 //! - `optimisation`: a small GA tuning the boids unit's work split against its measured step time.
 //!

@@ -1,7 +1,8 @@
 //! The scheduling engine's report: how the job queue's order served deadlines.
 //!
-//! The order itself is the job queue's heap (`JobQueue`), popped on every pulse: priority class
-//! first, then earliest deadline (EDF), then submission order. This engine measures it from the
+//! The order itself is the job queue's heap (`JobQueue`), popped on every pulse: the scheduling
+//! score first (`SchedulingPolicy`: priority plus deadline urgency, times the source's credit
+//! multiplier), then earliest deadline (EDF), then submission order. This engine measures it from the
 //! finished jobs: jobs dispatched, jobs with a deadline and how many finished by it (the
 //! deadline-hit rate; the target is ≥ 95 % under admissible load), the queue's depth and the mean
 //! time from submission to result. It publishes its state record and signals `EPOCH_SCHEDULING`.

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 
-use crate::protocol::Job;
+use crate::protocol::{Job, JobStatus};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::{EpochIndex, Sab, now_ms};
 use crate::supervisors::jobs::{JobFinished, JobQueue, source_of};
@@ -87,6 +87,10 @@ impl Ewma {
         (x - self.mean) / self.variance.sqrt().max(min_std)
     }
 }
+
+/// Sources with a bucket of their own; later ones share `OVERFLOW_SOURCE`'s.
+pub const MAX_SOURCES: usize = 4096;
+pub const OVERFLOW_SOURCE: &str = "(other sources)";
 
 /// The gate's and the detector's settings (`JobQueue::gate_mut().config`).
 #[derive(Clone, Debug)]
@@ -162,7 +166,11 @@ impl SecurityGate {
                 max,
             });
         }
-        let source = source_of(job);
+        // Sources name themselves, so past `MAX_SOURCES` the newcomers share one bucket.
+        let source = match source_of(job) {
+            s if self.buckets.contains_key(s) || self.buckets.len() < MAX_SOURCES => s,
+            _ => OVERFLOW_SOURCE,
+        };
         if !self.buckets.contains_key(source) {
             let mut bucket = TokenBucket::new(burst, rate);
             bucket.last_ns = now_ns;
@@ -214,6 +222,10 @@ impl SecurityEngine {
     /// Checks one finished job against its unit's baselines; returns the anomalies found.
     pub fn observe(&mut self, job: &JobFinished, config: &SecurityConfig) -> Vec<AuditRecord> {
         let record = &job.record;
+        // A job that never ran (refused, timed out) has no execution to judge.
+        if matches!(job.status, JobStatus::Rejected | JobStatus::Timeout) {
+            return Vec::new();
+        }
         let baseline = self.baselines.entry(record.unit_hash).or_default();
         let log_duration = f64::from(job.execution_us).max(1.0).ln();
         let log_ratio = ((f64::from(record.output_bytes) + 1.0) / (f64::from(record.input_bytes) + 1.0)).log2();

@@ -578,6 +578,28 @@ impl RingProducer {
         self.session.check_advanced()?;
         Ok(value)
     }
+
+    /// Pushes frames in order until one does not fit, then publishes what was pushed. Returns how
+    /// many went out; a failure other than a full ring is logged (the rest wait either way).
+    pub fn push_all<F: AsRef<[u8]>>(&mut self, frames: impl IntoIterator<Item = F>) -> usize {
+        let mut sent = 0;
+        for frame in frames {
+            match self.push(frame.as_ref()) {
+                Ok(()) => sent += 1,
+                Err(RingError::Full { .. }) => break,
+                Err(e) => {
+                    bevy::log::error!("the {:?} ring refused a frame: {e}", self.ring.id);
+                    break;
+                }
+            }
+        }
+        if sent > 0
+            && let Err(e) = self.publish()
+        {
+            bevy::log::error!("the {:?} guard refused a publish: {e}", self.ring.id);
+        }
+        sent
+    }
 }
 
 /// The ring's single consumer; dropping it releases the claim.

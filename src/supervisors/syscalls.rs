@@ -15,7 +15,7 @@ use bevy::prelude::*;
 
 use crate::protocol::{Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
 use crate::sab::ring::RingProducer;
-use crate::sab::{Owner, RingError, RingId, Sab, now_ms};
+use crate::sab::{Owner, RingId, Sab, now_ms};
 use crate::supervisors::chunks::ChunkStore;
 use crate::supervisors::jobs::JobPipelineSystems;
 use crate::supervisors::tree::{LifecycleAction, SupervisorCommand, SupervisorTreeSystems};
@@ -23,6 +23,9 @@ use crate::supervisors::tree::{LifecycleAction, SupervisorCommand, SupervisorTre
 /// Syscalls read from the outbox-kernel ring, waiting to be served.
 #[derive(Resource, Default, Debug)]
 pub struct SyscallInbox(pub Vec<Syscall>);
+
+/// Messages a module's mailbox holds before `sendMessage` to it is refused.
+pub const MAX_MESSAGES: usize = 1024;
 
 /// Payloads sent with `sendMessage`, by target module (CRC32C of its id), oldest first.
 #[derive(Resource, Default, Debug)]
@@ -101,25 +104,9 @@ fn serve(
         ring.waiting.push(response.encode());
     }
     let ring = &mut *ring;
-    let producer = ring.producer.get();
-    let mut sent = 0;
-    for frame in &ring.waiting {
-        match producer.push(frame) {
-            Ok(()) => sent += 1,
-            Err(RingError::Full { .. }) => break,
-            Err(e) => {
-                error!("the outbox-host ring refused a syscall response: {e}");
-                break;
-            }
-        }
-    }
+    let sent = ring.producer.get().push_all(&ring.waiting);
     ring.waiting.drain(..sent);
     stats.waiting = ring.waiting.len() as u64;
-    if sent > 0
-        && let Err(e) = producer.publish()
-    {
-        error!("the outbox-host guard refused the kernel: {e}");
-    }
 }
 
 fn answer(
@@ -169,11 +156,15 @@ fn answer(
                     format!("target module {target:#010x} is not registered"),
                 );
             }
-            messages
-                .0
-                .entry(*target)
-                .or_default()
-                .push((call.source_module, payload.clone()));
+            let mailbox = messages.0.entry(*target).or_default();
+            if mailbox.len() >= MAX_MESSAGES {
+                return respond(
+                    SyscallStatus::InvalidRequest,
+                    SyscallResult::SendMessage { delivered: false },
+                    format!("the mailbox of module {target:#010x} is full ({MAX_MESSAGES} messages)"),
+                );
+            }
+            mailbox.push((call.source_module, payload.clone()));
             respond(
                 SyscallStatus::Success,
                 SyscallResult::SendMessage { delivered: true },

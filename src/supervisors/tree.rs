@@ -15,8 +15,8 @@
 //!   `period` escalates: every unit is stopped and the root becomes a Zombie (it has no parent to
 //!   fail to; an operator can `Spawn` units again). A restarting unit waits an exponential back-off
 //!   (`backoff_base` doubling up to `backoff_max`, reset once it has run `stable_after` without
-//!   failing); its queued jobs wait with it, and `UnitRestarted` tells the unit to rebuild its
-//!   state from the SAB.
+//!   failing); its queued jobs wait with it, and `UnitRestarted` tells a unit that keeps state of
+//!   its own to rebuild it.
 //! - **Circuit breaker** per unit: `breaker_threshold` consecutive failed jobs open it (jobs are
 //!   refused with `SubmitError::CircuitOpen`), `breaker_cooldown` later it half-opens and lets one
 //!   probe job through; the probe's result closes it or opens it again.
@@ -124,10 +124,12 @@ impl Supervision {
         {
             self.restarts.pop_front();
         }
-        self.restarts.push_back(now);
-        if self.restarts.len() > self.intensity.max_restarts as usize {
+        if self.restarts.len() >= self.intensity.max_restarts as usize {
+            // The supervisor gives up: its history ends with it.
+            self.restarts.clear();
             return Decision::Escalate;
         }
+        self.restarts.push_back(now);
         let affected = match self.strategy {
             Strategy::OneForOne => failed..failed + 1,
             Strategy::OneForAll => 0..policies.len(),
@@ -248,8 +250,8 @@ pub enum LifecycleAction {
     Restart,
 }
 
-/// Sent when a unit starts again after a restart or a spawn: the unit rebuilds its state from the
-/// SAB.
+/// Sent when a unit starts again after a restart or a spawn, for units that keep state outside
+/// the SAB to rebuild it (the built-in units keep theirs in the SAB or resources that stay valid).
 #[derive(Message, Clone, Debug, PartialEq, Eq)]
 pub struct UnitRestarted {
     pub unit: String,
@@ -328,6 +330,9 @@ impl SupervisorTree {
 /// another epoch (the matrices unit runs on the bird epoch) does not promise it, since it is idle
 /// whenever its input is.
 pub const PULSE_HEARTBEAT: &str = "heartbeat:pulse";
+
+/// Unit snapshots kept (the oldest goes first).
+pub const MAX_SNAPSHOTS: usize = 64;
 
 /// The root supervisor's id in the supervisor table.
 pub const ROOT_ID: &str = "sup/root";
@@ -465,6 +470,10 @@ fn supervise(
 
     // Finished jobs: counters, breakers, crashes.
     for finished in finished.read() {
+        // Refused before running (by the kernel or the host): says nothing about the unit.
+        if finished.status == JobStatus::Rejected {
+            continue;
+        }
         let Some(i) = tree.index_of_hash(finished.record.unit_hash) else {
             continue;
         };
@@ -547,6 +556,9 @@ fn supervise(
                     at: now,
                 };
                 info!("snapshot of unit {}: {:?}", unit.unit, snapshot.header);
+                if tree.snapshots.len() == MAX_SNAPSHOTS {
+                    tree.snapshots.remove(0);
+                }
                 tree.snapshots.push(snapshot);
             }
             _ => warn!(
@@ -615,6 +627,10 @@ fn fail(tree: &mut SupervisorTree, i: usize, exit: Exit, config: &SupervisionCon
                 .min(config.backoff_max);
             for j in restart {
                 let unit = &mut tree.units[j];
+                // A bystander the operator killed or paused stays so.
+                if j != i && !matches!(unit.lifecycle, Lifecycle::Running | Lifecycle::Restarting) {
+                    continue;
+                }
                 unit.lifecycle = Lifecycle::Restarting;
                 unit.restart_at = now + delay;
                 unit.restarts += 1;
@@ -777,6 +793,9 @@ mod tests {
         assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(5_000)), restart(&[0], &[]));
         // Three within 5 s (4 000, 5 000, 8 999): escalate.
         assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(8_999)), Decision::Escalate);
+        // Escalating ends the history: a restarted tree starts counting afresh.
+        assert_eq!(sup.recent_restarts(), 0);
+        assert_eq!(sup.child_exited(0, Exit::Crashed, &[P], ms(9_000)), restart(&[0], &[]));
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded. A job
 //! that panics in its unit is answered `Crashed`, and the unit's supervisor restarts the unit. The
 //! host measures each job's execution time; a job's cost is at least that time in microseconds,
-//! and a job that costs more than its non-zero `budget` is answered `BudgetExceeded`.
+//! and a job that costs more than its non-zero `budget` is answered `BudgetExceeded`. All this is
+//! for units the host runs at once; a mailbox unit (`JobEntry::Mailbox`) runs and times its jobs
+//! in its own systems.
+//!
+//! Syscall replies (`SyscallReplies`) are keyed by call id alone: a unit makes its call ids unique,
+//! for example with its module hash in the high half.
 
 use std::collections::HashMap;
 
@@ -326,25 +331,9 @@ fn run_jobs(
 /// next tick.
 fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxResults>) {
     let ends = host.ends.get();
-    let mut sent = 0;
-    for outcome in &results.0 {
-        let frame = result_frame(outcome, ends.outbox_max);
-        match ends.outbox.push(&frame) {
-            Ok(()) => sent += 1,
-            Err(e) => {
-                if !matches!(e, RingError::Full { .. }) {
-                    error!("the outbox-kernel ring refused a result: {e}");
-                }
-                break;
-            }
-        }
-    }
+    let frames = results.0.iter().map(|outcome| result_frame(outcome, ends.outbox_max));
+    let sent = ends.outbox.push_all(frames);
     results.0.drain(..sent);
-    if sent > 0
-        && let Err(e) = ends.outbox.publish()
-    {
-        error!("the outbox-kernel guard refused the job host: {e}");
-    }
 }
 
 fn read_syscall_replies(mut replies: ResMut<SyscallReplies>) {

@@ -331,7 +331,8 @@ fn run_physics_jobs(
     });
     let mut bodies = obstacles.iter().count();
     for job in mailboxes.take("physics") {
-        let outcome = match (job.method.as_str(), &job.params) {
+        let start = bevy::platform::time::Instant::now();
+        let mut outcome = match (job.method.as_str(), &job.params) {
             (
                 "spawn_body",
                 JobParams::Physics(PhysicsCall::SpawnBody {
@@ -363,6 +364,7 @@ fn run_physics_jobs(
                 ),
             ),
         };
+        outcome.execution_time_ns = start.elapsed().as_nanos() as u64;
         results.0.push(outcome);
     }
 }

@@ -375,3 +375,20 @@ fn only_units_that_promise_a_beat_every_pulse_can_be_found_hung() {
     assert_eq!(tree.unit("idler").unwrap().hangs, 0);
     assert!(tree.unit("promiser").unwrap().hangs >= 1);
 }
+
+#[test]
+fn a_bystander_the_operator_killed_stays_killed_when_a_sibling_crashes() {
+    let mut app = app(config(Strategy::OneForAll, 10), &[]);
+    app.world_mut().write_message(SupervisorCommand {
+        unit: "alpha".into(),
+        action: LifecycleAction::Kill,
+    });
+    app.update();
+    assert_eq!(run(&mut app, 1, "faulty", b"p").status, JobStatus::Crashed);
+    for _ in 0..10 {
+        app.update();
+    }
+    assert_eq!(restarts(&app), [0, 1, 1, 1, 1, 1]);
+    assert_eq!(header(&app, "alpha").lifecycle, Lifecycle::Stopped as u8);
+    assert_eq!(header(&app, "echo").lifecycle, Lifecycle::Running as u8);
+}

@@ -225,7 +225,7 @@ def main():
         devtools.call("Page.navigate", url=url)
         started = time.monotonic()
 
-        wait_for(devtools, "the JS host to find the SAB", "!!window.__INOS_SAB__", 600)
+        wait_for(devtools, "the JS host's HUD", "document.getElementById('hud')?.dataset.birdEpoch !== undefined", 600)
         print(f"the JS host found the SAB after {time.monotonic() - started:.1f} s", flush=True)
         first = json.loads(hud(devtools))
         print(f"HUD: {first}", flush=True)
