@@ -18,7 +18,7 @@
 //! It runs on every pulse (heartbeats age by pulses), publishes its state record and signals
 //! `EPOCH_HEALTH`.
 
-use std::collections::HashMap;
+use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 

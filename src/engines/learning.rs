@@ -13,7 +13,7 @@
 //!
 //! It runs when jobs finish and publishes its state record, signalling `EPOCH_LEARNING`.
 
-use std::collections::HashMap;
+use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 

@@ -12,7 +12,7 @@
 //! - **Audit**: refusals and anomalies become 64-byte records in the SAB's audit log; the engine's
 //!   counters go to its state record, and it signals `EPOCH_SECURITY`.
 
-use std::collections::HashMap;
+use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 

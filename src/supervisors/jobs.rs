@@ -17,7 +17,9 @@
 //!   still queued it is never sent, and a late result for it is counted (`unmatched`) and dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use bevy::platform::collections::HashMap;
 use std::time::Duration;
 
 use bevy::platform::cell::SyncCell;

@@ -8,7 +8,7 @@
 //! - `sendMessage` delivers the payload to the target module's mailbox (`ModuleMessages`).
 //! - `noop` succeeds; `hostCall` has no host services natively and is refused with a reason.
 
-use std::collections::HashMap;
+use bevy::platform::collections::HashMap;
 
 use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;

@@ -16,7 +16,9 @@
 //! - The engine measures its own coordination time per step (DAG bookkeeping, arena copies,
 //!   submissions), which `inos bench` reports.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use bevy::platform::collections::HashMap;
 use std::time::Duration;
 
 use bevy::platform::time::Instant;

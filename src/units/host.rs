@@ -17,7 +17,7 @@
 //! Syscall replies (`SyscallReplies`) are keyed by call id alone: a unit makes its call ids unique,
 //! for example with its module hash in the high half.
 
-use std::collections::HashMap;
+use bevy::platform::collections::HashMap;
 
 use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
