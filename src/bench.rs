@@ -9,7 +9,8 @@
 //! - Registry lookup and registration, and an arena alloc/free pair.
 //! - Flock scaling: physics plus matrices per tick at 1k, 10k and 100k birds, each next to a naive
 //!   O(n²) step over 2 000 birds measured in the same run.
-//! - The job pipeline (echo jobs) and workflows (chains of echo steps).
+//! - The job pipeline (echo jobs), workflows (chains of echo steps), and the learning and
+//!   scheduling engines' own figures after hash jobs at an admissible load.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::headless::{HeadlessConfig, build_app};
 use crate::protocol::{Job, Payload};
+use crate::sab::engines::Engine;
 use crate::sab::generated as g;
 use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
 use crate::supervisors::jobs::JobQueue;
@@ -79,6 +81,19 @@ pub struct BenchReport {
     /// One echo job, submit to result: one app update.
     pub echo_job_round_trip: Latency,
     pub workflows: WorkflowTiming,
+    pub engines: EngineTargets,
+}
+
+/// The engines' own figures after a run of crypto hash jobs of varied sizes with deadlines.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EngineTargets {
+    pub jobs: u64,
+    /// The learning engine's mean absolute error of its latency predictions, and the share of
+    /// predictions within 20 % (the seed's target).
+    pub learning_mean_abs_error_pct: f64,
+    pub learning_within_20pct: f64,
+    /// The scheduling engine's share of jobs done by their deadline (target ≥ 95 %).
+    pub deadline_hit_rate: f64,
 }
 
 /// Workflows of echo steps in a headless app.
@@ -516,6 +531,51 @@ fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
     }
 }
 
+/// `jobs` BLAKE3 hash jobs, 4 KiB to 64 KiB, 10 per tick (at most 460 KiB of input per tick, so
+/// every tick's jobs fit the 512 KiB inbox: an admissible load), each with a deadline 50 ms out;
+/// then the learning and scheduling engines' own figures.
+fn engine_targets(jobs: u64) -> EngineTargets {
+    let mut app = build_app(HeadlessConfig {
+        layout: crate::sab::SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: None,
+    });
+    let sab = app.world().resource::<Sab>().clone();
+    let data = vec![0x5a; 64 << 10];
+    for id in 1..=jobs {
+        let size = 4096 * (1 + (id as usize * 7) % 16);
+        let job = Job {
+            deadline_ms: crate::sab::now_ms() + 50,
+            ..Job::new(id, "crypto", "hash", Payload::Inline(data[..size].to_vec()))
+        };
+        app.world_mut()
+            .resource_mut::<JobQueue>()
+            .submit(&sab, &job)
+            .expect("crypto is registered");
+        if id % 10 == 0 {
+            app.update();
+        }
+    }
+    for _ in 0..1000 {
+        if app.world().resource::<JobQueue>().in_flight() == 0 {
+            break;
+        }
+        app.update();
+    }
+    app.update();
+    let engines = sab.engines();
+    let (learning, scheduling) = (engines.read(Engine::Learning), engines.read(Engine::Scheduling));
+    let metric = |record: &crate::sab::engines::EngineRecord, engine, name| {
+        f64::from(record.metric(engine, name).expect("a named metric"))
+    };
+    EngineTargets {
+        jobs,
+        learning_mean_abs_error_pct: metric(&learning, Engine::Learning, "mean_abs_error_pct"),
+        learning_within_20pct: metric(&learning, Engine::Learning, "within_20pct_share"),
+        deadline_hit_rate: metric(&scheduling, Engine::Scheduling, "deadline_hit_rate"),
+    }
+}
+
 pub fn measure(quick: bool) -> BenchReport {
     let samples = if quick { 200 } else { 2000 };
     let frames = if quick { 200_000 } else { 4_000_000 };
@@ -546,6 +606,7 @@ pub fn measure(quick: bool) -> BenchReport {
         echo_jobs,
         echo_job_round_trip,
         workflows: workflow_chains(if quick { 100 } else { 1000 }, 10),
+        engines: engine_targets(if quick { 2_000 } else { 20_000 }),
         flock,
         naive_2000_ms,
         registry_lookup_ns,
@@ -642,6 +703,22 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     println!(
         "  {:<40} {:>8.2} µs",
         "wall time per step, pipeline included", w.wall_per_step_us
+    );
+    let e = &r.engines;
+    println!(
+        "engines ({} BLAKE3 jobs of 4-64 KiB, 10 per tick, deadlines 50 ms out)",
+        e.jobs
+    );
+    println!(
+        "  {:<40} {:>7.1} %   within 20 %: {:.1} % of predictions (target: within 20 %)",
+        "learning: latency prediction error",
+        e.learning_mean_abs_error_pct,
+        100.0 * e.learning_within_20pct
+    );
+    println!(
+        "  {:<40} {:>7.1} %   (target ≥ 95 %)",
+        "scheduling: deadlines met",
+        100.0 * e.deadline_hit_rate
     );
     Ok(())
 }

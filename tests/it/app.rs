@@ -313,6 +313,12 @@ fn bench_json_reports_every_measurement_consistently() {
     assert_eq!((w["workflows"].as_u64(), w["steps"].as_u64()), (Some(100), Some(1000)));
     // A chain of 10 needs at least 11 updates (one per step, one to start).
     assert!(w["updates"].as_u64().unwrap() >= 11, "{w}");
+    let e = &r["engines"];
+    assert_eq!(e["jobs"].as_u64(), Some(2000));
+    let hit_rate = e["deadline_hit_rate"].as_f64().unwrap();
+    let within = e["learning_within_20pct"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hit_rate) && (0.0..=1.0).contains(&within), "{e}");
+    assert!(e["learning_mean_abs_error_pct"].as_f64().unwrap() >= 0.0, "{e}");
     let coordination = w["coordination_per_step_us"].as_f64().unwrap();
     assert!(
         coordination > 0.0 && coordination < w["wall_per_step_us"].as_f64().unwrap(),
