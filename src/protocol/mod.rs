@@ -114,6 +114,18 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// How many bytes the payload names.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Inline(bytes) => bytes.len() as u64,
+            Self::Sab(range) => u64::from(range.length),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bytes this payload names: inline, or a range of the arena's data pages copied out
     /// (the range is checked at both ends; see `Arena::user_range`).
     pub fn bytes(&self, sab: &Sab) -> Result<Vec<u8>, UserRangeError> {
@@ -196,9 +208,15 @@ impl Job {
 
     /// The job as one frame.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(self.id)
+    }
+
+    /// The job as one frame carrying job id `id` instead of its own (the kernel's wire id),
+    /// without copying the job.
+    pub fn encode_as(&self, id: u64) -> Vec<u8> {
         let mut message = Builder::new_default();
         let mut job = message.init_root::<job_request::Builder>();
-        job.set_job_id(self.id);
+        job.set_job_id(id);
         job.set_library(&self.library);
         job.set_method(&self.method);
         match &self.input {

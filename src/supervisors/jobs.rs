@@ -27,7 +27,7 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::engines::security::{GateError, SecurityGate};
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Payload, Syscall};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Syscall};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -212,11 +212,7 @@ impl JobQueue {
             return Err(SubmitError::DuplicateId(job.id));
         }
         let wire = self.sequence + 1;
-        let frame = Job {
-            id: wire,
-            ..job.clone()
-        }
-        .encode();
+        let frame = job.encode_as(wire);
         if frame.len() > self.max_frame {
             return Err(SubmitError::TooLarge {
                 len: frame.len(),
@@ -228,20 +224,17 @@ impl JobQueue {
             self.gate.malformed(job);
             return Err(e.into());
         }
-        let input_len = match &job.input {
-            Payload::Inline(bytes) => bytes.len() as u64,
-            Payload::Sab(range) => u64::from(range.length),
-        };
         let submitted = Instant::now();
         let now_ns = submitted.duration_since(self.clock).as_nanos() as u64;
-        self.gate.admit(job, input_len, now_ns)?;
+        self.gate.admit(job, job.input.len(), now_ns)?;
+        let submitted_ms = now_ms();
         self.sequence = wire;
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
         } else {
             job.deadline_ms
         };
-        let score = self.scheduling.score(job, now_ms());
+        let score = self.scheduling.score(job, submitted_ms);
         self.queue.push(Queued {
             key: (score.to_bits(), Reverse(deadline), Reverse(wire)),
             unit_hash,
@@ -257,7 +250,7 @@ impl JobQueue {
                 source_hash: crc32c::crc32c(source_of(job).as_bytes()),
                 priority: job.priority,
                 submitted,
-                submitted_ms: now_ms(),
+                submitted_ms,
                 deadline_ms: job.deadline_ms,
             },
         );

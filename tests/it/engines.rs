@@ -30,15 +30,8 @@ fn test_unit(_: &Sab, job: &Job) -> JobOutcome {
         _ => input.clone(),
     };
     let mut outcome = JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(output));
-    (outcome.input_bytes, outcome.output_bytes) = (input.len() as u64, outcome_len(&outcome));
+    (outcome.input_bytes, outcome.output_bytes) = (input.len() as u64, outcome.output.len());
     outcome
-}
-
-fn outcome_len(outcome: &JobOutcome) -> u64 {
-    match &outcome.output {
-        Payload::Inline(bytes) => bytes.len() as u64,
-        Payload::Sab(range) => u64::from(range.length),
-    }
 }
 
 fn app() -> App {
