@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::Serialize;
 
 use super::generated as g;
+use super::memory::{copy_words_in, copy_words_out};
 use super::{Sab, seqlock};
 
 /// The kernel's engines, in the order of their state records.
@@ -262,12 +263,7 @@ impl<'a> AuditLog<'a> {
             );
             for record in records {
                 let words = self.record_words((head + count) % AUDIT_CAPACITY);
-                for (word, bytes) in words.iter().zip(bytemuck::bytes_of(record).chunks_exact(4)) {
-                    word.store(
-                        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-                        Ordering::Relaxed,
-                    );
-                }
+                copy_words_in(words, bytemuck::bytes_of(record));
                 if count == AUDIT_CAPACITY {
                     head = (head + 1) % AUDIT_CAPACITY;
                 } else {
@@ -299,14 +295,8 @@ impl<'a> AuditLog<'a> {
             (0..count.min(AUDIT_CAPACITY))
                 .map(|i| {
                     let mut record = AuditRecord::default();
-                    let out = bytemuck::bytes_of_mut(&mut record);
-                    for (word, bytes) in self
-                        .record_words((head + i) % AUDIT_CAPACITY)
-                        .iter()
-                        .zip(out.chunks_exact_mut(4))
-                    {
-                        bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-                    }
+                    let words = self.record_words((head + i) % AUDIT_CAPACITY);
+                    copy_words_out(words, bytemuck::bytes_of_mut(&mut record));
                     record
                 })
                 .collect()

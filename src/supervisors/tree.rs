@@ -501,15 +501,19 @@ fn supervise(
         if unit.lifecycle != Lifecycle::Running || !unit.beats_on_pulse {
             continue;
         }
+        // A unit that has not beaten since it (re)started is not judged yet.
         let Ok(beat) = sab.heartbeats().read(unit.registry_slot) else {
             continue;
         };
-        let since = if beat.beats > 0 && beat.last_pulse.wrapping_sub(unit.running_since_pulse) as i32 > 0 {
+        if beat.beats == 0 {
+            continue;
+        }
+        let since = if beat.last_pulse.wrapping_sub(unit.running_since_pulse) as i32 > 0 {
             beat.last_pulse
         } else {
             unit.running_since_pulse
         };
-        if beat.beats > 0 && pulse.wrapping_sub(since) > config.heartbeat_timeout {
+        if pulse.wrapping_sub(since) > config.heartbeat_timeout {
             warn!(
                 "unit {} missed its heartbeat for {} pulses",
                 unit.unit,
