@@ -72,11 +72,8 @@ fn settle(app: &mut App) {
 fn engine_metric(app: &App, engine: Engine, name: &str) -> f32 {
     let record = app.world().resource::<Sab>().engines().read(engine);
     record
-        .named(engine)
-        .into_iter()
-        .find(|(n, _)| *n == name)
+        .metric(engine, name)
         .unwrap_or_else(|| panic!("{engine:?} has no metric {name}"))
-        .1
 }
 
 fn audits(app: &App, kind: AuditKind) -> usize {
