@@ -80,21 +80,15 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// The window: 1280 × 720 natively; in the browser, the page's canvas, sized by its parent.
 fn primary_window() -> Window {
     Window {
         title: "INOS on Bevy".into(),
+        #[cfg(not(target_arch = "wasm32"))]
         resolution: bevy::window::WindowResolution::new(1280, 720),
-        ..default()
-    }
-}
-
-/// In the browser the window is the page's canvas, sized by its parent.
-#[cfg(target_arch = "wasm32")]
-fn primary_window() -> Window {
-    Window {
-        title: "INOS on Bevy".into(),
+        #[cfg(target_arch = "wasm32")]
         canvas: Some("#inos-canvas".into()),
+        #[cfg(target_arch = "wasm32")]
         fit_canvas_to_parent: true,
         ..default()
     }

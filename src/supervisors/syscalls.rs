@@ -38,15 +38,6 @@ impl ModuleMessages {
     }
 }
 
-/// Counters of the syscall path.
-#[derive(Resource, Default, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyscallStats {
-    pub served: u64,
-    pub refused: u64,
-    /// Responses still waiting for room in the outbox-host ring.
-    pub waiting: u64,
-}
-
 /// The kernel's end of the outbox-host ring and the responses that did not fit yet.
 #[derive(Resource)]
 struct ResponseRing {
@@ -67,7 +58,6 @@ impl Plugin for SyscallPlugin {
         app.init_resource::<SyscallInbox>()
             .init_resource::<ChunkStore>()
             .init_resource::<ModuleMessages>()
-            .init_resource::<SyscallStats>()
             .insert_resource(ResponseRing {
                 producer: SyncCell::new(producer),
                 waiting: Vec::new(),
@@ -89,24 +79,17 @@ fn serve(
     mut inbox: ResMut<SyscallInbox>,
     mut chunks: ResMut<ChunkStore>,
     mut messages: ResMut<ModuleMessages>,
-    mut stats: ResMut<SyscallStats>,
     mut ring: ResMut<ResponseRing>,
     mut commands: MessageWriter<SupervisorCommand>,
 ) {
     let now = now_ms();
     for call in std::mem::take(&mut inbox.0) {
         let response = answer(&sab, &call, now, &mut chunks, &mut messages, &mut commands);
-        if response.status == SyscallStatus::Success {
-            stats.served += 1;
-        } else {
-            stats.refused += 1;
-        }
         ring.waiting.push(response.encode());
     }
     let ring = &mut *ring;
     let sent = ring.producer.get().push_all(&ring.waiting);
     ring.waiting.drain(..sent);
-    stats.waiting = ring.waiting.len() as u64;
 }
 
 fn answer(

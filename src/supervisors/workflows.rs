@@ -163,7 +163,6 @@ pub struct WorkflowEngine {
     /// Job id → (workflow id, step).
     jobs: HashMap<u64, (u64, usize)>,
     outcomes: HashMap<u64, WorkflowOutcome>,
-    started: u64,
     pub stats: WorkflowStats,
 }
 
@@ -232,7 +231,6 @@ impl WorkflowEngine {
             let stuck = (0..n).find(|&i| left[i] > 0).expect("a step is left");
             return Err(WorkflowError::Cycle(stuck));
         }
-        self.started += 1;
         let slot = sab
             .supervisors()
             .allocate(&format!("wf/{}", workflow.id), Owner::Kernel)
@@ -248,7 +246,7 @@ impl WorkflowEngine {
                 dependants,
                 blocks: Vec::new(),
                 slot,
-                run: self.started,
+                run: self.stats.workflows,
             },
         );
         Ok(())
@@ -366,27 +364,27 @@ fn advance(sab: Res<Sab>, mut engine: ResMut<WorkflowEngine>, mut queue: ResMut<
 /// consumers read it by offset.
 fn keep_output(sab: &Sab, run: &mut Run, step: usize, output: Payload) -> Payload {
     let consumed = run.workflow.steps.iter().any(|s| s.input == StepInput::Output(step));
-    let Payload::Inline(bytes) = output else {
+    let Payload::Inline(mut bytes) = output else {
         return output; // already in the SAB
     };
     if !consumed || bytes.is_empty() {
         return Payload::Inline(bytes);
     }
-    let padded = bytes.len().next_multiple_of(4);
-    match sab.arena().alloc(padded, Owner::Kernel) {
+    let len = bytes.len();
+    bytes.resize(len.next_multiple_of(4), 0);
+    match sab.arena().alloc(bytes.len(), Owner::Kernel) {
         Ok(block) => {
-            let mut words = bytes.clone();
-            words.resize(padded, 0);
-            sab.write(block.offset, &words)
+            sab.write(block.offset, &bytes)
                 .expect("an arena block lies inside the SAB");
             run.blocks.push(block.offset);
             Payload::Sab(SabRange {
                 offset: block.offset as u64,
-                length: bytes.len() as u32,
+                length: len as u32,
             })
         }
         Err(e) => {
             warn!("workflow step output stays inline (no arena room: {e})");
+            bytes.truncate(len);
             Payload::Inline(bytes)
         }
     }

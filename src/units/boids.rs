@@ -762,7 +762,8 @@ pub fn evolve_batch(sab: &Sab, job: &crate::protocol::Job) -> crate::protocol::J
             bytes.len()
         ));
     }
-    let records: Vec<GeneRecord> = bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect();
+    // Packed records (alignment 1): the bytes are the records.
+    let records: &[GeneRecord] = bytemuck::cast_slice(&bytes);
     if let Some(i) = records
         .iter()
         .position(|r| !{ r.fitness }.is_finite() || !{ r.genes }.iter().all(|g| g.is_finite()))
@@ -783,18 +784,16 @@ pub fn evolve_batch(sab: &Sab, job: &crate::protocol::Job) -> crate::protocol::J
         })
         .collect();
     let next = breed(&population, &mut SplitMix64::new(seed));
-    let output: Vec<u8> = records
+    let next: Vec<GeneRecord> = records
         .iter()
         .zip(next)
-        .flat_map(|(r, genes)| {
-            let record = GeneRecord {
-                bird_id: r.bird_id,
-                fitness: 0.0,
-                genes,
-            };
-            bytemuck::bytes_of(&record).to_vec()
+        .map(|(r, genes)| GeneRecord {
+            bird_id: r.bird_id,
+            fitness: 0.0,
+            genes,
         })
         .collect();
+    let output = bytemuck::cast_slice(&next).to_vec();
     let mut outcome = JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(output));
     (outcome.input_bytes, outcome.output_bytes) = (bytes.len() as u64, bytes.len() as u64);
     outcome

@@ -10,9 +10,9 @@
 //! (it has no job id): it is counted and logged; the kernel only sends frames it has decoded. A job
 //! that panics in its unit is answered `Crashed`, and the unit's supervisor restarts the unit. The
 //! host measures each job's execution time; a job's cost is at least that time in microseconds,
-//! and a job that costs more than its non-zero `budget` is answered `BudgetExceeded`. All this is
-//! for units the host runs at once; a mailbox unit (`JobEntry::Mailbox`) runs and times its jobs
-//! in its own systems.
+//! and a job that costs more than its non-zero `budget` is answered `BudgetExceeded`. A mailbox
+//! unit (`JobEntry::Mailbox`) runs its jobs in its own systems and charges them with the same
+//! `charge`; a panic there is not caught.
 //!
 //! Syscall replies (`SyscallReplies`) are keyed by call id alone: a unit makes its call ids unique,
 //! for example with its module hash in the high half.
@@ -215,7 +215,7 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
 /// Stamps the host's measurement of a job's execution time on its outcome and charges it: the
 /// cost is at least the execution time in microseconds (a unit may report more), and a job whose
 /// cost exceeds its non-zero `budget` is answered `BudgetExceeded`, without its output.
-fn charge(mut outcome: JobOutcome, job: &Job, execution_ns: u64) -> JobOutcome {
+pub(crate) fn charge(mut outcome: JobOutcome, job: &Job, execution_ns: u64) -> JobOutcome {
     outcome.execution_time_ns = execution_ns;
     outcome.cost = outcome.cost.max(execution_ns / 1000);
     if job.budget > 0 && outcome.cost > job.budget && outcome.status == JobStatus::Success {

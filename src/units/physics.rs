@@ -18,7 +18,7 @@ use crate::pulse::PulseSystems;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
-use crate::units::host::{JobHostSystems, JobMailboxes, MailboxResults};
+use crate::units::host::{JobHostSystems, JobMailboxes, MailboxResults, charge};
 
 /// The orbiting ball's angular speed (rad/s) and its bobbing frequency (rad/s).
 const ORBIT_SPEED: f32 = 0.35;
@@ -332,7 +332,7 @@ fn run_physics_jobs(
     let mut bodies = obstacles.iter().count();
     for job in mailboxes.take("physics") {
         let start = bevy::platform::time::Instant::now();
-        let mut outcome = match (job.method.as_str(), &job.params) {
+        let outcome = match (job.method.as_str(), &job.params) {
             (
                 "spawn_body",
                 JobParams::Physics(PhysicsCall::SpawnBody {
@@ -364,8 +364,7 @@ fn run_physics_jobs(
                 ),
             ),
         };
-        outcome.execution_time_ns = start.elapsed().as_nanos() as u64;
-        results.0.push(outcome);
+        results.0.push(charge(outcome, &job, start.elapsed().as_nanos() as u64));
     }
 }
 
@@ -444,15 +443,29 @@ fn raycast(
     };
     let direction = direction.normalize();
     let hit = context.cast_ray(origin, direction, max_distance, true, QueryFilter::default());
-    let mut out = Vec::with_capacity(32);
-    let (flag, distance, bits) = hit.map_or((0u32, 0.0f32, 0u64), |(e, toi)| (1, toi, e.to_bits()));
-    let point = origin + direction * distance;
-    out.extend_from_slice(&flag.to_le_bytes());
-    out.extend_from_slice(&distance.to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    for c in point.to_array() {
-        out.extend_from_slice(&c.to_le_bytes());
-    }
-    out.extend_from_slice(&[0; 4]);
-    JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(out))
+    let (hit, distance, entity) = hit.map_or((0, 0.0, 0), |(e, toi)| (1, toi, e.to_bits()));
+    let record = RayHit {
+        hit,
+        distance,
+        entity,
+        point: (origin + direction * distance).to_array(),
+        reserved: 0,
+    };
+    JobOutcome::new(
+        job.id,
+        JobStatus::Success,
+        Payload::Inline(bytemuck::bytes_of(&record).to_vec()),
+    )
 }
+
+/// A `raycast` job's output, byte for byte (little-endian on every target this builds for).
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct RayHit {
+    hit: u32,
+    distance: f32,
+    entity: u64,
+    point: [f32; 3],
+    reserved: u32,
+}
+const _: () = assert!(size_of::<RayHit>() == 32);
