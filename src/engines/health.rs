@@ -128,8 +128,9 @@ pub(crate) fn run_health(
             SupervisorStatus::Zombie => zombie += 1,
             _ => degraded += 1,
         }
-        let beat = sab.heartbeats().read(unit.registry_slot).unwrap_or_default();
-        let overdue = beat.beats > 0 && pulse.wrapping_sub(beat.last_pulse) > config.heartbeat_timeout / 2;
+        let overdue = unit
+            .pulses_without_beat(&sab, pulse)
+            .is_some_and(|silent| silent > config.heartbeat_timeout / 2);
         let health = engine.units.entry(unit.unit_hash).or_default();
         let (h, p_fail) = hazard(health.error_rate, health.latency_ms, overdue);
         health.hazard = h;
@@ -138,7 +139,7 @@ pub(crate) fn run_health(
         }
     }
     for unit_hash in remediate {
-        let Some(unit) = tree.units.iter().find(|u| u.unit_hash == unit_hash) else {
+        let Some(unit) = tree.index_of_hash(unit_hash).map(|i| &tree.units[i]) else {
             continue;
         };
         if let Some(health) = engine.units.get_mut(&unit_hash) {

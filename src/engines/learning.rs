@@ -114,7 +114,8 @@ impl LearningEngine {
         }
         let key = (r.unit_hash, r.method_hash);
         let (x, actual) = (f64::from(r.input_bytes), f64::from(job.execution_us).max(1.0));
-        if let Some(predicted) = self.predict(r.unit_hash, r.method_hash, u64::from(r.input_bytes)) {
+        let fit = self.models.entry(key).or_default();
+        if let Some(predicted) = fit.predict(x) {
             let error = (predicted - actual).abs() / actual;
             let alpha = (1.0 / (self.scored as f64 + 1.0)).max(0.02);
             self.mean_abs_error_pct += alpha * (100.0 * error - self.mean_abs_error_pct);
@@ -122,7 +123,7 @@ impl LearningEngine {
             self.scored += 1;
             (self.last_prediction_us, self.last_actual_us) = (predicted, actual);
         }
-        self.models.entry(key).or_default().update(x, actual);
+        fit.update(x, actual);
         self.jobs_learned += 1;
 
         // Sources name themselves: bound what is kept per source.

@@ -18,7 +18,7 @@ use bevy::prelude::*;
 use crate::sab::engines::Engine;
 use crate::sab::{EpochIndex, Sab};
 use crate::supervisors::evolution::SplitMix64;
-use crate::timing::StageTimes;
+use crate::timing::{StageTimes, quantile};
 
 /// Boids steps measured per value (the first step after a change is not counted).
 pub const EVAL_STEPS: usize = 24;
@@ -155,7 +155,7 @@ pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mu
         engine.samples.extend(&fresh[skip..]);
         if engine.samples.len() >= EVAL_STEPS {
             engine.samples.sort_by(f32::total_cmp);
-            let median = f64::from(engine.samples[engine.samples.len() / 2]);
+            let median = f64::from(quantile(&engine.samples, 0.5));
             let value = engine.tuner.current();
             engine.tuner.report(value, median);
             engine.samples.clear();

@@ -274,7 +274,9 @@ pub(crate) fn run_security(
         records.extend(engine.observe(job, &gate.config));
     }
     let log = sab.audit_log();
-    log.append(&records);
+    if !records.is_empty() {
+        log.append(&records);
+    }
     sab.engines().publish(
         Engine::Security,
         &[

@@ -316,12 +316,32 @@ pub struct SupervisorTree {
     runs: u32,
 }
 
+impl UnitSupervisor {
+    /// Pulses since the unit's last heartbeat (or since it started, if later), for a running unit
+    /// that promises a beat every pulse and has beaten since it started; `None` for any other.
+    pub fn pulses_without_beat(&self, sab: &Sab, pulse: u32) -> Option<u32> {
+        if self.lifecycle != Lifecycle::Running || !self.beats_on_pulse {
+            return None;
+        }
+        let beat = sab.heartbeats().read(self.registry_slot).ok()?;
+        if beat.beats == 0 {
+            return None;
+        }
+        let since = if beat.last_pulse.wrapping_sub(self.running_since_pulse) as i32 > 0 {
+            beat.last_pulse
+        } else {
+            self.running_since_pulse
+        };
+        Some(pulse.wrapping_sub(since))
+    }
+}
+
 impl SupervisorTree {
     pub fn unit(&self, id: &str) -> Option<&UnitSupervisor> {
         self.units.iter().find(|u| u.unit == id)
     }
 
-    fn index_of_hash(&self, hash: u32) -> Option<usize> {
+    pub(crate) fn index_of_hash(&self, hash: u32) -> Option<usize> {
         self.units.iter().position(|u| u.unit_hash == hash)
     }
 }
@@ -498,27 +518,11 @@ fn supervise(
     // Heartbeats of running units that beat.
     for i in 0..tree.units.len() {
         let unit = &tree.units[i];
-        if unit.lifecycle != Lifecycle::Running || !unit.beats_on_pulse {
-            continue;
-        }
-        // A unit that has not beaten since it (re)started is not judged yet.
-        let Ok(beat) = sab.heartbeats().read(unit.registry_slot) else {
+        let Some(silent) = unit.pulses_without_beat(&sab, pulse) else {
             continue;
         };
-        if beat.beats == 0 {
-            continue;
-        }
-        let since = if beat.last_pulse.wrapping_sub(unit.running_since_pulse) as i32 > 0 {
-            beat.last_pulse
-        } else {
-            unit.running_since_pulse
-        };
-        if pulse.wrapping_sub(since) > config.heartbeat_timeout {
-            warn!(
-                "unit {} missed its heartbeat for {} pulses",
-                unit.unit,
-                pulse.wrapping_sub(since)
-            );
+        if silent > config.heartbeat_timeout {
+            warn!("unit {} missed its heartbeat for {silent} pulses", unit.unit);
             tree.units[i].hangs += 1;
             fail(tree, i, Exit::Hung, &config, now);
         }
