@@ -58,30 +58,82 @@ pub struct Throughput {
     pub per_second: f64,
 }
 
+/// The suite's sections, each runnable alone with `inos bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// Epoch signal-to-wake latency and round trips, next to crossbeam channels.
+    Signals,
+    /// Ring throughput next to crossbeam's ArrayQueue.
+    Rings,
+    /// Registry lookup and registration, arena alloc/free.
+    Bookkeeping,
+    /// Flock physics plus matrices at 1k, 10k and 100k birds, next to a naive step.
+    Flock,
+    /// Echo jobs through the whole job pipeline.
+    Jobs,
+    /// Chains of echo steps as workflows.
+    Workflows,
+    /// The learning and scheduling engines' figures after hash jobs.
+    Engines,
+}
+
+/// Every section that ran; the JSON keys are flat, and a section left out has none of its keys.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    #[serde(flatten)]
+    pub signals: Option<Signals>,
+    #[serde(flatten)]
+    pub rings: Option<Rings>,
+    #[serde(flatten)]
+    pub bookkeeping: Option<Bookkeeping>,
+    #[serde(flatten)]
+    pub flock: Option<FlockScaling>,
+    #[serde(flatten)]
+    pub jobs: Option<Jobs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflows: Option<WorkflowTiming>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engines: Option<EngineTargets>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Signals {
     pub epoch_wake_spin: Latency,
     pub epoch_wake_parked: Latency,
     pub crossbeam_wake_parked: Latency,
     pub epoch_round_trip: Latency,
     pub crossbeam_round_trip: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rings {
     pub ring_64b: Throughput,
     pub array_queue_64b: Throughput,
     /// ring_64b / array_queue_64b, measured in the same run.
     pub ring_vs_array_queue: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Bookkeeping {
     pub registry_lookup_ns: f64,
     pub registry_register_us: f64,
     pub arena_alloc_free_ns: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FlockScaling {
     pub flock: Vec<FlockTiming>,
     /// Median ms of one naive O(n²) physics step over 2 000 birds.
     pub naive_2000_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Jobs {
     /// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results,
     /// job history) in a headless app, submitted all at once.
     pub echo_jobs: Throughput,
     /// One echo job, submit to result: one app update.
     pub echo_job_round_trip: Latency,
-    pub workflows: WorkflowTiming,
-    pub engines: EngineTargets,
 }
 
 /// The engines' own figures after a run of crypto hash jobs of varied sizes with deadlines.
@@ -576,15 +628,55 @@ fn engine_targets(jobs: u64) -> EngineTargets {
     }
 }
 
-pub fn measure(quick: bool) -> BenchReport {
+/// Runs the `sections` (all of them when empty).
+pub fn measure(quick: bool, sections: &[Section]) -> BenchReport {
+    let wanted = |s: Section| (sections.is_empty() || sections.contains(&s)).then_some(());
     let samples = if quick { 200 } else { 2000 };
     let frames = if quick { 200_000 } else { 4_000_000 };
-    let sab = Sab::for_tier(Tier::Light);
-    let spin_settle = Duration::from_micros(2);
-    let park_settle = Duration::from_micros(300);
-    let ring_64b = ring_throughput(frames);
-    let array_queue_64b = array_queue_throughput(frames);
-    let (registry_lookup_ns, registry_register_us) = registry_costs(quick);
+    BenchReport {
+        signals: wanted(Section::Signals).map(|()| {
+            let sab = Sab::for_tier(Tier::Light);
+            let spin_settle = Duration::from_micros(2);
+            let park_settle = Duration::from_micros(300);
+            Signals {
+                epoch_wake_spin: epoch_wake(&sab, samples, u32::MAX, spin_settle),
+                epoch_wake_parked: epoch_wake(&sab, samples, 0, park_settle),
+                crossbeam_wake_parked: crossbeam_wake(samples, park_settle),
+                epoch_round_trip: epoch_round_trip(&sab, samples),
+                crossbeam_round_trip: crossbeam_round_trip(samples),
+            }
+        }),
+        rings: wanted(Section::Rings).map(|()| {
+            let ring_64b = ring_throughput(frames);
+            let array_queue_64b = array_queue_throughput(frames);
+            Rings {
+                ring_vs_array_queue: ring_64b.per_second / array_queue_64b.per_second,
+                ring_64b,
+                array_queue_64b,
+            }
+        }),
+        bookkeeping: wanted(Section::Bookkeeping).map(|()| {
+            let (registry_lookup_ns, registry_register_us) = registry_costs(quick);
+            Bookkeeping {
+                registry_lookup_ns,
+                registry_register_us,
+                arena_alloc_free_ns: arena_cost(quick),
+            }
+        }),
+        flock: wanted(Section::Flock).map(|()| flock_scaling(quick)),
+        jobs: wanted(Section::Jobs).map(|()| {
+            let (echo_jobs, echo_job_round_trip) = echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4);
+            Jobs {
+                echo_jobs,
+                echo_job_round_trip,
+            }
+        }),
+        workflows: wanted(Section::Workflows).map(|()| workflow_chains(if quick { 100 } else { 1000 }, 10)),
+        engines: wanted(Section::Engines).map(|()| engine_targets(if quick { 2_000 } else { 20_000 })),
+    }
+}
+
+fn flock_scaling(quick: bool) -> FlockScaling {
     let naive_2000_ms = naive_step_ms(2000, if quick { 5 } else { 20 });
     let flock = [(1_000, 200), (10_000, 60), (100_000, 10)]
         .into_iter()
@@ -601,33 +693,14 @@ pub fn measure(quick: bool) -> BenchReport {
             }
         })
         .collect();
-    let (echo_jobs, echo_job_round_trip) = echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4);
-    BenchReport {
-        echo_jobs,
-        echo_job_round_trip,
-        workflows: workflow_chains(if quick { 100 } else { 1000 }, 10),
-        engines: engine_targets(if quick { 2_000 } else { 20_000 }),
-        flock,
-        naive_2000_ms,
-        registry_lookup_ns,
-        registry_register_us,
-        arena_alloc_free_ns: arena_cost(quick),
-        epoch_wake_spin: epoch_wake(&sab, samples, u32::MAX, spin_settle),
-        epoch_wake_parked: epoch_wake(&sab, samples, 0, park_settle),
-        crossbeam_wake_parked: crossbeam_wake(samples, park_settle),
-        epoch_round_trip: epoch_round_trip(&sab, samples),
-        crossbeam_round_trip: crossbeam_round_trip(samples),
-        ring_vs_array_queue: ring_64b.per_second / array_queue_64b.per_second,
-        ring_64b,
-        array_queue_64b,
-    }
+    FlockScaling { flock, naive_2000_ms }
 }
 
-pub fn run(json: bool, quick: bool) -> Result<(), String> {
+pub fn run(json: bool, quick: bool, sections: &[Section]) -> Result<(), String> {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run `cargo run --release -- bench` for meaningful numbers");
     }
-    let r = measure(quick);
+    let r = measure(quick, sections);
     if json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
         return Ok(());
@@ -649,76 +722,88 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
             t.seconds
         )
     };
-    println!("epoch signal -> wake (one way, waiter present)");
-    lat("epoch, waiter spinning", &r.epoch_wake_spin);
-    lat("epoch, waiter parked", &r.epoch_wake_parked);
-    lat("crossbeam channel, receiver blocked", &r.crossbeam_wake_parked);
-    println!("round trip");
-    lat("epoch ping-pong", &r.epoch_round_trip);
-    lat("crossbeam channel ping-pong", &r.crossbeam_round_trip);
-    println!("64-byte frames, producer thread -> consumer thread");
-    thr("SAB ring (inbox)", &r.ring_64b);
-    thr("crossbeam ArrayQueue", &r.array_queue_64b);
-    println!("  ring / ArrayQueue: {:.2}x", r.ring_vs_array_queue);
-    println!("bookkeeping (one thread)");
-    println!(
-        "  {:<40} {:>8.1} ns   (target < 100 ns)",
-        "registry lookup by name", r.registry_lookup_ns
-    );
-    println!(
-        "  {:<40} {:>8.2} µs   (target < 5 µs)",
-        "registry re-registration", r.registry_register_us
-    );
-    println!("  {:<40} {:>8.1} ns", "arena alloc + free", r.arena_alloc_free_ns);
-    println!(
-        "flock, physics + matrices per tick (naive O(n²) step over 2000 birds: {:.2} ms)",
-        r.naive_2000_ms
-    );
-    for f in &r.flock {
+    if let Some(s) = &r.signals {
+        println!("epoch signal -> wake (one way, waiter present)");
+        lat("epoch, waiter spinning", &s.epoch_wake_spin);
+        lat("epoch, waiter parked", &s.epoch_wake_parked);
+        lat("crossbeam channel, receiver blocked", &s.crossbeam_wake_parked);
+        println!("round trip");
+        lat("epoch ping-pong", &s.epoch_round_trip);
+        lat("crossbeam channel ping-pong", &s.crossbeam_round_trip);
+    }
+    if let Some(rings) = &r.rings {
+        println!("64-byte frames, producer thread -> consumer thread");
+        thr("SAB ring (inbox)", &rings.ring_64b);
+        thr("crossbeam ArrayQueue", &rings.array_queue_64b);
+        println!("  ring / ArrayQueue: {:.2}x", rings.ring_vs_array_queue);
+    }
+    if let Some(b) = &r.bookkeeping {
+        println!("bookkeeping (one thread)");
         println!(
-            "  {:>7} birds, {} threads   median {:>8.2} ms   p99 {:>8.2} ms   {:.3}x the naive 2000-bird step",
-            f.birds, f.threads, f.median_ms, f.p99_ms, f.vs_naive_2000
+            "  {:<40} {:>8.1} ns   (target < 100 ns)",
+            "registry lookup by name", b.registry_lookup_ns
+        );
+        println!(
+            "  {:<40} {:>8.2} µs   (target < 5 µs)",
+            "registry re-registration", b.registry_register_us
+        );
+        println!("  {:<40} {:>8.1} ns", "arena alloc + free", b.arena_alloc_free_ns);
+    }
+    if let Some(f) = &r.flock {
+        println!(
+            "flock, physics + matrices per tick (naive O(n²) step over 2000 birds: {:.2} ms)",
+            f.naive_2000_ms
+        );
+        for t in &f.flock {
+            println!(
+                "  {:>7} birds, {} threads   median {:>8.2} ms   p99 {:>8.2} ms   {:.3}x the naive 2000-bird step",
+                t.birds, t.threads, t.median_ms, t.p99_ms, t.vs_naive_2000
+            );
+        }
+    }
+    if let Some(j) = &r.jobs {
+        println!("job pipeline (echo, 16-byte input, headless app)");
+        println!(
+            "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s; target 1 M/s)",
+            "throughput, submitted at once",
+            j.echo_jobs.per_second / 1e6,
+            j.echo_jobs.items,
+            j.echo_jobs.seconds
+        );
+        lat("one job, submit to result", &j.echo_job_round_trip);
+    }
+    if let Some(w) = &r.workflows {
+        println!(
+            "workflows ({} chains of {} echo steps, outputs passed by SAB offset, {} updates)",
+            w.workflows,
+            w.steps / w.workflows.max(1),
+            w.updates
+        );
+        println!(
+            "  {:<40} {:>8.2} µs   (target < 50 µs)",
+            "coordination per step", w.coordination_per_step_us
+        );
+        println!(
+            "  {:<40} {:>8.2} µs",
+            "wall time per step, pipeline included", w.wall_per_step_us
         );
     }
-    println!("job pipeline (echo, 16-byte input, headless app)");
-    println!(
-        "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s; target 1 M/s)",
-        "throughput, submitted at once",
-        r.echo_jobs.per_second / 1e6,
-        r.echo_jobs.items,
-        r.echo_jobs.seconds
-    );
-    lat("one job, submit to result", &r.echo_job_round_trip);
-    let w = &r.workflows;
-    println!(
-        "workflows ({} chains of {} echo steps, outputs passed by SAB offset, {} updates)",
-        w.workflows,
-        w.steps / w.workflows.max(1),
-        w.updates
-    );
-    println!(
-        "  {:<40} {:>8.2} µs   (target < 50 µs)",
-        "coordination per step", w.coordination_per_step_us
-    );
-    println!(
-        "  {:<40} {:>8.2} µs",
-        "wall time per step, pipeline included", w.wall_per_step_us
-    );
-    let e = &r.engines;
-    println!(
-        "engines ({} BLAKE3 jobs of 4-64 KiB, 10 per tick, deadlines 50 ms out)",
-        e.jobs
-    );
-    println!(
-        "  {:<40} {:>7.1} %   within 20 %: {:.1} % of predictions (target: within 20 %)",
-        "learning: latency prediction error",
-        e.learning_mean_abs_error_pct,
-        100.0 * e.learning_within_20pct
-    );
-    println!(
-        "  {:<40} {:>7.1} %   (target ≥ 95 %)",
-        "scheduling: deadlines met",
-        100.0 * e.deadline_hit_rate
-    );
+    if let Some(e) = &r.engines {
+        println!(
+            "engines ({} BLAKE3 jobs of 4-64 KiB, 10 per tick, deadlines 50 ms out)",
+            e.jobs
+        );
+        println!(
+            "  {:<40} {:>7.1} %   within 20 %: {:.1} % of predictions (target: within 20 %)",
+            "learning: latency prediction error",
+            e.learning_mean_abs_error_pct,
+            100.0 * e.learning_within_20pct
+        );
+        println!(
+            "  {:<40} {:>7.1} %   (target ≥ 95 %)",
+            "scheduling: deadlines met",
+            100.0 * e.deadline_hit_rate
+        );
+    }
     Ok(())
 }

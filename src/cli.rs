@@ -41,6 +41,9 @@ pub enum Command {
         /// Fewer samples, for a quick look.
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated; all when absent).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTIONS")]
+        only: Vec<crate::bench::Section>,
     },
 }
 
@@ -152,7 +155,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Inspect { file, json }) => crate::inspect::run(&file, json),
-        Some(Command::Bench { json, quick }) => crate::bench::run(json, quick),
+        Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
         None if cli.run.headless => crate::headless::run(&cli.run),
         None => run_visual(&cli.run),
     };

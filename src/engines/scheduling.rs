@@ -1,6 +1,7 @@
 //! The scheduling engine's report: how the job queue's order served deadlines.
 //!
-//! The order itself is the job queue's heap (`JobQueue`), popped on every pulse: the scheduling
+//! The order itself is the job queue's priority queue (`JobQueue`: a B-tree of first-in-first-out
+//! runs, one per score and deadline), popped on every pulse: the scheduling
 //! score first (`SchedulingPolicy`: priority plus deadline urgency, times the source's credit
 //! multiplier), then earliest deadline (EDF), then submission order. This engine measures it from the
 //! finished jobs: jobs dispatched, jobs with a deadline and how many finished by it (the

@@ -15,8 +15,9 @@ pub mod generated {
     pub mod syscall_capnp;
 }
 
-use capnp::message::{Builder, ReaderOptions};
+use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use capnp::serialize;
+use capnp::serialize::NoAllocSliceSegments;
 
 use crate::sab::Sab;
 use crate::sab::arena::UserRangeError;
@@ -67,8 +68,9 @@ impl From<capnp::NotInSchema> for FrameError {
     }
 }
 
-/// Reads one framed message that must fill `frame` exactly, within the limits.
-fn read_frame(frame: &[u8]) -> Result<capnp::message::Reader<serialize::OwnedSegments>, FrameError> {
+/// Reads one framed message that must fill `frame` exactly, within the limits, in place (no copy,
+/// no allocation; capnp's `unaligned` feature lets a frame start at any byte).
+fn read_frame(frame: &[u8]) -> Result<capnp::message::Reader<NoAllocSliceSegments<'_>>, FrameError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {
             len: frame.len(),
@@ -81,14 +83,21 @@ fn read_frame(frame: &[u8]) -> Result<capnp::message::Reader<serialize::OwnedSeg
         .traversal_limit_in_words(Some(frame.len() / 8 * 4 + 64))
         .nesting_limit(MAX_NESTING);
     let mut rest = frame;
-    let reader = serialize::read_message(&mut rest, options)?;
+    let reader = serialize::read_message_from_flat_slice_no_alloc(&mut rest, options)?;
     if !rest.is_empty() {
         return Err(FrameError::TrailingBytes { len: rest.len() });
     }
     Ok(reader)
 }
 
-fn write_frame(message: &Builder<capnp::message::HeapAllocator>) -> Vec<u8> {
+/// A message builder whose first segment fits a message with `variable` bytes of texts, data and
+/// lists, so it is one segment and small (capnp's default first segment is 8 KiB, zeroed).
+fn builder(variable: usize) -> Builder<HeapAllocator> {
+    let words = 48 + variable.div_ceil(8) * 2;
+    Builder::new(HeapAllocator::new().first_segment_words(words.min(1 << 20) as u32))
+}
+
+fn write_frame(message: &Builder<HeapAllocator>) -> Vec<u8> {
     serialize::write_message_to_words(message)
 }
 
@@ -214,7 +223,14 @@ impl Job {
     /// The job as one frame carrying job id `id` instead of its own (the kernel's wire id),
     /// without copying the job.
     pub fn encode_as(&self, id: u64) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let params = match &self.params {
+            JobParams::Crypto { key, expected } => key.len() + expected.len(),
+            JobParams::Binary(bytes) => bytes.len(),
+            JobParams::None | JobParams::Physics(_) => 0,
+        };
+        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
+        let mut message =
+            builder(self.library.len() + self.method.len() + self.input.len() as usize + params + metadata);
         let mut job = message.init_root::<job_request::Builder>();
         job.set_job_id(id);
         job.set_library(&self.library);
@@ -249,6 +265,21 @@ impl Job {
             kv.set_value(value);
         }
         write_frame(&message)
+    }
+
+    /// Whether `decode` will accept this job's frame, without encoding it: the only limit a
+    /// `Job` can break is the metadata count (its texts are UTF-8 and its values are in the
+    /// schema by construction; the frame size is the sender's to check).
+    pub fn check(&self) -> Result<(), FrameError> {
+        let len = u32::try_from(self.metadata.len()).unwrap_or(u32::MAX);
+        if len > MAX_METADATA {
+            return Err(FrameError::TooMany {
+                field: "metadata",
+                len,
+                max: MAX_METADATA,
+            });
+        }
+        Ok(())
     }
 
     /// Decodes an untrusted frame.
@@ -446,7 +477,7 @@ impl JobOutcome {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let mut message = builder(self.output.len() as usize + self.error.len());
         let mut r = message.init_root::<job_result::Builder>();
         r.set_job_id(self.id);
         r.set_status(to_wire(&JOB_STATUSES, self.status));
@@ -573,7 +604,14 @@ pub struct Syscall {
 
 impl Syscall {
     pub fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let variable = match &self.body {
+            SyscallBody::Noop => 0,
+            SyscallBody::FetchChunk { hash, .. } | SyscallBody::StoreChunk { hash, .. } => hash.len(),
+            SyscallBody::SendMessage { payload, .. } => payload.len(),
+            SyscallBody::SpawnThread { unit } | SyscallBody::KillThread { unit } => unit.len(),
+            SyscallBody::HostCall { service, payload } => service.len() + payload.len(),
+        };
+        let mut message = builder(variable);
         let mut m = message.init_root::<message::Builder>();
         let mut h = m.reborrow().init_header();
         h.set_magic(sc::MAGIC);
@@ -622,6 +660,19 @@ impl Syscall {
             }
         }
         write_frame(&message)
+    }
+
+    /// Whether `frame` is a syscall envelope (its root has a header with the magic), checked
+    /// without building errors: a ring that carries envelopes beside other frames sorts them with
+    /// this, then decodes each kind with its own decoder.
+    pub fn is_envelope(frame: &[u8]) -> bool {
+        let Ok(reader) = read_frame(frame) else {
+            return false;
+        };
+        reader
+            .get_root::<message::Reader>()
+            .and_then(|m| m.get_header())
+            .is_ok_and(|h| h.get_magic() == sc::MAGIC)
     }
 
     /// Decodes an untrusted frame: magic, version and the opcode's agreement with the body are
@@ -729,7 +780,12 @@ pub struct SyscallResponse {
 
 impl SyscallResponse {
     pub fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let variable = match &self.result {
+            SyscallResult::StoreChunk { hash, .. } => hash.len(),
+            SyscallResult::HostCall { payload } => payload.len(),
+            _ => 0,
+        };
+        let mut message = builder(self.error.len() + variable);
         let mut r = message.init_root::<response::Builder>();
         r.set_call_id(self.call_id);
         r.set_status(to_wire(&SYSCALL_STATUSES, self.status));

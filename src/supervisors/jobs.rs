@@ -17,9 +17,10 @@
 //!   still queued it is never sent, and a late result for it is counted (`unmatched`) and dropped.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use bevy::platform::collections::HashMap;
+use bevy::platform::collections::hash_map::Entry;
 use std::time::Duration;
 
 use bevy::platform::cell::SyncCell;
@@ -135,14 +136,102 @@ impl SchedulingPolicy {
     }
 }
 
-/// A frame waiting to be sent, ordered by (priority, earlier deadline, earlier submission); the
-/// last key is the wire id, unique, so the order is total.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+/// A frame waiting to be sent.
 struct Queued {
-    /// (scheduling score as ordered bits, earlier deadline, earlier submission).
-    key: (u32, Reverse<u64>, Reverse<u64>),
+    wire: u64,
     unit_hash: u32,
     frame: Vec<u8>,
+}
+
+/// The jobs waiting to be sent, in scheduling order: higher score first, then earlier deadline,
+/// then earlier submission. Jobs with the same (score, deadline) form a run, and since wire ids
+/// grow with submission, a run is first in, first out: pushing and popping are O(1) in the run
+/// and O(log runs) in the map, with no reordering of the jobs themselves.
+#[derive(Default)]
+struct ReadyQueue {
+    /// By (score as ordered bits, reversed so the highest comes first; deadline).
+    runs: BTreeMap<(Reverse<u32>, u64), VecDeque<Queued>>,
+    len: usize,
+}
+
+impl ReadyQueue {
+    fn push(&mut self, score: f32, deadline: u64, job: Queued) {
+        // A non-negative finite f32's bits order as the float does.
+        self.runs.entry((Reverse(score.to_bits()), deadline)).or_default().push_back(job);
+        self.len += 1;
+    }
+
+    fn peek(&self) -> Option<&Queued> {
+        self.runs.first_key_value().and_then(|(_, run)| run.front())
+    }
+
+    /// The next job and its run's key (to put it back with `unpop`).
+    fn pop(&mut self) -> Option<((Reverse<u32>, u64), Queued)> {
+        let mut run = self.runs.first_entry()?;
+        let job = run.get_mut().pop_front().expect("runs are never empty");
+        let key = *run.key();
+        if run.get().is_empty() {
+            run.remove();
+        }
+        self.len -= 1;
+        Some((key, job))
+    }
+
+    /// Puts back a job just popped (jobs popped together go back in reverse order).
+    fn unpop(&mut self, key: (Reverse<u32>, u64), job: Queued) {
+        self.runs.entry(key).or_default().push_front(job);
+        self.len += 1;
+    }
+}
+
+/// The jobs in flight by wire id. Wire ids are handed out in sequence, so the table is a window
+/// of slots from the oldest unresolved job on: insert, lookup and removal are O(1) and touch
+/// memory in submission order.
+#[derive(Default)]
+struct InFlightTable {
+    /// The wire id of `slots[0]`.
+    first: u64,
+    slots: VecDeque<Option<InFlight>>,
+    live: usize,
+}
+
+impl InFlightTable {
+    fn insert(&mut self, wire: u64, job: InFlight) {
+        if self.live == 0 {
+            self.slots.clear();
+            self.first = wire;
+        }
+        debug_assert_eq!(wire, self.first + self.slots.len() as u64, "wire ids are sequential");
+        self.slots.push_back(Some(job));
+        self.live += 1;
+    }
+
+    fn slot(&self, wire: u64) -> Option<usize> {
+        let k = usize::try_from(wire.checked_sub(self.first)?).ok()?;
+        (k < self.slots.len()).then_some(k)
+    }
+
+    fn contains(&self, wire: u64) -> bool {
+        self.slot(wire).is_some_and(|k| self.slots[k].is_some())
+    }
+
+    fn remove(&mut self, wire: u64) -> Option<InFlight> {
+        let k = self.slot(wire)?;
+        let job = self.slots[k].take()?;
+        self.live -= 1;
+        while self.slots.front().is_some_and(Option::is_none) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        Some(job)
+    }
+}
+
+/// A caller's job id: in flight under a wire id, or resolved with a result not yet taken.
+enum Call {
+    Pending,
+    /// Boxed: the map stays small (an outcome is ~150 bytes) while many jobs are in flight.
+    Done(Box<JobOutcome>),
 }
 
 /// A job between submission and result, by wire id.
@@ -166,13 +255,14 @@ struct KernelEnds {
 /// The job queue, the jobs in flight and the results not yet taken.
 #[derive(Resource)]
 pub struct JobQueue {
-    queue: BinaryHeap<Queued>,
-    /// By wire id.
-    in_flight: HashMap<u64, InFlight>,
-    /// Caller ids in flight, to their wire ids.
-    wire_of: HashMap<u64, u64>,
-    /// By caller id.
-    results: HashMap<u64, JobOutcome>,
+    queue: ReadyQueue,
+    in_flight: InFlightTable,
+    /// By caller id: every id in flight or with a result not yet taken.
+    calls: HashMap<u64, Call>,
+    /// Libraries found registered, with their unit hash, while the registry epoch stays at
+    /// `registry_epoch` (a registration or removal clears them).
+    libraries: Vec<(String, u32)>,
+    registry_epoch: u32,
     /// (timeout, wire id) of the jobs that have a timeout, soonest first; entries of jobs already
     /// resolved are skipped when they come up.
     timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -197,10 +287,7 @@ pub struct JobQueue {
 impl JobQueue {
     /// Checks and queues a job; it is sent on the next pulse.
     pub fn submit(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
-        if sab.registry().lookup(&job.library).is_none() {
-            return Err(SubmitError::UnknownLibrary(job.library.clone()));
-        }
-        let unit_hash = crc32c::crc32c(job.library.as_bytes());
+        let unit_hash = self.registered(sab, &job.library)?;
         let busy = self.unit_in_flight.get(&unit_hash).is_some_and(|&n| n > 0);
         match self.admission.get(&unit_hash) {
             Some(Admission::Refuse) => return Err(SubmitError::UnitStopped(job.library.clone())),
@@ -208,8 +295,13 @@ impl JobQueue {
             Some(Admission::Probe) if busy => return Err(SubmitError::CircuitOpen(job.library.clone())),
             _ => {}
         }
-        if self.wire_of.contains_key(&job.id) || self.results.contains_key(&job.id) {
+        if self.calls.contains_key(&job.id) {
             return Err(SubmitError::DuplicateId(job.id));
+        }
+        // What the job host will decode: refused here, not lost there.
+        if let Err(e) = job.check() {
+            self.gate.malformed(job);
+            return Err(e.into());
         }
         let wire = self.sequence + 1;
         let frame = job.encode_as(wire);
@@ -218,11 +310,6 @@ impl JobQueue {
                 len: frame.len(),
                 max: self.max_frame,
             });
-        }
-        // What the job host will decode: refused here, not lost there.
-        if let Err(e) = Job::decode(&frame) {
-            self.gate.malformed(job);
-            return Err(e.into());
         }
         let submitted = Instant::now();
         let now_ns = submitted.duration_since(self.clock).as_nanos() as u64;
@@ -235,11 +322,15 @@ impl JobQueue {
             job.deadline_ms
         };
         let score = self.scheduling.score(job, submitted_ms);
-        self.queue.push(Queued {
-            key: (score.to_bits(), Reverse(deadline), Reverse(wire)),
-            unit_hash,
-            frame,
-        });
+        self.queue.push(
+            score,
+            deadline,
+            Queued {
+                wire,
+                unit_hash,
+                frame,
+            },
+        );
         *self.unit_in_flight.entry(unit_hash).or_default() += 1;
         self.in_flight.insert(
             wire,
@@ -258,24 +349,48 @@ impl JobQueue {
             let at = submitted + Duration::from_millis(job.timeout_ms);
             self.timeouts.push(Reverse((at, wire)));
         }
-        self.wire_of.insert(job.id, wire);
+        self.calls.insert(job.id, Call::Pending);
         self.stats.submitted += 1;
         Ok(())
     }
 
+    /// The unit hash of a registered library.
+    fn registered(&mut self, sab: &Sab, library: &str) -> Result<u32, SubmitError> {
+        let epoch = sab.epochs().load(EpochIndex::REGISTRY);
+        if epoch != self.registry_epoch {
+            self.libraries.clear();
+            self.registry_epoch = epoch;
+        }
+        if let Some((_, hash)) = self.libraries.iter().find(|(name, _)| name == library) {
+            return Ok(*hash);
+        }
+        if sab.registry().lookup(library).is_none() {
+            return Err(SubmitError::UnknownLibrary(library.to_owned()));
+        }
+        let hash = crc32c::crc32c(library.as_bytes());
+        self.libraries.push((library.to_owned(), hash));
+        Ok(hash)
+    }
+
     /// The result of a job, once, when it has one.
     pub fn take_result(&mut self, id: u64) -> Option<JobOutcome> {
-        self.results.remove(&id)
+        match self.calls.entry(id) {
+            Entry::Occupied(call) if matches!(call.get(), Call::Done(_)) => match call.remove() {
+                Call::Done(outcome) => Some(*outcome),
+                Call::Pending => unreachable!("matched as done"),
+            },
+            _ => None,
+        }
     }
 
     /// Jobs submitted and not yet resolved.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.live
     }
 
     /// Jobs waiting to be sent.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len
     }
 
     pub fn gate(&self) -> &SecurityGate {
@@ -299,11 +414,10 @@ impl JobQueue {
 
     /// Matches a result (carrying its wire id) to its job.
     fn resolve(&mut self, mut outcome: JobOutcome, history: &mut Vec<JobRecord>) {
-        let Some(job) = self.in_flight.remove(&outcome.id) else {
+        let Some(job) = self.in_flight.remove(outcome.id) else {
             self.stats.unmatched += 1;
             return;
         };
-        self.wire_of.remove(&job.id);
         if let Some(n) = self.unit_in_flight.get_mut(&job.unit_hash) {
             *n -= 1;
         }
@@ -336,7 +450,7 @@ impl JobQueue {
             source_hash: job.source_hash,
         });
         self.stats.resolved += 1;
-        self.results.insert(job.id, outcome);
+        self.calls.insert(job.id, Call::Done(Box::new(outcome)));
     }
 }
 
@@ -364,10 +478,11 @@ impl Plugin for JobPipelinePlugin {
         });
         app.add_message::<JobFinished>()
             .insert_resource(JobQueue {
-                queue: BinaryHeap::new(),
-                in_flight: HashMap::new(),
-                wire_of: HashMap::new(),
-                results: HashMap::new(),
+                queue: ReadyQueue::default(),
+                in_flight: InFlightTable::default(),
+                calls: HashMap::new(),
+                libraries: Vec::new(),
+                registry_epoch: sab.epochs().load(EpochIndex::REGISTRY),
                 timeouts: BinaryHeap::new(),
                 sequence: 0,
                 max_frame: inbox.max_payload(),
@@ -407,7 +522,7 @@ impl Plugin for JobPipelinePlugin {
 fn dispatch(
     sab: Res<Sab>,
     mut queue: ResMut<JobQueue>,
-    mut held: Local<Vec<Queued>>,
+    mut held: Local<Vec<((Reverse<u32>, u64), Queued)>>,
     mut history: Local<Vec<JobRecord>>,
 ) {
     let queue = &mut *queue;
@@ -415,8 +530,8 @@ fn dispatch(
     let mut sent = 0u64;
     let mut refused = Vec::new();
     while let Some(next) = queue.queue.peek() {
-        let Reverse(wire) = next.key.2;
-        if !queue.in_flight.contains_key(&wire) {
+        let wire = next.wire;
+        if !queue.in_flight.contains(wire) {
             // Timed out while it waited: not worth running.
             queue.queue.pop();
             continue;
@@ -448,7 +563,9 @@ fn dispatch(
             }
         }
     }
-    queue.queue.extend(held.drain(..));
+    for (key, job) in held.drain(..).rev() {
+        queue.queue.unpop(key, job);
+    }
     history.clear();
     for outcome in refused {
         queue.resolve(outcome, &mut history);
@@ -477,19 +594,21 @@ fn resolve(
         match ends.outbox.read_into(&mut ends.frame) {
             Ok(Some(n)) => {
                 let frame = &ends.frame[..n];
-                match Syscall::decode(frame) {
-                    Ok(call) => syscalls.0.push(call),
-                    // No syscall envelope: a job result.
-                    Err(FrameError::BadMagic { .. } | FrameError::Malformed(_)) => match JobOutcome::decode(frame) {
+                if Syscall::is_envelope(frame) {
+                    match Syscall::decode(frame) {
+                        Ok(call) => syscalls.0.push(call),
+                        Err(e) => {
+                            queue.stats.malformed += 1;
+                            warn!("a syscall was refused unread: {e}");
+                        }
+                    }
+                } else {
+                    match JobOutcome::decode(frame) {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(e) => {
                             queue.stats.malformed += 1;
                             warn!("an outbox frame is not a job result: {e}");
                         }
-                    },
-                    Err(e) => {
-                        queue.stats.malformed += 1;
-                        warn!("a syscall was refused unread: {e}");
                     }
                 }
             }
@@ -523,7 +642,7 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
             break;
         }
         queue.timeouts.pop();
-        if !queue.in_flight.contains_key(&wire) {
+        if !queue.in_flight.contains(wire) {
             continue;
         }
         let mut outcome = JobOutcome::failed(wire, JobStatus::Timeout, "no result before the job's timeout");
@@ -540,5 +659,68 @@ fn record(sab: &Sab, history: &[JobRecord]) {
     }
     if let Err(e) = sab.job_history().append(history, Owner::Kernel) {
         error!("the job history refused {} records: {e}", history.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The ready queue pops in (score descending, deadline ascending, submission) order, and
+        /// jobs popped then put back in reverse come out again in the same order.
+        #[test]
+        fn ready_queue_pops_in_scheduling_order(
+            jobs in proptest::collection::vec((0u8..4, 0u64..4), 0..64),
+            held in 0usize..64,
+        ) {
+            let mut queue = ReadyQueue::default();
+            for (wire, &(score, deadline)) in jobs.iter().enumerate() {
+                queue.push(f32::from(score), deadline, Queued { wire: wire as u64, unit_hash: 0, frame: vec![] });
+            }
+            let mut expected: Vec<usize> = (0..jobs.len()).collect();
+            expected.sort_by_key(|&w| (Reverse(jobs[w].0), jobs[w].1, w));
+            let popped: Vec<_> = (0..held.min(jobs.len())).map_while(|_| queue.pop()).collect();
+            for (key, job) in popped.into_iter().rev() {
+                queue.unpop(key, job);
+            }
+            prop_assert_eq!(queue.len, jobs.len());
+            let order: Vec<usize> = std::iter::from_fn(|| queue.pop()).map(|(_, q)| q.wire as usize).collect();
+            prop_assert_eq!(order, expected);
+            prop_assert_eq!(queue.len, 0);
+        }
+
+        /// The in-flight window finds exactly the jobs inserted and not removed, whatever the
+        /// removal order, and shrinks to nothing when all are gone.
+        #[test]
+        fn in_flight_window_tracks_live_jobs(count in 1u64..64, removals in proptest::collection::vec(0u64..80, 0..100)) {
+            let mut table = InFlightTable::default();
+            let job = |id| InFlight {
+                id,
+                unit_hash: 0,
+                method_hash: 0,
+                source_hash: 0,
+                priority: 0,
+                submitted: Instant::now(),
+                submitted_ms: 0,
+                deadline_ms: 0,
+            };
+            for wire in 1..=count {
+                table.insert(wire, job(wire * 10));
+            }
+            let mut live: std::collections::BTreeSet<u64> = (1..=count).collect();
+            for wire in removals {
+                prop_assert_eq!(table.remove(wire).map(|j| j.id), live.remove(&wire).then_some(wire * 10));
+                prop_assert_eq!(table.live, live.len());
+            }
+            for wire in 0..=count + 1 {
+                prop_assert_eq!(table.contains(wire), live.contains(&wire));
+            }
+            for wire in live.clone() {
+                table.remove(wire);
+            }
+            prop_assert!(table.slots.is_empty());
+        }
     }
 }

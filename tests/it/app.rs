@@ -325,3 +325,26 @@ fn bench_json_reports_every_measurement_consistently() {
         "{w}"
     );
 }
+
+#[test]
+fn bench_only_runs_the_named_sections() {
+    let out = inos(&["bench", "--quick", "--json", "--only", "rings,bookkeeping"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "arena_alloc_free_ns",
+            "array_queue_64b",
+            "registry_lookup_ns",
+            "registry_register_us",
+            "ring_64b",
+            "ring_vs_array_queue"
+        ]
+    );
+    let bad = inos(&["bench", "--only", "rings,warp"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'warp'"));
+}

@@ -93,7 +93,17 @@ proptest! {
 
     #[test]
     fn jobs_round_trip(job in job()) {
-        prop_assert_eq!(Job::decode(&job.encode()).unwrap(), job);
+        let frame = job.encode();
+        // One segment: the builder's first segment is sized to the job.
+        prop_assert_eq!(&frame[..4], &[0u8; 4]);
+        prop_assert_eq!(Job::decode(&frame).unwrap(), job);
+    }
+
+    /// `Job::check` (what `submit` runs instead of decoding its own frame) agrees with the decoder.
+    #[test]
+    fn job_check_agrees_with_decode(mut job in job(), entries in 0usize..80) {
+        job.metadata = (0..entries).map(|k| (format!("k{k}"), String::new())).collect();
+        prop_assert_eq!(job.check(), Job::decode(&job.encode()).map(drop));
     }
 
     #[test]
