@@ -176,49 +176,40 @@ impl Grid {
         for c in 0..cells {
             self.starts[c + 1] += self.starts[c];
         }
-        self.items.clear();
         self.items.resize(birds.len(), 0);
+        self.slot_of_bird.resize(birds.len(), 0);
+        for column in &mut self.soa {
+            column.resize(birds.len(), 0.0);
+            column.extend([FAR; LANES - 1]);
+        }
         // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts[..cells]);
-        for (i, &c) in self.cell_of_bird.iter().enumerate() {
-            self.items[self.fill[c as usize] as usize] = i as u32;
+        for (i, (b, &c)) in birds.iter().zip(&self.cell_of_bird).enumerate() {
+            let slot = self.fill[c as usize] as usize;
             self.fill[c as usize] += 1;
-        }
-        self.slot_of_bird.resize(birds.len(), 0);
-        for column in &mut self.soa {
-            column.clear();
-        }
-        for (k, &j) in self.items.iter().enumerate() {
-            self.slot_of_bird[j as usize] = k as u32;
-            let b = &birds[j as usize];
+            self.items[slot] = i as u32;
+            self.slot_of_bird[i] = slot as u32;
             for (column, value) in self.soa.iter_mut().zip(b.position.iter().chain(&b.velocity)) {
-                column.push(*value);
+                column[slot] = *value;
             }
-        }
-        for column in &mut self.soa {
-            column.extend([FAR; LANES - 1]);
         }
     }
 
-    /// The rows (x, y) around `cell` and the contiguous `starts` range of their three z cells.
-    fn rows(&self, world: &World, cell: usize) -> impl Iterator<Item = (usize, usize, std::ops::Range<usize>)> {
+    /// The rows (x, y) around `cell`, with the index of each row's first cell (z = 0).
+    fn rows(world: &World, cell: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let dims = world.dims;
-        let [cx, cy, cz] = world.cell_coords(cell);
+        let [cx, cy, _] = world.cell_coords(cell);
         let range = |c: usize, dim: usize| c.saturating_sub(1)..=(c + 1).min(dim - 1);
-        let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(dims[2] - 1));
-        range(cx, dims[0]).flat_map(move |x| {
-            range(cy, dims[1]).map(move |y| {
-                let row = (x * dims[1] + y) * dims[2];
-                (x, y, self.starts[row + z0] as usize..self.starts[row + z1 + 1] as usize)
-            })
-        })
+        range(cx, dims[0]).flat_map(move |x| range(cy, dims[1]).map(move |y| (x, y, (x * dims[1] + y) * dims[2])))
     }
 
     /// Every bird in the 27 cells around `cell`, in cell order and index order within a cell.
     fn visit_near_indices(&self, world: &World, cell: usize, mut f: impl FnMut(usize)) {
-        for (_, _, run) in self.rows(world, cell) {
-            for &j in &self.items[run] {
+        let cz = world.cell_coords(cell)[2];
+        let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(world.dims[2] - 1));
+        for (_, _, row) in Self::rows(world, cell) {
+            for &j in &self.items[self.starts[row + z0] as usize..self.starts[row + z1 + 1] as usize] {
                 f(j as usize);
             }
         }
@@ -226,14 +217,15 @@ impl Grid {
 
     /// The flocking forces on bird `i` from the positions and velocities the grid was built from
     /// (the Jacobi step): the same sums as [`forces`], over the same neighbours, taken four
-    /// candidates at a time. Rows of cells farther than the perception radius are skipped.
+    /// candidates at a time. Rows of cells farther than the perception radius are skipped, and so
+    /// are the cells at either end of a row that are.
     pub fn forces(&self, i: usize, world: &World) -> BirdForces {
         let slot = self.slot_of_bird[i] as usize;
         let [xs, ys, zs, vxs, vys, vzs] = &self.soa;
         let p = Vec3::new(xs[slot], ys[slot], zs[slot]);
         let v = Vec3::new(vxs[slot], vys[slot], vzs[slot]);
         let cell = self.cell_of_bird[i] as usize;
-        let [cx, cy, _] = world.cell_coords(cell);
+        let [cx, cy, cz] = world.cell_coords(cell);
         let r2 = PERCEPTION_RADIUS * PERCEPTION_RADIUS;
         // The distance from p to a neighbouring row's slab along one axis: birds in the cell
         // below lie below this cell's lower face, birds in the cell above at or above its upper
@@ -249,12 +241,17 @@ impl Grid {
         let (px, py, pz) = (Vec4::splat(p.x), Vec4::splat(p.y), Vec4::splat(p.z));
         let lane = Vec4::new(0.0, 1.0, 2.0, 3.0);
         let mut sums = [Vec4::ZERO; 10];
-        for (x, y, run) in self.rows(world, cell) {
+        // The z neighbours' slabs, for trimming each row's run to the cells within reach.
+        let (below_z, above_z) = (gap(cz, cz.saturating_sub(1), p.z, world.half.z), gap(cz, cz + 1, p.z, world.half.z));
+        for (x, y, row) in Self::rows(world, cell) {
             let (gx, gy) = (gap(cx, x, p.x, world.half.x), gap(cy, y, p.y, world.half.y));
-            if gx * gx + gy * gy >= r2 {
+            let g2 = gx * gx + gy * gy;
+            if g2 >= r2 {
                 continue;
             }
-            let (lo, hi) = (run.start, run.end);
+            let z0 = if cz > 0 && g2 + below_z * below_z < r2 { cz - 1 } else { cz };
+            let z1 = if cz + 1 < world.dims[2] && g2 + above_z * above_z < r2 { cz + 1 } else { cz };
+            let (lo, hi) = (self.starts[row + z0] as usize, self.starts[row + z1 + 1] as usize);
             for k in (lo..hi).step_by(LANES) {
                 let load = |column: &[f32]| Vec4::from_slice(&column[k..k + LANES]);
                 let (x, y, z) = (load(xs), load(ys), load(zs));
@@ -445,6 +442,23 @@ pub fn step_bird(
     clock: StepClock,
     faithful: bool,
 ) -> BirdRecord {
+    let mut out = *me;
+    step_into(i, me, f, intensity, clock, faithful, &mut out);
+    out
+}
+
+/// [`step_bird`] written into `out`, which may hold anything: the genes are copied only where
+/// they differ, so stepping into a buffer that already has them (the ping-pong buffer of the
+/// step before) writes only the 60 bytes that move.
+fn step_into(
+    i: usize,
+    me: &BirdRecord,
+    f: &BirdForces,
+    intensity: &mut f32,
+    clock: StepClock,
+    faithful: bool,
+    out: &mut BirdRecord,
+) {
     let StepClock {
         t,
         dt,
@@ -534,11 +548,14 @@ pub fn step_bird(
     let pitch = (-0.2 * v.y).clamp(-0.35, 0.35);
     let physics_bank = (-0.2 * v.x).clamp(-0.4, 0.4);
     let bank = physics_bank * (1.0 - roll) + spiral_bank * roll;
-    let (pitch, heading, bank) = (f64::from(pitch), f64::from(heading), f64::from(bank));
+    // Faithful mode composes in f64 as the original's JavaScript did; the default is f32 (the
+    // record keeps f32 either way).
     let q = if faithful {
-        DQuat::from_rotation_z(bank) * DQuat::from_rotation_y(heading) * DQuat::from_rotation_x(pitch)
+        let (pitch, heading, bank) = (f64::from(pitch), f64::from(heading), f64::from(bank));
+        let q = DQuat::from_rotation_z(bank) * DQuat::from_rotation_y(heading) * DQuat::from_rotation_x(pitch);
+        Quat::from_xyzw(q.x as f32, q.y as f32, q.z as f32, q.w as f32)
     } else {
-        DQuat::from_euler(EulerRot::YXZ, heading, pitch, bank)
+        Quat::from_euler(EulerRot::YXZ, heading, pitch, bank)
     };
 
     // Animation.
@@ -555,16 +572,16 @@ pub fn step_bird(
 
     let speed = v.length();
     let energy_score = if energy > 0.5 { 0.25 } else { 0.4 * energy };
-    BirdRecord {
-        position: p.to_array(),
-        velocity: v.to_array(),
-        orientation: [q.x as f32, q.y as f32, q.z as f32, q.w as f32],
-        energy,
-        left_wing: -flap + 0.4 * roll,
-        right_wing: flap - 0.4 * roll,
-        tail_yaw: (-0.1 * v.x).clamp(-0.15, 0.15),
-        fitness: 0.1 + neighbour_score(f.neighbours) + speed_score(speed) + energy_score,
-        genes: me.genes,
+    out.position = p.to_array();
+    out.velocity = v.to_array();
+    out.orientation = q.to_array();
+    out.energy = energy;
+    out.left_wing = -flap + 0.4 * roll;
+    out.right_wing = flap - 0.4 * roll;
+    out.tail_yaw = (-0.1 * v.x).clamp(-0.15, 0.15);
+    out.fitness = 0.1 + neighbour_score(f.neighbours) + speed_score(speed) + energy_score;
+    if out.genes != me.genes {
+        out.genes = me.genes;
     }
 }
 
@@ -626,12 +643,12 @@ impl Flock {
                 let mut f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
                 f.avoidance = steer(obstacles, Vec3::from(me.position));
-                self.birds[i] = step_bird(i, &me, &f, &mut self.intensity[i], clock, true);
+                step_into(i, &me, &f, &mut self.intensity[i], clock, true, &mut self.birds[i]);
             }
             return;
         }
         let birds = &self.birds;
-        self.next.clear();
+        // Every record is rewritten; kept records already hold their birds' genes.
         self.next.resize(birds.len(), bytemuck::Zeroable::zeroed());
         let threads = self.params.threads.clamp(1, 64);
         let items = threads * self.params.chunks_per_thread.clamp(1, 256);
@@ -642,7 +659,7 @@ impl Flock {
                 let me = &birds[i];
                 let mut f = grid.forces(i, world);
                 f.avoidance = steer(obstacles, Vec3::from(me.position));
-                *slot = step_bird(i, me, &f, ease, clock, false);
+                step_into(i, me, &f, ease, clock, false, slot);
             }
         };
         if threads == 1 || birds.len() < 256 {
