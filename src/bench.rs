@@ -132,6 +132,10 @@ pub struct Jobs {
     /// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results,
     /// job history) in a headless app, submitted all at once.
     pub echo_jobs: Throughput,
+    /// Echo jobs kept flowing: submitted while fewer than `echo_window` are unanswered, results
+    /// taken after every update (the pipeline's steady state, with small tables).
+    pub echo_jobs_steady: Throughput,
+    pub echo_window: u64,
     /// One echo job, submit to result: one app update.
     pub echo_job_round_trip: Latency,
 }
@@ -488,20 +492,22 @@ pub fn array_queue_throughput(frames: u64) -> Throughput {
     }
 }
 
-/// Echo jobs in a headless app: (throughput of `jobs` submitted at once, round-trip latency of
-/// `samples` single jobs).
-fn echo_jobs(jobs: u64, samples: usize) -> (Throughput, Latency) {
+/// Echo jobs in one headless app: `jobs` submitted at once, round-trip latency of `samples`
+/// single jobs, then `jobs` more kept flowing with at most `window` unanswered.
+fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     let mut app = build_app(HeadlessConfig {
         layout: crate::sab::SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: None,
     });
     let sab = app.world().resource::<Sab>().clone();
-    let job = |id| Job::new(id, "echo", "echo", Payload::Inline(vec![7; 16]));
-    let submit = |app: &mut App, id| {
+    // One job, resubmitted under each id: the pipeline is measured, not the caller's allocations.
+    let mut job = Job::new(0, "echo", "echo", Payload::Inline(vec![7; 16]));
+    let mut submit = |app: &mut App, id| {
+        job.id = id;
         app.world_mut()
             .resource_mut::<JobQueue>()
-            .submit(&sab, &job(id))
+            .submit(&sab, &job)
             .expect("echo is registered");
     };
     let start = Instant::now();
@@ -531,14 +537,36 @@ fn echo_jobs(jobs: u64, samples: usize) -> (Throughput, Latency) {
             t.elapsed().as_nanos() as u64
         })
         .collect();
-    (
-        Throughput {
-            items: jobs,
-            seconds,
-            per_second: jobs as f64 / seconds,
-        },
-        Latency::from_samples(round_trips),
-    )
+    let first = jobs + samples as u64 + 1;
+    let (mut next_submit, mut next_take) = (first, first);
+    let start = Instant::now();
+    for _ in 0..100_000 {
+        if next_take == first + jobs {
+            break;
+        }
+        while next_submit < first + jobs && next_submit - next_take < window {
+            submit(&mut app, next_submit);
+            next_submit += 1;
+        }
+        app.update();
+        let mut queue = app.world_mut().resource_mut::<JobQueue>();
+        while next_take < next_submit && queue.take_result(next_take).is_some() {
+            next_take += 1;
+        }
+    }
+    assert_eq!(next_take, first + jobs, "every steady echo job is answered");
+    let steady = start.elapsed().as_secs_f64();
+    let throughput = |seconds: f64| Throughput {
+        items: jobs,
+        seconds,
+        per_second: jobs as f64 / seconds,
+    };
+    Jobs {
+        echo_jobs: throughput(seconds),
+        echo_jobs_steady: throughput(steady),
+        echo_window: window,
+        echo_job_round_trip: Latency::from_samples(round_trips),
+    }
 }
 
 /// `workflows` chains of `length` echo steps, each step taking the previous step's output by SAB
@@ -664,13 +692,7 @@ pub fn measure(quick: bool, sections: &[Section]) -> BenchReport {
             }
         }),
         flock: wanted(Section::Flock).map(|()| flock_scaling(quick)),
-        jobs: wanted(Section::Jobs).map(|()| {
-            let (echo_jobs, echo_job_round_trip) = echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4);
-            Jobs {
-                echo_jobs,
-                echo_job_round_trip,
-            }
-        }),
+        jobs: wanted(Section::Jobs).map(|()| echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4, 4096)),
         workflows: wanted(Section::Workflows).map(|()| workflow_chains(if quick { 100 } else { 1000 }, 10)),
         engines: wanted(Section::Engines).map(|()| engine_targets(if quick { 2_000 } else { 20_000 })),
     }
@@ -769,6 +791,13 @@ pub fn run(json: bool, quick: bool, sections: &[Section]) -> Result<(), String> 
             j.echo_jobs.per_second / 1e6,
             j.echo_jobs.items,
             j.echo_jobs.seconds
+        );
+        println!(
+            "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s)",
+            format!("throughput, {} in flight", j.echo_window),
+            j.echo_jobs_steady.per_second / 1e6,
+            j.echo_jobs_steady.items,
+            j.echo_jobs_steady.seconds
         );
         lat("one job, submit to result", &j.echo_job_round_trip);
     }

@@ -33,7 +33,7 @@ use crate::supervisors::DiscoveryPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
 use crate::supervisors::syscalls::SyscallPlugin;
-use crate::supervisors::tree::SupervisorTreePlugin;
+use crate::supervisors::tree::{SupervisorTreePlugin, SupervisorTreeSystems};
 use crate::supervisors::workflows::WorkflowPlugin;
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
 use crate::units::crypto::CryptoPlugin;
@@ -124,7 +124,7 @@ impl PluginGroup for FlockPlugins {
 }
 
 /// Stage order of one tick: pulse, the Rapier step and its obstacle table, the flock's physics,
-/// matrices, then evolution (which reads this tick's birds; its genes reach the physics of the
+/// matrices, then the supervisor tree, and evolution (which reads this tick's birds; its genes reach the physics of the
 /// next tick).
 struct FlockOrderPlugin;
 
@@ -136,6 +136,8 @@ impl Plugin for FlockOrderPlugin {
                 PhysicsSystems::Publish.before(BoidsSystems),
                 MatricesSystems.after(BoidsSystems),
                 EvolutionSystems.after(MatricesSystems),
+                // The tree judges heartbeats after this tick's units have beaten.
+                SupervisorTreeSystems.after(MatricesSystems),
                 // The engines read the units' stage times.
                 EngineSystems.after(EvolutionSystems),
             ),

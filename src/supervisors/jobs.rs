@@ -143,21 +143,26 @@ struct Queued {
     frame: Vec<u8>,
 }
 
+/// A ready-queue run's key: (score as ordered bits, reversed so the highest comes first; deadline).
+type RunKey = (Reverse<u32>, u64);
+
 /// The jobs waiting to be sent, in scheduling order: higher score first, then earlier deadline,
 /// then earlier submission. Jobs with the same (score, deadline) form a run, and since wire ids
 /// grow with submission, a run is first in, first out: pushing and popping are O(1) in the run
 /// and O(log runs) in the map, with no reordering of the jobs themselves.
 #[derive(Default)]
 struct ReadyQueue {
-    /// By (score as ordered bits, reversed so the highest comes first; deadline).
-    runs: BTreeMap<(Reverse<u32>, u64), VecDeque<Queued>>,
+    runs: BTreeMap<RunKey, VecDeque<Queued>>,
     len: usize,
 }
 
 impl ReadyQueue {
     fn push(&mut self, score: f32, deadline: u64, job: Queued) {
         // A non-negative finite f32's bits order as the float does.
-        self.runs.entry((Reverse(score.to_bits()), deadline)).or_default().push_back(job);
+        self.runs
+            .entry((Reverse(score.to_bits()), deadline))
+            .or_default()
+            .push_back(job);
         self.len += 1;
     }
 
@@ -166,7 +171,7 @@ impl ReadyQueue {
     }
 
     /// The next job and its run's key (to put it back with `unpop`).
-    fn pop(&mut self) -> Option<((Reverse<u32>, u64), Queued)> {
+    fn pop(&mut self) -> Option<(RunKey, Queued)> {
         let mut run = self.runs.first_entry()?;
         let job = run.get_mut().pop_front().expect("runs are never empty");
         let key = *run.key();
@@ -178,7 +183,7 @@ impl ReadyQueue {
     }
 
     /// Puts back a job just popped (jobs popped together go back in reverse order).
-    fn unpop(&mut self, key: (Reverse<u32>, u64), job: Queued) {
+    fn unpop(&mut self, key: RunKey, job: Queued) {
         self.runs.entry(key).or_default().push_front(job);
         self.len += 1;
     }
@@ -322,15 +327,7 @@ impl JobQueue {
             job.deadline_ms
         };
         let score = self.scheduling.score(job, submitted_ms);
-        self.queue.push(
-            score,
-            deadline,
-            Queued {
-                wire,
-                unit_hash,
-                frame,
-            },
-        );
+        self.queue.push(score, deadline, Queued { wire, unit_hash, frame });
         *self.unit_in_flight.entry(unit_hash).or_default() += 1;
         self.in_flight.insert(
             wire,
@@ -522,7 +519,7 @@ impl Plugin for JobPipelinePlugin {
 fn dispatch(
     sab: Res<Sab>,
     mut queue: ResMut<JobQueue>,
-    mut held: Local<Vec<((Reverse<u32>, u64), Queued)>>,
+    mut held: Local<Vec<(RunKey, Queued)>>,
     mut history: Local<Vec<JobRecord>>,
 ) {
     let queue = &mut *queue;

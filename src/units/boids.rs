@@ -242,15 +242,26 @@ impl Grid {
         let lane = Vec4::new(0.0, 1.0, 2.0, 3.0);
         let mut sums = [Vec4::ZERO; 10];
         // The z neighbours' slabs, for trimming each row's run to the cells within reach.
-        let (below_z, above_z) = (gap(cz, cz.saturating_sub(1), p.z, world.half.z), gap(cz, cz + 1, p.z, world.half.z));
+        let (below_z, above_z) = (
+            gap(cz, cz.saturating_sub(1), p.z, world.half.z),
+            gap(cz, cz + 1, p.z, world.half.z),
+        );
         for (x, y, row) in Self::rows(world, cell) {
             let (gx, gy) = (gap(cx, x, p.x, world.half.x), gap(cy, y, p.y, world.half.y));
             let g2 = gx * gx + gy * gy;
             if g2 >= r2 {
                 continue;
             }
-            let z0 = if cz > 0 && g2 + below_z * below_z < r2 { cz - 1 } else { cz };
-            let z1 = if cz + 1 < world.dims[2] && g2 + above_z * above_z < r2 { cz + 1 } else { cz };
+            let z0 = if cz > 0 && g2 + below_z * below_z < r2 {
+                cz - 1
+            } else {
+                cz
+            };
+            let z1 = if cz + 1 < world.dims[2] && g2 + above_z * above_z < r2 {
+                cz + 1
+            } else {
+                cz
+            };
             let (lo, hi) = (self.starts[row + z0] as usize, self.starts[row + z1 + 1] as usize);
             for k in (lo..hi).step_by(LANES) {
                 let load = |column: &[f32]| Vec4::from_slice(&column[k..k + LANES]);

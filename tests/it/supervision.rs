@@ -57,7 +57,13 @@ fn app(config: SupervisionConfig, policies: &[(&str, RestartPolicy)]) -> App {
             .insert_resource(policies)
             .init_resource::<Hang>()
             .register_unit(ModuleSpec::cpu_unit("beater", 1, &[tree::PULSE_HEARTBEAT]))
-            .add_systems(FixedUpdate, (cure, beater.run_if(tree::unit_running("beater"))).chain());
+            .add_systems(
+                FixedUpdate,
+                (cure, beater.run_if(tree::unit_running("beater")))
+                    .chain()
+                    .after(inos::pulse::PulseSystems)
+                    .before(tree::SupervisorTreeSystems),
+            );
         for unit in ["alpha", "faulty", "omega"] {
             app.register_job_unit(ModuleSpec::cpu_unit(unit, 1, &[]), faulty);
         }
