@@ -151,6 +151,8 @@ pub struct Grid {
     /// Where each bird sits in `items`.
     slot_of_bird: Vec<u32>,
     cell_of_bird: Vec<u32>,
+    /// [position, velocity] by bird.
+    staged: Vec<[[f32; 3]; 2]>,
     /// [x, y, z, vx, vy, vz] in `items` order, each padded with `LANES - 1` far-away entries so a
     /// four-wide load at any slot stays in bounds.
     soa: [Vec<f32>; 6],
@@ -164,14 +166,44 @@ const FAR: f32 = 1e18;
 impl Grid {
     /// Rebuilds the grid over `birds` (reusing its buffers).
     pub fn build(&mut self, world: &World, birds: &[BirdRecord]) {
+        self.build_threads(world, birds, 1);
+    }
+
+    /// [`Grid::build`], reading the records on up to `threads` threads: each bird's cell, and its
+    /// position and velocity staged compactly, so the serial counting sort that follows reads
+    /// 28 bytes per bird instead of its 236-byte record.
+    pub fn build_threads(&mut self, world: &World, birds: &[BirdRecord], threads: usize) {
         let cells = world.cell_count();
         self.starts.clear();
         self.starts.resize(cells + 1, 0);
-        self.cell_of_bird.clear();
-        for b in birds {
-            let c = world.cell_of(Vec3::from(b.position));
-            self.cell_of_bird.push(c as u32);
-            self.starts[c + 1] += 1;
+        self.cell_of_bird.resize(birds.len(), 0);
+        self.staged.resize(birds.len(), [[0.0; 3]; 2]);
+        let stage = |birds: &[BirdRecord], cell_of: &mut [u32], staged: &mut [[[f32; 3]; 2]]| {
+            for ((b, c), s) in birds.iter().zip(cell_of).zip(staged) {
+                *c = world.cell_of(Vec3::from(b.position)) as u32;
+                *s = [b.position, b.velocity];
+            }
+        };
+        if threads > 1 && birds.len() >= 4096 {
+            let chunk = birds.len().div_ceil(threads);
+            let mut parts = birds
+                .chunks(chunk)
+                .zip(self.cell_of_bird.chunks_mut(chunk))
+                .zip(self.staged.chunks_mut(chunk));
+            let (first, rest): (_, Vec<_>) = (parts.next(), parts.collect());
+            std::thread::scope(|scope| {
+                for ((b, c), s) in rest {
+                    scope.spawn(move || stage(b, c, s));
+                }
+                if let Some(((b, c), s)) = first {
+                    stage(b, c, s);
+                }
+            });
+        } else {
+            stage(birds, &mut self.cell_of_bird, &mut self.staged);
+        }
+        for &c in &self.cell_of_bird {
+            self.starts[c as usize + 1] += 1;
         }
         for c in 0..cells {
             self.starts[c + 1] += self.starts[c];
@@ -185,13 +217,13 @@ impl Grid {
         // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts[..cells]);
-        for (i, (b, &c)) in birds.iter().zip(&self.cell_of_bird).enumerate() {
+        for (i, (&[p, v], &c)) in self.staged.iter().zip(&self.cell_of_bird).enumerate() {
             let slot = self.fill[c as usize] as usize;
             self.fill[c as usize] += 1;
             self.items[slot] = i as u32;
             self.slot_of_bird[i] = slot as u32;
-            for (column, value) in self.soa.iter_mut().zip(b.position.iter().chain(&b.velocity)) {
-                column[slot] = *value;
+            for (column, value) in self.soa.iter_mut().zip(p.into_iter().chain(v)) {
+                column[slot] = value;
             }
         }
     }
@@ -642,7 +674,8 @@ impl Flock {
         self.t += dt;
         let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
-        self.grid.build(&self.world, &self.birds);
+        self.grid
+            .build_threads(&self.world, &self.birds, self.params.threads.clamp(1, 64));
         let (world, grid) = (&self.world, &self.grid);
         if self.params.faithful {
             // In place, in index order: later birds see earlier birds' new state.

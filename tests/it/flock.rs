@@ -508,3 +508,17 @@ fn the_optimisation_engine_tunes_the_work_split_and_the_unit_follows() {
     // The unit took the value from the SAB.
     assert_eq!(app.world().resource::<Flock>().params.chunks_per_thread, best);
 }
+
+/// The grid built with the records read on two threads is the grid built on one: every bird's
+/// forces are equal to the bit.
+#[test]
+fn the_grid_is_the_same_whatever_the_threads_that_build_it() {
+    use inos::units::boids::Grid;
+    let flock = Flock::new(6000, FlockParams::default());
+    let (mut one, mut two) = (Grid::default(), Grid::default());
+    one.build(&flock.world, &flock.birds);
+    two.build_threads(&flock.world, &flock.birds, 2);
+    for i in 0..flock.birds.len() {
+        assert_eq!(one.forces(i, &flock.world), two.forces(i, &flock.world), "bird {i}");
+    }
+}
