@@ -191,7 +191,8 @@ impl ReadyQueue {
 
 /// The jobs in flight by wire id. Wire ids are handed out in sequence, so the table is a window
 /// of slots from the oldest unresolved job on: insert, lookup and removal are O(1) and touch
-/// memory in submission order.
+/// memory in submission order. A job left unresolved for long (held for a paused unit, without a
+/// timeout) keeps one empty slot per later job behind it until it resolves.
 #[derive(Default)]
 struct InFlightTable {
     /// The wire id of `slots[0]`.
@@ -232,7 +233,7 @@ impl InFlightTable {
     }
 }
 
-/// A caller's job id: in flight under a wire id, or resolved with a result not yet taken.
+/// A caller's job id: in flight, or resolved with a result not yet taken.
 enum Call {
     Pending,
     /// Boxed: the map stays small (an outcome is ~150 bytes) while many jobs are in flight.
