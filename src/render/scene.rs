@@ -150,10 +150,10 @@ fn dress_obstacles(
     }
 }
 
-/// A grid on the ground (or, without obstacles, where the ground would be), sized for the world
-/// the app started with, like the scene.
-fn draw_grid(flock: Res<Flock>, mut bounds: Local<Option<Vec3>>, mut gizmos: Gizmos) {
-    let b = *bounds.get_or_insert(flock.world.bounds);
+/// A grid on the ground (or, without obstacles, where the ground would be), sized for the
+/// flock's world, like the scene (both follow a respawn with another bird count).
+fn draw_grid(flock: Res<Flock>, mut gizmos: Gizmos) {
+    let b = flock.world.bounds;
     let cells = 16;
     gizmos.grid(
         Isometry3d::new(

@@ -79,6 +79,7 @@ impl Plugin for PhysicsPlugin {
         app.insert_resource(TimestepMode::Fixed { dt, substeps: 1 })
             .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
             .register_mailbox_unit(spec())
+            .insert_resource(SceneBounds(bounds))
             .add_systems(Startup, move |commands: Commands| spawn_scene(commands, bounds))
             .configure_sets(
                 FixedUpdate,
@@ -93,9 +94,11 @@ impl Plugin for PhysicsPlugin {
                 FixedUpdate,
                 (
                     (
+                        follow_the_flock_world,
                         gate_rapier,
                         drive_orbiters.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
                     )
+                        .chain()
                         .in_set(PhysicsSystems::Drive),
                     publish_obstacles
                         .in_set(PhysicsSystems::Publish)
@@ -186,9 +189,43 @@ impl ObstacleKind {
     }
 }
 
+/// The soft bounds the scene was built for.
+#[derive(Resource)]
+struct SceneBounds(Vec3);
+
+/// What `spawn_scene` spawned (bodies spawned by jobs are not scenery).
+#[derive(Component)]
+struct Scenery;
+
+/// Rebuilds the scene when the flock's world changes size (a respawn with another bird count),
+/// so the pillars, the orbiter and the balls' walls stay in proportion to the birds' world.
+fn follow_the_flock_world(
+    flock: Option<Res<crate::units::boids::Flock>>,
+    mut scene: ResMut<SceneBounds>,
+    scenery: Query<Entity, With<Scenery>>,
+    mut commands: Commands,
+) {
+    let Some(bounds) = flock.map(|f| f.world.bounds) else {
+        return;
+    };
+    if bounds == scene.0 {
+        return;
+    }
+    for entity in &scenery {
+        commands.entity(entity).despawn();
+    }
+    spawn_scene(commands, bounds);
+    scene.0 = bounds;
+}
+
 fn spawn_scene(mut commands: Commands, b: Vec3) {
     for (kind, at) in scene_layout(b) {
-        let mut entity = commands.spawn((Obstacle { kind }, kind.collider(), Transform::from_translation(at)));
+        let mut entity = commands.spawn((
+            Obstacle { kind },
+            Scenery,
+            kind.collider(),
+            Transform::from_translation(at),
+        ));
         match kind {
             ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. } => {
                 entity.insert((RigidBody::Fixed, Restitution::new(1.0), Friction::new(0.0)));
@@ -235,6 +272,7 @@ fn spawn_scene(mut commands: Commands, b: Vec3) {
         (Vec3::new(wx, h, 0.5), Vec3::new(0.0, 0.0, -wz - 0.5)),
     ] {
         commands.spawn((
+            Scenery,
             RigidBody::Fixed,
             Collider::cuboid(half.x, half.y, half.z),
             Restitution::new(1.0),

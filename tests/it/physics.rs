@@ -325,3 +325,52 @@ fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
         assert!(!outcome.error.is_empty());
     }
 }
+
+/// A respawn with another bird count resizes the flock's world, and the scene follows: the
+/// floor and pillars are rebuilt for the new bounds, once, and bodies spawned by jobs stay.
+#[test]
+fn the_scene_follows_the_flock_world_when_the_bird_count_changes() {
+    use inos::units::boids::{FlockCommand, FlockCommands};
+    let mut app = obstacle_app(1000, 1);
+    let call = PhysicsCall::SpawnBody {
+        cuboid: true,
+        size: [1.0, 1.0, 1.0],
+        at: [5.0, 0.0, 5.0],
+        dynamic: false,
+    };
+    assert_eq!(physics_job(&mut app, 1, "spawn_body", call).status, JobStatus::Success);
+    let before = obstacles(&mut app).len();
+    app.world_mut()
+        .resource_mut::<FlockCommands>()
+        .0
+        .push(FlockCommand::Respawn(2000));
+    for _ in 0..3 {
+        app.update();
+    }
+    let bounds = World::new(2000, None).bounds;
+    assert_ne!(bounds, World::new(1000, None).bounds);
+    let now = obstacles(&mut app);
+    assert_eq!(now.len(), before, "the scene is replaced, not added to");
+    let layout = scene_layout(bounds);
+    // The job's crate stays; the rest is the new layout (recycled entities come in another order).
+    let is_crate = |k: &ObstacleKind| matches!(k, ObstacleKind::Crate { .. });
+    assert!(
+        now.iter()
+            .any(|(k, at)| is_crate(k) && close(*at, Vec3::new(5.0, 0.0, 5.0)))
+    );
+    assert_eq!(now.iter().filter(|(k, _)| !is_crate(k)).count(), layout.len());
+    for (kind, want) in &layout {
+        assert_eq!(
+            now.iter().filter(|(k, _)| k == kind).count(),
+            layout.iter().filter(|(k, _)| k == kind).count(),
+            "{kind:?}"
+        );
+        // The fixed ones are where the new layout puts them (the others move).
+        if matches!(kind, ObstacleKind::Floor { .. } | ObstacleKind::Pillar { .. }) {
+            assert!(
+                now.iter().any(|(k, at)| k == kind && close(*at, *want)),
+                "{kind:?} at {want}"
+            );
+        }
+    }
+}
