@@ -167,16 +167,17 @@ impl SecurityGate {
             });
         }
         // Sources name themselves, so past `MAX_SOURCES` the newcomers share one bucket.
-        let source = match source_of(job) {
-            s if self.buckets.contains_key(s) || self.buckets.len() < MAX_SOURCES => s,
-            _ => OVERFLOW_SOURCE,
+        let name = source_of(job);
+        let source = if self.buckets.len() < MAX_SOURCES || self.buckets.contains_key(name) {
+            name
+        } else {
+            OVERFLOW_SOURCE
         };
-        if !self.buckets.contains_key(source) {
+        let bucket = self.buckets.entry_ref(source).or_insert_with(|| {
             let mut bucket = TokenBucket::new(burst, rate);
             bucket.last_ns = now_ns;
-            self.buckets.insert(source.to_owned(), bucket);
-        }
-        let bucket = self.buckets.get_mut(source).expect("inserted above");
+            bucket
+        });
         if !bucket.try_take(now_ns) {
             self.rate_limited += 1;
             self.audit(job, AuditKind::RateLimited, 1.0, burst as f32);

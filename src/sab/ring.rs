@@ -613,6 +613,21 @@ impl RingConsumer {
     pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
         self.ring.core().pop_into(buf, &self.cursor)
     }
+
+    /// Reads every committed frame, in order, into `buf` and hands each to `f`; a broken ring is
+    /// logged and ends the reading (the consumer's side of `RingProducer::push_all`).
+    pub fn drain(&mut self, buf: &mut [u8], mut f: impl FnMut(&[u8])) {
+        loop {
+            match self.read_into(buf) {
+                Ok(Some(n)) => f(&buf[..n]),
+                Ok(None) => return,
+                Err(e) => {
+                    bevy::log::error!("the {:?} ring stopped being read: {e}", self.ring.id);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for RingConsumer {

@@ -587,36 +587,28 @@ fn resolve(
 ) {
     let queue = &mut *queue;
     let mut outcomes = Vec::new();
+    let mut malformed = 0;
     let ends = queue.ends.get();
-    loop {
-        match ends.outbox.read_into(&mut ends.frame) {
-            Ok(Some(n)) => {
-                let frame = &ends.frame[..n];
-                if Syscall::is_envelope(frame) {
-                    match Syscall::decode(frame) {
-                        Ok(call) => syscalls.0.push(call),
-                        Err(e) => {
-                            queue.stats.malformed += 1;
-                            warn!("a syscall was refused unread: {e}");
-                        }
-                    }
-                } else {
-                    match JobOutcome::decode(frame) {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(e) => {
-                            queue.stats.malformed += 1;
-                            warn!("an outbox frame is not a job result: {e}");
-                        }
-                    }
+    ends.outbox.drain(&mut ends.frame, |frame| {
+        if Syscall::is_envelope(frame) {
+            match Syscall::decode(frame) {
+                Ok(call) => syscalls.0.push(call),
+                Err(e) => {
+                    malformed += 1;
+                    warn!("a syscall was refused unread: {e}");
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                error!("the kernel stopped reading the outbox: {e}");
-                break;
+        } else {
+            match JobOutcome::decode(frame) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    malformed += 1;
+                    warn!("an outbox frame is not a job result: {e}");
+                }
             }
         }
-    }
+    });
+    queue.stats.malformed += malformed;
     history.clear();
     for outcome in outcomes {
         queue.resolve(outcome, &mut history);

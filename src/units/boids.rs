@@ -32,7 +32,7 @@ use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::supervisors::evolution::{SplitMix64, breed};
 use crate::timing::StageTimes;
-use crate::units::RegisterUnitExt;
+use crate::units::{RegisterUnitExt, run_scoped};
 
 /// Reference §4.3.
 pub const SEPARATION_DISTANCE: f32 = 3.0;
@@ -186,19 +186,14 @@ impl Grid {
         };
         if threads > 1 && birds.len() >= 4096 {
             let chunk = birds.len().div_ceil(threads);
-            let mut parts = birds
-                .chunks(chunk)
-                .zip(self.cell_of_bird.chunks_mut(chunk))
-                .zip(self.staged.chunks_mut(chunk));
-            let (first, rest): (_, Vec<_>) = (parts.next(), parts.collect());
-            std::thread::scope(|scope| {
-                for ((b, c), s) in rest {
-                    scope.spawn(move || stage(b, c, s));
-                }
-                if let Some(((b, c), s)) = first {
-                    stage(b, c, s);
-                }
-            });
+            let stage = &stage;
+            run_scoped(
+                birds
+                    .chunks(chunk)
+                    .zip(self.cell_of_bird.chunks_mut(chunk))
+                    .zip(self.staged.chunks_mut(chunk))
+                    .map(|((b, c), s)| move || stage(b, c, s)),
+            );
         } else {
             stage(birds, &mut self.cell_of_bird, &mut self.staged);
         }
@@ -726,12 +721,7 @@ impl Flock {
                     run(start, out, ease);
                 }
             };
-            std::thread::scope(|scope| {
-                for _ in 1..threads {
-                    scope.spawn(work);
-                }
-                work();
-            });
+            run_scoped((0..threads).map(|_| &work));
         }
         std::mem::swap(&mut self.birds, &mut self.next);
     }

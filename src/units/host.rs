@@ -338,23 +338,16 @@ fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxRe
 
 fn read_syscall_replies(mut replies: ResMut<SyscallReplies>) {
     let replies = &mut *replies;
-    let consumer = replies.consumer.get();
-    loop {
-        match consumer.read_into(&mut replies.frame) {
-            Ok(Some(n)) => match SyscallResponse::decode(&replies.frame[..n]) {
-                Ok(response) => {
-                    replies.replies.insert(response.call_id, response);
-                }
-                Err(e) => {
-                    replies.malformed += 1;
-                    warn!("an outbox-host frame is not a syscall response: {e}");
-                }
-            },
-            Ok(None) => break,
-            Err(e) => {
-                error!("the job host stopped reading syscall responses: {e}");
-                break;
+    replies
+        .consumer
+        .get()
+        .drain(&mut replies.frame, |frame| match SyscallResponse::decode(frame) {
+            Ok(response) => {
+                replies.replies.insert(response.call_id, response);
             }
-        }
-    }
+            Err(e) => {
+                replies.malformed += 1;
+                warn!("an outbox-host frame is not a syscall response: {e}");
+            }
+        });
 }

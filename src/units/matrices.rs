@@ -15,7 +15,7 @@ use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
-use crate::units::RegisterUnitExt;
+use crate::units::{RegisterUnitExt, run_scoped};
 
 /// Parts per bird, in stream order: body, head, beak, left wing, left tip, right wing, right tip, tail.
 pub const PARTS: usize = 8;
@@ -84,13 +84,13 @@ pub fn write_part_major_threads(birds: &[BirdRecord], out: &mut Vec<MatrixPart>,
             per_thread[t].push(range);
         }
     }
-    std::thread::scope(|scope| {
-        for (t, mut planes) in per_thread.into_iter().enumerate() {
-            let birds = &birds[(t * chunk).min(count)..((t + 1) * chunk).min(count)];
-            let fill = &fill;
-            scope.spawn(move || fill(birds, &mut planes));
-        }
-    });
+    let fill = &fill;
+    run_scoped(
+        per_thread
+            .into_iter()
+            .zip(birds.chunks(chunk))
+            .map(|(mut planes, birds)| move || fill(birds, &mut planes)),
+    );
 }
 
 /// `write_part_major_threads` on this thread only.

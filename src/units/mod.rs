@@ -13,6 +13,21 @@ use bevy::prelude::*;
 
 use crate::sab::{ModuleSpec, Owner, Sab};
 
+/// Runs `tasks` in parallel: the first on this thread, each other on a scoped thread of its own,
+/// and returns when all are done.
+pub fn run_scoped<F: FnOnce() + Send>(tasks: impl IntoIterator<Item = F>) {
+    let mut tasks = tasks.into_iter();
+    let Some(first) = tasks.next() else {
+        return;
+    };
+    std::thread::scope(|scope| {
+        for task in tasks {
+            scope.spawn(task);
+        }
+        first();
+    });
+}
+
 /// Registrations that failed at startup, with the reason (shown by the inspector and the logs).
 #[derive(Resource, Default, Debug)]
 pub struct UnitRegistrationErrors(pub Vec<(String, String)>);
