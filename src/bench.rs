@@ -495,11 +495,7 @@ pub fn array_queue_throughput(frames: u64) -> Throughput {
 /// Echo jobs in one headless app: `jobs` submitted at once, round-trip latency of `samples`
 /// single jobs, then `jobs` more kept flowing with at most `window` unanswered.
 fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
-    let mut app = build_app(HeadlessConfig {
-        layout: crate::sab::SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     let sab = app.world().resource::<Sab>().clone();
     // One job, resubmitted under each id: the pipeline is measured, not the caller's allocations.
     let mut job = Job::new(0, "echo", "echo", Payload::Inline(vec![7; 16]));
@@ -572,11 +568,7 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
 /// `workflows` chains of `length` echo steps, each step taking the previous step's output by SAB
 /// offset, all started at once.
 fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
-    let mut app = build_app(HeadlessConfig {
-        layout: crate::sab::SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     let sab = app.world().resource::<Sab>().clone();
     let start = Instant::now();
     for id in 0..workflows {
@@ -615,11 +607,7 @@ fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
 /// every tick's jobs fit the 512 KiB inbox: an admissible load), each with a deadline 50 ms out;
 /// then the learning and scheduling engines' own figures.
 fn engine_targets(jobs: u64) -> EngineTargets {
-    let mut app = build_app(HeadlessConfig {
-        layout: crate::sab::SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     let sab = app.world().resource::<Sab>().clone();
     let data = vec![0x5a; 64 << 10];
     for id in 1..=jobs {

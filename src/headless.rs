@@ -25,6 +25,17 @@ pub struct HeadlessConfig {
     pub flock: Option<FlockPlugins>,
 }
 
+impl HeadlessConfig {
+    /// The core alone: the light tier's SAB, a 64 Hz pulse, no flock.
+    pub fn kernel() -> Self {
+        Self {
+            layout: SabLayout::for_tier(Tier::Light),
+            pulse_hz: 64.0,
+            flock: None,
+        }
+    }
+}
+
 /// A headless app, started: `MinimalPlugins`, the core plugins, the flock, and exactly one fixed
 /// tick per further `update`.
 pub fn build_app(config: HeadlessConfig) -> App {

@@ -9,11 +9,7 @@ use inos::sab::{EpochIndex, Sab, SabLayout, Tier};
 
 #[test]
 fn one_update_is_one_fixed_tick_and_one_pulse() {
-    let mut app = build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     for _ in 0..100 {
         app.update();
     }
@@ -26,11 +22,7 @@ fn one_update_is_one_fixed_tick_and_one_pulse() {
 #[test]
 fn a_hidden_page_slows_the_pulse_to_30_hz_and_a_visible_one_restores_it() {
     use std::time::Duration;
-    let mut app = build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     let sab = app.world().resource::<Sab>().clone();
     let mut tick = |visibility: u32| {
         sab.epochs().store(EpochIndex::SYSTEM_VISIBILITY, visibility);
@@ -50,11 +42,7 @@ fn a_hidden_page_slows_the_pulse_to_30_hz_and_a_visible_one_restores_it() {
 
 #[test]
 fn no_schedule_has_ambiguities() {
-    let mut app = build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    });
+    let mut app = build_app(HeadlessConfig::kernel());
     let labels: Vec<_> = [
         Startup.intern(),
         First.intern(),

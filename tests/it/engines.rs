@@ -9,7 +9,7 @@ use inos::engines::security::{GateError, SecurityConfig};
 use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
 use inos::sab::engines::{AuditKind, Engine};
-use inos::sab::{JobRecord, ModuleSpec, Sab, SabLayout, Tier};
+use inos::sab::{JobRecord, ModuleSpec, Sab};
 use inos::supervisors::jobs::{JobFinished, JobQueue, SOURCE_KEY, SubmitError};
 use inos::supervisors::tree::SupervisorTree;
 use inos::units::RegisterUnitExt;
@@ -35,11 +35,7 @@ fn test_unit(_: &Sab, job: &Job) -> JobOutcome {
 }
 
 fn app() -> App {
-    let config = HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    };
+    let config = HeadlessConfig::kernel();
     let mut app = build_app_with(config, |app| {
         app.register_job_unit(ModuleSpec::cpu_unit("tester", 1, &[]), test_unit);
     });

@@ -6,16 +6,12 @@ use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app};
 use inos::protocol::{Job, JobStatus, Payload};
 use inos::pulse::PulseControl;
-use inos::sab::{Owner, RingId, Sab, SabLayout, Tier};
+use inos::sab::{Owner, RingId, Sab};
 use inos::supervisors::jobs::{JobQueue, SubmitError};
 use inos::units::host::JobHostStats;
 
 fn app() -> App {
-    build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    })
+    build_app(HeadlessConfig::kernel())
 }
 
 fn submit(app: &mut App, job: &Job) -> Result<(), SubmitError> {

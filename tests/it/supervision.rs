@@ -8,7 +8,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
-use inos::sab::{ModuleSpec, Owner, Sab, SabLayout, SupervisorStatus, Tier};
+use inos::sab::{ModuleSpec, Owner, Sab, SupervisorStatus};
 use inos::supervisors::jobs::{JobQueue, SubmitError};
 use inos::supervisors::tree::{
     self, BreakerState, Intensity, Lifecycle, LifecycleAction, RestartPolicies, RestartPolicy, Strategy,
@@ -46,11 +46,7 @@ fn cure(mut restarted: MessageReader<UnitRestarted>, mut hang: ResMut<Hang>) {
 /// The core plus units alpha, faulty and omega (started in that order around crypto and echo),
 /// and the heartbeating `beater`, with `config`.
 fn app(config: SupervisionConfig, policies: &[(&str, RestartPolicy)]) -> App {
-    let headless = HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    };
+    let headless = HeadlessConfig::kernel();
     let policies = RestartPolicies(policies.iter().map(|(u, p)| (u.to_string(), *p)).collect());
     let mut app = build_app_with(headless, |app| {
         app.insert_resource(config)
@@ -357,11 +353,7 @@ fn a_unit_registered_late_gets_a_supervisor_and_one_that_leaves_loses_it() {
 
 #[test]
 fn only_units_that_promise_a_beat_every_pulse_can_be_found_hung() {
-    let headless = HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    };
+    let headless = HeadlessConfig::kernel();
     // Both beat for the first 5 pulses and then go quiet, as a unit driven by a stalled input
     // would; only the one with `heartbeat:pulse` has broken a promise.
     let mut app = build_app_with(headless, |app| {

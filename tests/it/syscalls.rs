@@ -5,18 +5,14 @@
 use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app};
 use inos::protocol::{Job, JobStatus, Payload, SabRange, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
-use inos::sab::{Owner, Sab, SabLayout, Tier};
+use inos::sab::{Owner, Sab};
 use inos::supervisors::jobs::JobQueue;
 use inos::supervisors::syscalls::ModuleMessages;
 use inos::supervisors::tree::{Lifecycle, SupervisorTree};
 use inos::units::host::{SyscallReplies, send_syscall};
 
 fn app() -> App {
-    build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    })
+    build_app(HeadlessConfig::kernel())
 }
 
 fn call(app: &mut App, module: &str, call_id: u64, body: SyscallBody) -> SyscallResponse {

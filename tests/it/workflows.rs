@@ -5,17 +5,13 @@
 use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app};
 use inos::protocol::JobStatus;
-use inos::sab::{Sab, SabLayout, Tier};
+use inos::sab::Sab;
 use inos::supervisors::workflows::{
     Step, StepInput, StepStatus, Workflow, WorkflowEngine, WorkflowError, WorkflowOutcome,
 };
 
 fn app() -> App {
-    build_app(HeadlessConfig {
-        layout: SabLayout::for_tier(Tier::Light),
-        pulse_hz: 64.0,
-        flock: None,
-    })
+    build_app(HeadlessConfig::kernel())
 }
 
 fn submit(app: &mut App, workflow: Workflow) -> Result<(), WorkflowError> {
