@@ -124,8 +124,8 @@ impl PluginGroup for FlockPlugins {
 }
 
 /// Stage order of one tick: pulse, the Rapier step and its obstacle table, the flock's physics,
-/// matrices, then the supervisor tree, and evolution (which reads this tick's birds; its genes reach the physics of the
-/// next tick).
+/// matrices, then the supervisor tree and evolution (which reads this tick's birds; its genes
+/// reach the physics of the next tick).
 struct FlockOrderPlugin;
 
 impl Plugin for FlockOrderPlugin {

@@ -20,14 +20,12 @@ use bevy::prelude::*;
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
 use crate::sab::{EpochIndex, Owner, PatternRecord, Sab};
-use crate::supervisors::jobs::JobFinished;
+use crate::supervisors::jobs::{JobFinished, MAX_SOURCES};
 
 /// Weight of the previous fit after each job.
 pub const FORGET: f64 = 0.98;
 /// Transitions seen before a sequence is published.
 pub const SEQUENCE_MIN: u32 = 3;
-/// Sources whose last job is remembered (the map starts over beyond it).
-pub const MAX_SOURCES: usize = 4096;
 /// The pattern kind of job sequences.
 pub const SEQUENCE_KIND: u16 = 2;
 

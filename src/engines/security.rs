@@ -19,7 +19,7 @@ use bevy::prelude::*;
 use crate::protocol::{Job, JobStatus};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::{EpochIndex, Sab, now_ms};
-use crate::supervisors::jobs::{JobFinished, JobQueue, source_of};
+use crate::supervisors::jobs::{JobFinished, JobQueue, MAX_SOURCES, source_of};
 
 const NANOS: u64 = 1_000_000_000;
 
@@ -88,8 +88,7 @@ impl Ewma {
     }
 }
 
-/// Sources with a bucket of their own; later ones share `OVERFLOW_SOURCE`'s.
-pub const MAX_SOURCES: usize = 4096;
+/// The bucket that sources beyond `MAX_SOURCES` share.
 pub const OVERFLOW_SOURCE: &str = "(other sources)";
 
 /// The gate's and the detector's settings (`JobQueue::gate_mut().config`).

@@ -83,6 +83,11 @@ pub struct JobFinished {
 /// The metadata key naming who submitted a job (the security engine's rate limits are per source).
 pub const SOURCE_KEY: &str = "source";
 
+/// Sources an engine keeps state for at once: sources name themselves, so what is kept per
+/// source is bounded (the security gate shares one bucket among later ones, the learning engine
+/// starts its map over).
+pub const MAX_SOURCES: usize = 4096;
+
 /// The source of `job`: its `source` metadata, or `"local"`.
 pub fn source_of(job: &Job) -> &str {
     job.metadata

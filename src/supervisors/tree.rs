@@ -363,7 +363,8 @@ pub struct RestartPolicies(pub Vec<(String, RestartPolicy)>);
 
 pub struct SupervisorTreePlugin;
 
-/// The tree's place in `FixedUpdate`: after the job pipeline has resolved the pulse's results.
+/// The tree's place in `FixedUpdate`: after the job pipeline has resolved the pulse's results
+/// (and, with the flock, after its units have beaten; `lib.rs` orders that).
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SupervisorTreeSystems;
 
@@ -672,7 +673,7 @@ fn fail(tree: &mut SupervisorTree, i: usize, exit: Exit, config: &SupervisionCon
 
 fn header_of(unit: &UnitSupervisor, runs: u32) -> SupervisorHeader {
     let mut header = SupervisorHeader {
-        supervisor_id: crc32c::crc32c(supervisor_id(&unit.unit).as_bytes()),
+        supervisor_id: unit.slot.id_hash,
         epoch_index: unit.slot.epoch.get() as u8,
         status: unit.status as u8,
         breaker: unit.breaker.state as u8,

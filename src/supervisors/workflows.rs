@@ -297,7 +297,7 @@ fn advance(sab: Res<Sab>, mut engine: ResMut<WorkflowEngine>, mut queue: ResMut<
         if outcome.status == JobStatus::Success {
             let output = keep_output(&sab, run, step, outcome.output);
             run.states[step] = State::Done(output);
-            for d in run.dependants[step].clone() {
+            for &d in &run.dependants[step] {
                 run.missing[d] -= 1;
             }
         } else {
