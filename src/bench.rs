@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bevy::prelude::App;
 use serde::Serialize;
 
 use crate::headless::{HeadlessConfig, build_app};
@@ -499,16 +498,14 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     let sab = app.world().resource::<Sab>().clone();
     // One job, resubmitted under each id: the pipeline is measured, not the caller's allocations.
     let mut job = Job::new(0, "echo", "echo", Payload::Inline(vec![7; 16]));
-    let mut submit = |app: &mut App, id| {
+    let mut submit = |queue: &mut JobQueue, id| {
         job.id = id;
-        app.world_mut()
-            .resource_mut::<JobQueue>()
-            .submit(&sab, &job)
-            .expect("echo is registered");
+        queue.submit(&sab, &job).expect("echo is registered");
     };
     let start = Instant::now();
+    let mut queue = app.world_mut().resource_mut::<JobQueue>();
     for id in 1..=jobs {
-        submit(&mut app, id);
+        submit(&mut queue, id);
     }
     for _ in 0..100_000 {
         if app.world().resource::<JobQueue>().in_flight() == 0 {
@@ -526,7 +523,7 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     let round_trips = (0..samples as u64)
         .map(|k| {
             let t = Instant::now();
-            submit(&mut app, jobs + 1 + k);
+            submit(&mut app.world_mut().resource_mut::<JobQueue>(), jobs + 1 + k);
             app.update();
             let done = app.world_mut().resource_mut::<JobQueue>().take_result(jobs + 1 + k);
             assert!(done.is_some(), "an echo job completes within one update");
@@ -540,8 +537,9 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
         if next_take == first + jobs {
             break;
         }
+        let mut queue = app.world_mut().resource_mut::<JobQueue>();
         while next_submit < first + jobs && next_submit - next_take < window {
-            submit(&mut app, next_submit);
+            submit(&mut queue, next_submit);
             next_submit += 1;
         }
         app.update();

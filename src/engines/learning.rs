@@ -14,6 +14,7 @@
 //! It runs when jobs finish and publishes its state record, signalling `EPOCH_LEARNING`.
 
 use bevy::platform::collections::HashMap;
+use bevy::platform::collections::hash_map::Entry;
 
 use bevy::prelude::*;
 
@@ -94,6 +95,7 @@ pub struct LearningEngine {
     pub within_20pct: f64,
     pub last_prediction_us: f64,
     pub last_actual_us: f64,
+    /// Sequence records written to the pattern exchange (each sequence at most once per batch).
     pub sequences_written: u64,
     scored: u64,
 }
@@ -157,7 +159,19 @@ pub(crate) fn run_learning(
     if finished.is_empty() {
         return;
     }
-    let patterns: Vec<PatternRecord> = finished.read().filter_map(|job| engine.learn(job)).collect();
+    // A batch repeats its sequences (a stream of A→B jobs updates one record once per job): only
+    // each sequence's last state, which holds its counts so far, goes to the exchange.
+    let mut patterns: Vec<PatternRecord> = Vec::new();
+    let mut index = HashMap::<u64, usize>::new();
+    for pattern in finished.read().filter_map(|job| engine.learn(job)) {
+        match index.entry(pattern.pattern_id) {
+            Entry::Occupied(k) => patterns[*k.get()] = pattern,
+            Entry::Vacant(k) => {
+                k.insert(patterns.len());
+                patterns.push(pattern);
+            }
+        }
+    }
     if !patterns.is_empty() {
         match sab.patterns().writer(Owner::Kernel) {
             Ok(mut writer) => {

@@ -141,6 +141,9 @@ impl SchedulingPolicy {
     }
 }
 
+/// Sent frames kept for reuse: enough for a full inbox ring of small jobs.
+const SPARE_FRAMES: usize = 4096;
+
 /// A frame waiting to be sent.
 struct Queued {
     wire: u64,
@@ -288,8 +291,12 @@ pub struct JobQueue {
     /// The security engine's gate, run by `submit`.
     gate: SecurityGate,
     scheduling: SchedulingPolicy,
-    /// The gate's clock origin.
+    /// The gate's clock origin, and the wall clock (ms since the Unix epoch) then: a job's
+    /// submission time in ms is taken from the one clock reading `submit` makes.
     clock: Instant,
+    clock_wall_ms: u64,
+    /// Frames already sent, kept for their allocations (at most `SPARE_FRAMES`).
+    spare_frames: Vec<Vec<u8>>,
     pub stats: PipelineStats,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
     ends: SyncCell<KernelEnds>,
@@ -315,7 +322,8 @@ impl JobQueue {
             return Err(e.into());
         }
         let wire = self.sequence + 1;
-        let frame = job.encode_as(wire);
+        let mut frame = self.spare_frames.pop().unwrap_or_default();
+        job.encode_into(wire, &mut frame);
         if frame.len() > self.max_frame {
             return Err(SubmitError::TooLarge {
                 len: frame.len(),
@@ -323,9 +331,9 @@ impl JobQueue {
             });
         }
         let submitted = Instant::now();
-        let now_ns = submitted.duration_since(self.clock).as_nanos() as u64;
-        self.gate.admit(job, job.input.len(), now_ns)?;
-        let submitted_ms = now_ms();
+        let since_origin = submitted.duration_since(self.clock);
+        self.gate.admit(job, job.input.len(), since_origin.as_nanos() as u64)?;
+        let submitted_ms = self.clock_wall_ms + since_origin.as_millis() as u64;
         self.sequence = wire;
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
@@ -377,13 +385,19 @@ impl JobQueue {
 
     /// The result of a job, once, when it has one.
     pub fn take_result(&mut self, id: u64) -> Option<JobOutcome> {
-        match self.calls.entry(id) {
+        let outcome = match self.calls.entry(id) {
             Entry::Occupied(call) if matches!(call.get(), Call::Done(_)) => match call.remove() {
-                Call::Done(outcome) => Some(*outcome),
+                Call::Done(outcome) => *outcome,
                 Call::Pending => unreachable!("matched as done"),
             },
-            _ => None,
+            _ => return None,
+        };
+        // A map grown by a burst is given back once it is mostly empty: a table far larger than
+        // its entries spreads them over memory, and every lookup misses the cache.
+        if self.calls.capacity() > 4096 && self.calls.len() * 8 < self.calls.capacity() {
+            self.calls.shrink_to(self.calls.len() * 2);
         }
+        Some(outcome)
     }
 
     /// Jobs submitted and not yet resolved.
@@ -415,8 +429,8 @@ impl JobQueue {
         self.admission.insert(unit_hash, admission);
     }
 
-    /// Matches a result (carrying its wire id) to its job.
-    fn resolve(&mut self, mut outcome: JobOutcome, history: &mut Vec<JobRecord>) {
+    /// Matches a result (carrying its wire id) to its job; `now` is when it came in.
+    fn resolve(&mut self, mut outcome: JobOutcome, now: Instant, history: &mut Vec<JobRecord>) {
         let Some(job) = self.in_flight.remove(outcome.id) else {
             self.stats.unmatched += 1;
             return;
@@ -431,7 +445,7 @@ impl JobQueue {
             unit_hash: job.unit_hash,
             method_hash: job.method_hash,
             submitted_ms: job.submitted_ms,
-            duration_us: clamp(job.submitted.elapsed().as_micros() as u64),
+            duration_us: clamp(now.saturating_duration_since(job.submitted).as_micros() as u64),
             input_bytes: clamp(outcome.input_bytes),
             output_bytes: clamp(outcome.output_bytes),
             status: match outcome.status {
@@ -495,6 +509,8 @@ impl Plugin for JobPipelinePlugin {
                 gate: SecurityGate::default(),
                 scheduling: SchedulingPolicy::default(),
                 clock: Instant::now(),
+                clock_wall_ms: now_ms(),
+                spare_frames: Vec::new(),
                 stats: PipelineStats::default(),
                 ends,
             })
@@ -555,7 +571,10 @@ fn dispatch(
         }
         match ends.inbox.push(&next.frame) {
             Ok(()) => {
-                queue.queue.pop();
+                let (_, sent_job) = queue.queue.pop().expect("just peeked");
+                if queue.spare_frames.len() < SPARE_FRAMES {
+                    queue.spare_frames.push(sent_job.frame);
+                }
                 sent += 1;
             }
             Err(RingError::Full { .. }) => break,
@@ -570,8 +589,9 @@ fn dispatch(
         queue.queue.unpop(key, job);
     }
     history.clear();
+    let now = Instant::now();
     for outcome in refused {
-        queue.resolve(outcome, &mut history);
+        queue.resolve(outcome, now, &mut history);
     }
     if sent > 0 {
         queue.stats.dispatched += sent;
@@ -615,8 +635,9 @@ fn resolve(
     });
     queue.stats.malformed += malformed;
     history.clear();
+    let now = Instant::now();
     for outcome in outcomes {
-        queue.resolve(outcome, &mut history);
+        queue.resolve(outcome, now, &mut history);
     }
     record(&sab, &history);
 }
@@ -643,7 +664,7 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
         let mut outcome = JobOutcome::failed(wire, JobStatus::Timeout, "no result before the job's timeout");
         outcome.retryable = true;
         queue.stats.timed_out += 1;
-        queue.resolve(outcome, &mut history);
+        queue.resolve(outcome, now, &mut history);
     }
     record(&sab, &history);
 }

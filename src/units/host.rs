@@ -122,6 +122,9 @@ struct HostEnds {
     outbox: RingProducer,
     outbox_max: usize,
     frame: Vec<u8>,
+    /// The job being run and its result frame, reused from job to job.
+    job: Job,
+    result: Vec<u8>,
 }
 
 pub struct JobHostPlugin;
@@ -142,6 +145,8 @@ impl Plugin for JobHostPlugin {
         let outbox = sab.ring(RingId::OutboxKernel);
         let ends = HostEnds {
             frame: vec![0; inbox.max_payload()],
+            job: Job::new(0, "", "", crate::protocol::Payload::Inline(Vec::new())),
+            result: Vec::new(),
             inbox: inbox.consumer().expect("the job host is the inbox's only consumer"),
             outbox_max: outbox.max_payload(),
             outbox: outbox
@@ -194,22 +199,14 @@ fn has_work(host: Res<JobHost>) -> bool {
     host.waiting.is_some() || host.inbox_unread
 }
 
-/// The result frame for `outcome`, or, if it cannot fit the outbox, a small failure for the same
-/// job that says so (the job is answered either way).
-fn result_frame(outcome: &JobOutcome, outbox_max: usize) -> Vec<u8> {
-    let frame = outcome.encode();
-    if frame.len() <= outbox_max {
-        return frame;
+/// The result frame for `outcome` into `out`, or, if it cannot fit the outbox, a small failure
+/// for the same job that says so (the job is answered either way).
+fn result_frame(outcome: &JobOutcome, outbox_max: usize, out: &mut Vec<u8>) {
+    outcome.encode_into(out);
+    if out.len() > outbox_max {
+        let message = format!("the result is {} bytes; the outbox takes at most {outbox_max}", out.len());
+        JobOutcome::failed(outcome.id, JobStatus::Failed, message).encode_into(out);
     }
-    JobOutcome::failed(
-        outcome.id,
-        JobStatus::Failed,
-        format!(
-            "the result is {} bytes; the outbox takes at most {outbox_max}",
-            frame.len()
-        ),
-    )
-    .encode()
 }
 
 /// Stamps the host's measurement of a job's execution time on its outcome and charges it: the
@@ -259,62 +256,59 @@ fn run_jobs(
     let ends = host.ends.get();
     let mut pushed = 0;
     loop {
-        let frame = match host.waiting.take() {
-            Some(frame) => frame,
-            None => {
-                let n = match ends.inbox.read_into(&mut ends.frame) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => {
-                        host.inbox_unread = false;
-                        break;
-                    }
-                    Err(e) => {
-                        error!("the job host stopped reading the inbox: {e}");
-                        host.inbox_unread = false;
-                        break;
-                    }
-                };
-                let job = match Job::decode(&ends.frame[..n]) {
-                    Ok(job) => job,
-                    Err(e) => {
-                        stats.malformed += 1;
-                        warn!("a {n}-byte inbox frame is not a job: {e}");
-                        continue;
-                    }
-                };
-                let outcome = match executors.0.get(&job.library) {
-                    Some(JobEntry::Mailbox) => {
-                        stats.executed += 1;
-                        mailboxes.0.entry(job.library.clone()).or_default().push(job);
-                        continue;
-                    }
-                    Some(&JobEntry::Immediate(execute)) => {
-                        stats.executed += 1;
-                        let start = Instant::now();
-                        let outcome = run_guarded(execute, &sab, &job);
-                        stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
-                        charge(outcome, &job, start.elapsed().as_nanos() as u64)
-                    }
-                    None => {
-                        stats.unknown_library += 1;
-                        JobOutcome::failed(
-                            job.id,
-                            JobStatus::Rejected,
-                            format!("no unit takes jobs for library {:?}", job.library),
-                        )
-                    }
-                };
-                result_frame(&outcome, ends.outbox_max)
+        if let Some(waiting) = host.waiting.take() {
+            ends.result = waiting;
+        } else {
+            let n = match ends.inbox.read_into(&mut ends.frame) {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    host.inbox_unread = false;
+                    break;
+                }
+                Err(e) => {
+                    error!("the job host stopped reading the inbox: {e}");
+                    host.inbox_unread = false;
+                    break;
+                }
+            };
+            let job = &mut ends.job;
+            if let Err(e) = Job::decode_into(&ends.frame[..n], job) {
+                stats.malformed += 1;
+                warn!("a {n}-byte inbox frame is not a job: {e}");
+                continue;
             }
-        };
-        match ends.outbox.push(&frame) {
+            let outcome = match executors.0.get(&job.library) {
+                Some(JobEntry::Mailbox) => {
+                    stats.executed += 1;
+                    mailboxes.0.entry(job.library.clone()).or_default().push(job.clone());
+                    continue;
+                }
+                Some(&JobEntry::Immediate(execute)) => {
+                    stats.executed += 1;
+                    let start = Instant::now();
+                    let outcome = run_guarded(execute, &sab, job);
+                    stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
+                    charge(outcome, job, start.elapsed().as_nanos() as u64)
+                }
+                None => {
+                    stats.unknown_library += 1;
+                    JobOutcome::failed(
+                        job.id,
+                        JobStatus::Rejected,
+                        format!("no unit takes jobs for library {:?}", job.library),
+                    )
+                }
+            };
+            result_frame(&outcome, ends.outbox_max, &mut ends.result);
+        }
+        match ends.outbox.push(&ends.result) {
             Ok(()) => pushed += 1,
             Err(e) => {
                 // Full (or broken): the result waits, and so does the rest of the inbox.
                 if !matches!(e, RingError::Full { .. }) {
                     error!("the outbox-kernel ring refused a result: {e}");
                 }
-                host.waiting = Some(frame);
+                host.waiting = Some(std::mem::take(&mut ends.result));
                 host.inbox_unread = true;
                 break;
             }
@@ -331,7 +325,11 @@ fn run_jobs(
 /// next tick.
 fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxResults>) {
     let ends = host.ends.get();
-    let frames = results.0.iter().map(|outcome| result_frame(outcome, ends.outbox_max));
+    let frames = results.0.iter().map(|outcome| {
+        let mut frame = Vec::new();
+        result_frame(outcome, ends.outbox_max, &mut frame);
+        frame
+    });
     let sent = ends.outbox.push_all(frames);
     results.0.drain(..sent);
 }

@@ -200,6 +200,33 @@ fn the_learning_engine_models_units_and_publishes_repeated_sequences() {
     );
 }
 
+/// A batch of one source's echo jobs resolved in one update writes its echo → echo sequence once,
+/// with the counts of the whole batch.
+#[test]
+fn a_batch_writes_each_sequence_once_with_its_final_counts() {
+    let mut app = app();
+    for id in 1..=40 {
+        submit(&mut app, &job(id, "echo", "stream", b"abc")).unwrap();
+    }
+    settle(&mut app);
+    assert_eq!(engine_metric(&app, Engine::Learning, "jobs_learned"), 40.0);
+    assert_eq!(engine_metric(&app, Engine::Learning, "sequences_written"), 1.0);
+    let sab = app.world().resource::<Sab>().clone();
+    let sequences: Vec<_> = sab
+        .patterns()
+        .live()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, p)| { p.kind } == SEQUENCE_KIND)
+        .collect();
+    assert_eq!(sequences.len(), 1);
+    let record = sequences[0].1;
+    // 39 transitions echo → echo, all successful, and echo was followed only by echo.
+    assert_eq!({ record.access_count }, 39);
+    assert_eq!({ record.success_rate }, 1.0);
+    assert_eq!({ record.confidence }, 255);
+}
+
 fn finished(duration_us: u32, deadline_ms: u32, status: JobStatus) -> JobFinished {
     JobFinished {
         record: JobRecord {

@@ -99,6 +99,24 @@ proptest! {
         prop_assert_eq!(Job::decode(&frame).unwrap(), job);
     }
 
+    /// Jobs encoded one after another into one buffer (through the thread's reused scratch
+    /// segment, or a heap segment for one too large for it) and decoded into one reused job each
+    /// come back exactly, in one segment: nothing of an earlier job leaks into a later one.
+    #[test]
+    fn reused_buffers_encode_and_decode_exactly(jobs in proptest::collection::vec((job(), any::<bool>()), 1..6)) {
+        let mut frame = Vec::new();
+        let mut decoded = Job::new(0, "stale", "stale", Payload::Inline(vec![1, 2, 3]));
+        for (mut job, large) in jobs {
+            if large {
+                job.input = Payload::Inline(vec![0xA5; 20_000]);
+            }
+            job.encode_into(job.id, &mut frame);
+            prop_assert_eq!(&frame[..4], &[0u8; 4]);
+            Job::decode_into(&frame, &mut decoded).unwrap();
+            prop_assert_eq!(&decoded, &job);
+        }
+    }
+
     /// `Job::check` (what `submit` runs instead of decoding its own frame) agrees with the decoder.
     #[test]
     fn job_check_agrees_with_decode(mut job in job(), entries in 0usize..80) {
