@@ -204,7 +204,10 @@ fn has_work(host: Res<JobHost>) -> bool {
 fn result_frame(outcome: &JobOutcome, outbox_max: usize, out: &mut Vec<u8>) {
     outcome.encode_into(out);
     if out.len() > outbox_max {
-        let message = format!("the result is {} bytes; the outbox takes at most {outbox_max}", out.len());
+        let message = format!(
+            "the result is {} bytes; the outbox takes at most {outbox_max}",
+            out.len()
+        );
         JobOutcome::failed(outcome.id, JobStatus::Failed, message).encode_into(out);
     }
 }
