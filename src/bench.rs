@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::headless::{HeadlessConfig, build_app};
+use crate::headless::{HeadlessConfig, build_app, build_app_with};
 use crate::protocol::{Job, Payload};
 use crate::sab::engines::Engine;
 use crate::sab::generated as g;
@@ -28,6 +28,7 @@ use crate::supervisors::jobs::JobQueue;
 use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
+use crate::units::host::JobHostMode;
 use crate::units::matrices::write_part_major_threads;
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -126,17 +127,29 @@ pub struct FlockScaling {
     pub naive_2000_ms: f64,
 }
 
+/// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results, job
+/// history) in a headless app, with the job host in the tick and on its own thread.
 #[derive(Debug, Serialize)]
 pub struct Jobs {
-    /// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results,
-    /// job history) in a headless app, submitted all at once.
+    /// Submitted all at once.
     pub echo_jobs: Throughput,
-    /// Echo jobs kept flowing: submitted while fewer than `echo_window` are unanswered, results
-    /// taken after every update (the pipeline's steady state, with small tables).
+    pub echo_jobs_host_thread: Throughput,
+    /// Kept flowing: submitted while fewer than `echo_window` are unanswered, results taken after
+    /// every update (the pipeline's steady state, with small tables).
     pub echo_jobs_steady: Throughput,
+    pub echo_jobs_steady_host_thread: Throughput,
     pub echo_window: u64,
-    /// One echo job, submit to result: one app update.
+    /// One echo job, submit to result (updates until it is answered: one, with the host in the
+    /// tick).
     pub echo_job_round_trip: Latency,
+    pub echo_job_round_trip_host_thread: Latency,
+}
+
+/// One host mode's echo figures.
+struct EchoRun {
+    at_once: Throughput,
+    steady: Throughput,
+    round_trip: Latency,
 }
 
 /// The engines' own figures after a run of crypto hash jobs of varied sizes with deadlines.
@@ -491,10 +504,26 @@ pub fn array_queue_throughput(frames: u64) -> Throughput {
     }
 }
 
-/// Echo jobs in one headless app: `jobs` submitted at once, round-trip latency of `samples`
-/// single jobs, then `jobs` more kept flowing with at most `window` unanswered.
+/// Echo jobs with the host in the tick and on its own thread, `jobs` at once and `jobs` kept
+/// flowing with at most `window` unanswered, and the round trip of `samples` single jobs.
 fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
-    let mut app = build_app(HeadlessConfig::kernel());
+    let tick = echo_run(JobHostMode::Tick, jobs, samples, window);
+    let thread = echo_run(JobHostMode::Thread, jobs, samples, window);
+    Jobs {
+        echo_jobs: tick.at_once,
+        echo_jobs_host_thread: thread.at_once,
+        echo_jobs_steady: tick.steady,
+        echo_jobs_steady_host_thread: thread.steady,
+        echo_window: window,
+        echo_job_round_trip: tick.round_trip,
+        echo_job_round_trip_host_thread: thread.round_trip,
+    }
+}
+
+fn echo_run(mode: JobHostMode, jobs: u64, samples: usize, window: u64) -> EchoRun {
+    let mut app = build_app_with(HeadlessConfig::kernel(), |app| {
+        app.insert_resource(mode);
+    });
     let sab = app.world().resource::<Sab>().clone();
     // One job, resubmitted under each id: the pipeline is measured, not the caller's allocations.
     let mut job = Job::new(0, "echo", "echo", Payload::Inline(vec![7; 16]));
@@ -507,7 +536,7 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     for id in 1..=jobs {
         submit(&mut queue, id);
     }
-    for _ in 0..100_000 {
+    for _ in 0..10_000_000 {
         if app.world().resource::<JobQueue>().in_flight() == 0 {
             break;
         }
@@ -522,18 +551,26 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     }
     let round_trips = (0..samples as u64)
         .map(|k| {
+            let id = jobs + 1 + k;
             let t = Instant::now();
-            submit(&mut app.world_mut().resource_mut::<JobQueue>(), jobs + 1 + k);
-            app.update();
-            let done = app.world_mut().resource_mut::<JobQueue>().take_result(jobs + 1 + k);
-            assert!(done.is_some(), "an echo job completes within one update");
+            submit(&mut app.world_mut().resource_mut::<JobQueue>(), id);
+            loop {
+                app.update();
+                if app.world_mut().resource_mut::<JobQueue>().take_result(id).is_some() {
+                    break;
+                }
+                assert!(
+                    mode == JobHostMode::Thread && t.elapsed() < Duration::from_secs(10),
+                    "an echo job completes within one update with the host in the tick"
+                );
+            }
             t.elapsed().as_nanos() as u64
         })
         .collect();
     let first = jobs + samples as u64 + 1;
     let (mut next_submit, mut next_take) = (first, first);
     let start = Instant::now();
-    for _ in 0..100_000 {
+    for _ in 0..10_000_000 {
         if next_take == first + jobs {
             break;
         }
@@ -555,11 +592,10 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
         seconds,
         per_second: jobs as f64 / seconds,
     };
-    Jobs {
-        echo_jobs: throughput(seconds),
-        echo_jobs_steady: throughput(steady),
-        echo_window: window,
-        echo_job_round_trip: Latency::from_samples(round_trips),
+    EchoRun {
+        at_once: throughput(seconds),
+        steady: throughput(steady),
+        round_trip: Latency::from_samples(round_trips),
     }
 }
 
@@ -770,22 +806,29 @@ pub fn run(json: bool, quick: bool, sections: &[Section]) -> Result<(), String> 
         }
     }
     if let Some(j) = &r.jobs {
-        println!("job pipeline (echo, 16-byte input, headless app)");
-        println!(
-            "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s; target 1 M/s)",
-            "throughput, submitted at once",
-            j.echo_jobs.per_second / 1e6,
-            j.echo_jobs.items,
-            j.echo_jobs.seconds
-        );
-        println!(
-            "  {:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s)",
-            format!("throughput, {} in flight", j.echo_window),
-            j.echo_jobs_steady.per_second / 1e6,
-            j.echo_jobs_steady.items,
-            j.echo_jobs_steady.seconds
-        );
-        lat("one job, submit to result", &j.echo_job_round_trip);
+        println!("job pipeline (echo, 16-byte input, headless app; target 1 M round trips/s)");
+        let rate = |name: String, t: &Throughput| {
+            println!(
+                "  {name:<40} {:>8.3} M jobs/s   ({} jobs in {:.3} s)",
+                t.per_second / 1e6,
+                t.items,
+                t.seconds
+            );
+        };
+        for (host, at_once, steady, round_trip) in [
+            ("in the tick", &j.echo_jobs, &j.echo_jobs_steady, &j.echo_job_round_trip),
+            (
+                "on its own thread",
+                &j.echo_jobs_host_thread,
+                &j.echo_jobs_steady_host_thread,
+                &j.echo_job_round_trip_host_thread,
+            ),
+        ] {
+            println!("  the job host {host}:");
+            rate("  throughput, submitted at once".into(), at_once);
+            rate(format!("  throughput, {} in flight", j.echo_window), steady);
+            lat("  one job, submit to result", round_trip);
+        }
     }
     if let Some(w) = &r.workflows {
         println!(

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Leave out the physics unit's Rapier scene (floor, pillars, orbiting and bouncing balls).
     #[arg(long)]
     pub no_obstacles: bool,
+    /// Run the job host on a thread of its own, beside the kernel's tick (native builds), instead
+    /// of inside the tick.
+    #[arg(long)]
+    pub job_host_thread: bool,
     /// Print the headless report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +123,16 @@ fn parse_hz(s: &str) -> Result<f64, String> {
 }
 
 impl RunArgs {
+    /// Where the job host runs.
+    pub fn job_host(&self) -> crate::units::host::JobHostMode {
+        use crate::units::host::JobHostMode;
+        if self.job_host_thread {
+            JobHostMode::Thread
+        } else {
+            JobHostMode::Tick
+        }
+    }
+
     /// The flock these arguments ask for, its bird count checked against the tier.
     pub fn flock(&self, layout: &SabLayout) -> Result<FlockPlugins, String> {
         let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);

@@ -150,10 +150,13 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let layout = args.layout()?;
     let flock = args.flock(&layout)?;
     let (birds, params) = (flock.birds, flock.params);
-    let mut app = build_app(HeadlessConfig {
+    let config = HeadlessConfig {
         layout,
         pulse_hz: args.hz,
         flock: Some(flock),
+    };
+    let mut app = build_app_with(config, |app| {
+        app.insert_resource(args.job_host());
     });
     let wall = run_ticks(&mut app, args.ticks);
     let sab = app.world().resource::<Sab>().clone();

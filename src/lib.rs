@@ -80,6 +80,7 @@ impl Plugin for JobOrderPlugin {
             (
                 JobHostSystems::Run.after(JobPipelineSystems::Dispatch),
                 JobHostSystems::Send.before(JobPipelineSystems::Resolve),
+                JobHostSystems::Stats.after(JobPipelineSystems::Resolve),
             ),
         );
     }

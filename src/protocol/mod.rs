@@ -72,7 +72,9 @@ impl From<capnp::NotInSchema> for FrameError {
 
 /// Reads one framed message that must fill `frame` exactly, within the limits, in place (no copy,
 /// no allocation; capnp's `unaligned` feature lets a frame start at any byte).
-fn read_frame(frame: &[u8]) -> Result<capnp::message::Reader<NoAllocSliceSegments<'_>>, FrameError> {
+type FrameReader<'a> = capnp::message::Reader<NoAllocSliceSegments<'a>>;
+
+fn read_frame(frame: &[u8]) -> Result<FrameReader<'_>, FrameError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {
             len: frame.len(),
@@ -597,7 +599,10 @@ impl JobOutcome {
     }
 
     pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
-        let message = read_frame(frame)?;
+        Self::read(&read_frame(frame)?)
+    }
+
+    fn read(message: &FrameReader<'_>) -> Result<Self, FrameError> {
         let r: job_result::Reader = message.get_root()?;
         let output = match r.get_output().which()? {
             job_result::output::Inline(bytes) => Payload::Inline(bytes?.to_vec()),
@@ -617,6 +622,30 @@ impl JobOutcome {
             input_bytes: m.get_input_bytes(),
             output_bytes: m.get_output_bytes(),
         })
+    }
+}
+
+/// A frame on the outbox-kernel ring, which carries job results and, beside them, the units'
+/// syscalls: an envelope whose root has a header with the magic is a syscall, anything else a
+/// result. The frame is read once, and each kind is decoded (and refused) by its own rules.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutboxFrame {
+    Result(JobOutcome),
+    Syscall(Syscall),
+}
+
+impl OutboxFrame {
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        let reader = read_frame(frame)?;
+        let envelope = reader
+            .get_root::<message::Reader>()
+            .and_then(|m| m.get_header())
+            .is_ok_and(|h| h.get_magic() == sc::MAGIC);
+        if envelope {
+            Syscall::read(&reader).map(Self::Syscall)
+        } else {
+            JobOutcome::read(&reader).map(Self::Result)
+        }
     }
 }
 
@@ -757,23 +786,13 @@ impl Syscall {
         })
     }
 
-    /// Whether `frame` is a syscall envelope (its root has a header with the magic), checked
-    /// without building errors: a ring that carries envelopes beside other frames sorts them with
-    /// this, then decodes each kind with its own decoder.
-    pub fn is_envelope(frame: &[u8]) -> bool {
-        let Ok(reader) = read_frame(frame) else {
-            return false;
-        };
-        reader
-            .get_root::<message::Reader>()
-            .and_then(|m| m.get_header())
-            .is_ok_and(|h| h.get_magic() == sc::MAGIC)
-    }
-
     /// Decodes an untrusted frame: magic, version and the opcode's agreement with the body are
     /// checked as well as the encoding.
     pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
-        let reader = read_frame(frame)?;
+        Self::read(&read_frame(frame)?)
+    }
+
+    fn read(reader: &FrameReader<'_>) -> Result<Self, FrameError> {
         let m: message::Reader = reader.get_root()?;
         let h = m.get_header()?;
         if h.get_magic() != sc::MAGIC {

@@ -51,6 +51,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         layout,
         pulse_hz: args.hz,
     })
+    .insert_resource(args.job_host())
     .add_plugins(flock)
     .add_plugins(VisualPlugins);
     // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.

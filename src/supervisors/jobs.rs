@@ -28,7 +28,7 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::engines::security::{GateError, SecurityGate};
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, Syscall};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, OutboxFrame};
 use crate::pulse::PulseSystems;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -614,25 +614,15 @@ fn resolve(
     let mut outcomes = Vec::new();
     let mut malformed = 0;
     let ends = queue.ends.get();
-    ends.outbox.drain(&mut ends.frame, |frame| {
-        if Syscall::is_envelope(frame) {
-            match Syscall::decode(frame) {
-                Ok(call) => syscalls.0.push(call),
-                Err(e) => {
-                    malformed += 1;
-                    warn!("a syscall was refused unread: {e}");
-                }
+    ends.outbox
+        .drain(&mut ends.frame, |frame| match OutboxFrame::decode(frame) {
+            Ok(OutboxFrame::Result(outcome)) => outcomes.push(outcome),
+            Ok(OutboxFrame::Syscall(call)) => syscalls.0.push(call),
+            Err(e) => {
+                malformed += 1;
+                warn!("an outbox frame is neither a job result nor a syscall: {e}");
             }
-        } else {
-            match JobOutcome::decode(frame) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => {
-                    malformed += 1;
-                    warn!("an outbox frame is not a job result: {e}");
-                }
-            }
-        }
-    });
+        });
     queue.stats.malformed += malformed;
     history.clear();
     let now = Instant::now();

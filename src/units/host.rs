@@ -14,10 +14,24 @@
 //! unit (`JobEntry::Mailbox`) runs its jobs in its own systems and charges them with the same
 //! `charge`; a panic there is not caught.
 //!
+//! The host runs in the fixed tick by default ([`JobHostMode::Tick`]: a job dispatched in a tick
+//! is answered in it). With [`JobHostMode::Thread`] (native builds, `--job-host-thread`) it runs
+//! on a thread of its own that waits on the inbox epoch, so the kernel's tick and the units' work
+//! overlap on two cores; mailbox jobs still reach their units' systems in the tick (over a
+//! channel), and the thread is stopped and joined when the app is dropped. Either way the host
+//! counts what it does before each result goes out, and `JobHostStats` is copied from those
+//! counts once per tick, after the kernel resolves.
+//!
 //! Syscall replies (`SyscallReplies`) are keyed by call id alone: a unit makes its call ids unique,
 //! for example with its module hash in the high half.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
 use bevy::platform::collections::HashMap;
+use crossbeam::channel::{Receiver, Sender};
 
 use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
@@ -94,7 +108,7 @@ pub fn send_syscall(sab: &Sab, module: &str, call_id: u64, body: SyscallBody) ->
 #[derive(Resource, Default, Debug)]
 pub struct MailboxResults(pub Vec<JobOutcome>);
 
-/// What the host has done.
+/// What the host has done (copied from its counters once per tick, after the kernel resolves).
 #[derive(Resource, Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobHostStats {
     pub executed: u64,
@@ -106,36 +120,252 @@ pub struct JobHostStats {
     pub crashed: u64,
 }
 
-/// The host's ring ends, the result waiting for room in the outbox, and whether the inbox may
-/// still hold frames (the host stops reading it while a result waits, so the kernel's priority
-/// queue, not this host, holds the backlog).
-#[derive(Resource)]
-struct JobHost {
-    /// Ring ends cache positions in cells (`Send`, not `Sync`).
-    ends: SyncCell<HostEnds>,
-    waiting: Option<Vec<u8>>,
-    inbox_unread: bool,
+/// Where the job host runs. Insert it before the app's first update (it is read at startup).
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JobHostMode {
+    /// In `FixedUpdate`, right after the kernel dispatches: a job sent in a tick is answered in
+    /// that tick, deterministically. The tests and the browser build use it.
+    #[default]
+    Tick,
+    /// On a thread of its own that waits on the inbox epoch (spinning briefly, then parked), as
+    /// the original ran its units in workers: the kernel's tick and the units' work overlap on
+    /// two cores, and each result is resolved by the first tick after it arrives. Native only.
+    Thread,
 }
 
-struct HostEnds {
+/// The host: run in the tick, or the handle of its thread; and the outbox end the mailbox units'
+/// results go out on (the kernel-bound ring takes many producers).
+#[derive(Resource)]
+struct JobHost {
+    /// Taken by the thread in `Thread` mode. Ring ends cache positions in cells (`Send`, not
+    /// `Sync`).
+    worker: SyncCell<Option<Worker>>,
+    outbox: SyncCell<RingProducer>,
+    outbox_max: usize,
+    counters: Arc<HostCounters>,
+    thread: Option<HostThread>,
+}
+
+/// The host's counters, counted before each result goes out (so a kernel that has a result sees
+/// the counts that include it).
+#[derive(Default)]
+struct HostCounters {
+    executed: AtomicU64,
+    malformed: AtomicU64,
+    unknown_library: AtomicU64,
+    crashed: AtomicU64,
+}
+
+impl HostCounters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> JobHostStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        JobHostStats {
+            executed: load(&self.executed),
+            malformed: load(&self.malformed),
+            unknown_library: load(&self.unknown_library),
+            crashed: load(&self.crashed),
+        }
+    }
+}
+
+/// The host proper: its ring ends, the buffers it reuses, whether `result` holds a frame still
+/// waiting for room in the outbox, and whether the inbox may still hold frames (the host stops
+/// reading it while a result waits, so the kernel's priority queue, not the host, holds the
+/// backlog).
+struct Worker {
     inbox: RingConsumer,
     outbox: RingProducer,
     outbox_max: usize,
     frame: Vec<u8>,
-    /// The job being run and its result frame, reused from job to job.
     job: Job,
     result: Vec<u8>,
+    waiting: bool,
+    inbox_unread: bool,
+    counters: Arc<HostCounters>,
+}
+
+impl Worker {
+    fn has_work(&self) -> bool {
+        self.waiting || self.inbox_unread
+    }
+
+    /// Runs the inbox's jobs until it is empty or the outbox is full, then publishes the results
+    /// that went out. Jobs for mailbox units go to `to_mailbox`.
+    fn run(&mut self, sab: &Sab, executors: &HashMap<String, JobEntry>, mut to_mailbox: impl FnMut(Job)) {
+        let counters = &*self.counters;
+        let mut pushed = 0;
+        loop {
+            if !self.waiting {
+                let n = match self.inbox.read_into(&mut self.frame) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => {
+                        self.inbox_unread = false;
+                        break;
+                    }
+                    Err(e) => {
+                        error!("the job host stopped reading the inbox: {e}");
+                        self.inbox_unread = false;
+                        break;
+                    }
+                };
+                let job = &mut self.job;
+                if let Err(e) = Job::decode_into(&self.frame[..n], job) {
+                    HostCounters::count(&counters.malformed);
+                    warn!("a {n}-byte inbox frame is not a job: {e}");
+                    continue;
+                }
+                let outcome = match executors.get(&job.library) {
+                    Some(JobEntry::Mailbox) => {
+                        HostCounters::count(&counters.executed);
+                        to_mailbox(job.clone());
+                        continue;
+                    }
+                    Some(&JobEntry::Immediate(execute)) => {
+                        HostCounters::count(&counters.executed);
+                        let start = Instant::now();
+                        let outcome = run_guarded(execute, sab, job);
+                        if outcome.status == JobStatus::Crashed {
+                            HostCounters::count(&counters.crashed);
+                        }
+                        charge(outcome, job, start.elapsed().as_nanos() as u64)
+                    }
+                    None => {
+                        HostCounters::count(&counters.unknown_library);
+                        JobOutcome::failed(
+                            job.id,
+                            JobStatus::Rejected,
+                            format!("no unit takes jobs for library {:?}", job.library),
+                        )
+                    }
+                };
+                result_frame(&outcome, self.outbox_max, &mut self.result);
+            }
+            if let Err(e) = self.outbox.push(&self.result) {
+                // Full (or broken): the result waits, and so does the rest of the inbox.
+                if !matches!(e, RingError::Full { .. }) {
+                    error!("the outbox-kernel ring refused a result: {e}");
+                }
+                self.waiting = true;
+                self.inbox_unread = true;
+                break;
+            }
+            self.waiting = false;
+            pushed += 1;
+        }
+        if pushed > 0
+            && let Err(e) = self.outbox.publish()
+        {
+            error!("the outbox-kernel guard refused the job host: {e}");
+        }
+    }
+}
+
+/// The host's thread: stopped (woken through the inbox epoch) and joined when the app drops it.
+struct HostThread {
+    sab: Sab,
+    stop: Arc<AtomicBool>,
+    mailbox: SyncCell<Receiver<Job>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for HostThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.sab.epochs().signal(EpochIndex::INBOX_DIRTY);
+        if let Some(handle) = self.handle.take()
+            && handle.join().is_err()
+        {
+            error!("the job host's thread panicked");
+        }
+    }
+}
+
+/// How long the host's thread sleeps when the outbox is full (the kernel drains it every tick).
+const OUTBOX_FULL_BACKOFF: Duration = Duration::from_micros(100);
+
+/// The host's thread: runs the inbox's jobs whenever the inbox epoch moves, until stopped.
+fn host_thread(
+    mut worker: Worker,
+    sab: Sab,
+    executors: HashMap<String, JobEntry>,
+    stop: Arc<AtomicBool>,
+    mailbox: Sender<Job>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        // Read before the inbox: a frame published after this read moves the epoch past it.
+        let seen = sab.epochs().load(EpochIndex::INBOX_DIRTY);
+        worker.run(&sab, &executors, |job| {
+            // The receiver lives as long as this thread's handle.
+            let _ = mailbox.send(job);
+        });
+        if worker.waiting {
+            std::thread::sleep(OUTBOX_FULL_BACKOFF);
+        } else {
+            sab.epochs()
+                .wait(EpochIndex::INBOX_DIRTY, seen, Duration::from_millis(100));
+        }
+    }
+}
+
+/// Starts the host's thread in `Thread` mode (native builds; the browser build stays in the tick).
+fn start_host_thread(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResMut<JobHost>) {
+    if cfg!(target_arch = "wasm32") {
+        warn!("the browser build runs the job host in the tick: it has no threads");
+        return;
+    }
+    let Some(worker) = host.worker.get().take() else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sender, receiver) = crossbeam::channel::unbounded();
+    let handle = std::thread::Builder::new().name("inos-job-host".into()).spawn({
+        let (sab, executors, stop) = (sab.clone(), executors.0.clone(), stop.clone());
+        move || host_thread(worker, sab, executors, stop, sender)
+    });
+    match handle {
+        Ok(handle) => {
+            host.thread = Some(HostThread {
+                sab: sab.clone(),
+                stop,
+                mailbox: SyncCell::new(receiver),
+                handle: Some(handle),
+            });
+        }
+        Err(e) => error!("the job host's thread could not start ({e}); jobs will wait"),
+    }
+}
+
+/// In `Thread` mode: the jobs the thread left for mailbox units.
+fn collect_from_host_thread(mut host: ResMut<JobHost>, mut mailboxes: ResMut<JobMailboxes>) {
+    let Some(thread) = host.thread.as_mut() else {
+        return;
+    };
+    for job in thread.mailbox.get().try_iter() {
+        mailboxes.0.entry(job.library.clone()).or_default().push(job);
+    }
+}
+
+/// The host's counters into `JobHostStats` (after the kernel resolves, so the stats count every
+/// job whose result it has).
+fn copy_host_stats(host: Res<JobHost>, mut stats: ResMut<JobHostStats>) {
+    stats.set_if_neq(host.counters.snapshot());
 }
 
 pub struct JobHostPlugin;
 
 /// The host's stages in `FixedUpdate`, after the pulse: reading the inbox and running immediate
-/// jobs, the units' mailbox systems, and sending the mailbox jobs' outcomes.
+/// jobs, the units' mailbox systems, sending the mailbox jobs' outcomes, and copying the host's
+/// counters into `JobHostStats` (the app orders it after the kernel resolves).
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JobHostSystems {
     Run,
     Mailbox,
     Send,
+    Stats,
 }
 
 impl Plugin for JobHostPlugin {
@@ -143,7 +373,8 @@ impl Plugin for JobHostPlugin {
         let sab = app.world().resource::<Sab>().clone();
         let inbox = sab.ring(RingId::Inbox);
         let outbox = sab.ring(RingId::OutboxKernel);
-        let ends = HostEnds {
+        let counters = Arc::new(HostCounters::default());
+        let worker = Worker {
             frame: vec![0; inbox.max_payload()],
             job: Job::new(0, "", "", crate::protocol::Payload::Inline(Vec::new())),
             result: Vec::new(),
@@ -152,12 +383,22 @@ impl Plugin for JobHostPlugin {
             outbox: outbox
                 .producer(Owner::Module)
                 .expect("units may write the outbox-kernel ring"),
+            waiting: false,
+            inbox_unread: false,
+            counters: counters.clone(),
         };
         app.insert_resource(JobHost {
-            ends: SyncCell::new(ends),
-            waiting: None,
-            inbox_unread: false,
+            worker: SyncCell::new(Some(worker)),
+            outbox: SyncCell::new(
+                outbox
+                    .producer(Owner::Module)
+                    .expect("units may write the outbox-kernel ring"),
+            ),
+            outbox_max: outbox.max_payload(),
+            counters,
+            thread: None,
         })
+        .init_resource::<JobHostMode>()
         .init_resource::<JobExecutors>()
         .init_resource::<JobHostStats>()
         .init_resource::<JobMailboxes>()
@@ -174,16 +415,21 @@ impl Plugin for JobHostPlugin {
         })
         .configure_sets(
             FixedUpdate,
-            (JobHostSystems::Run, JobHostSystems::Mailbox, JobHostSystems::Send)
+            (
+                JobHostSystems::Run,
+                JobHostSystems::Mailbox,
+                JobHostSystems::Send,
+                JobHostSystems::Stats,
+            )
                 .chain()
                 .after(PulseSystems),
         )
+        .add_systems(Startup, start_host_thread.run_if(resource_equals(JobHostMode::Thread)))
         .add_systems(
             FixedUpdate,
             (
-                run_jobs
-                    .in_set(JobHostSystems::Run)
-                    .run_if(crate::sab::epoch_changed(EpochIndex::INBOX_DIRTY).or_else(has_work)),
+                (run_jobs, collect_from_host_thread).chain().in_set(JobHostSystems::Run),
+                copy_host_stats.in_set(JobHostSystems::Stats),
                 send_mailbox_results
                     .in_set(JobHostSystems::Send)
                     .run_if(|results: Res<MailboxResults>| !results.0.is_empty()),
@@ -193,10 +439,6 @@ impl Plugin for JobHostPlugin {
             ),
         );
     }
-}
-
-fn has_work(host: Res<JobHost>) -> bool {
-    host.waiting.is_some() || host.inbox_unread
 }
 
 /// The result frame for `outcome` into `out`, or, if it cannot fit the outbox, a small failure
@@ -247,93 +489,38 @@ fn run_guarded(execute: JobExecutor, sab: &Sab, job: &Job) -> JobOutcome {
     })
 }
 
+/// In `Tick` mode: runs the inbox's jobs when the inbox epoch has moved or work was left over.
 fn run_jobs(
     sab: Res<Sab>,
     executors: Res<JobExecutors>,
     mut host: ResMut<JobHost>,
-    mut stats: ResMut<JobHostStats>,
     mut mailboxes: ResMut<JobMailboxes>,
+    mut seen: Local<u32>,
 ) {
+    let Some(worker) = host.worker.get() else {
+        return;
+    };
+    let epoch = sab.epochs().load(EpochIndex::INBOX_DIRTY);
+    if epoch == *seen && !worker.has_work() {
+        return;
+    }
+    *seen = epoch;
     let _span = info_span!("job_host").entered();
-    let host = &mut *host;
-    let ends = host.ends.get();
-    let mut pushed = 0;
-    loop {
-        if let Some(waiting) = host.waiting.take() {
-            ends.result = waiting;
-        } else {
-            let n = match ends.inbox.read_into(&mut ends.frame) {
-                Ok(Some(n)) => n,
-                Ok(None) => {
-                    host.inbox_unread = false;
-                    break;
-                }
-                Err(e) => {
-                    error!("the job host stopped reading the inbox: {e}");
-                    host.inbox_unread = false;
-                    break;
-                }
-            };
-            let job = &mut ends.job;
-            if let Err(e) = Job::decode_into(&ends.frame[..n], job) {
-                stats.malformed += 1;
-                warn!("a {n}-byte inbox frame is not a job: {e}");
-                continue;
-            }
-            let outcome = match executors.0.get(&job.library) {
-                Some(JobEntry::Mailbox) => {
-                    stats.executed += 1;
-                    mailboxes.0.entry(job.library.clone()).or_default().push(job.clone());
-                    continue;
-                }
-                Some(&JobEntry::Immediate(execute)) => {
-                    stats.executed += 1;
-                    let start = Instant::now();
-                    let outcome = run_guarded(execute, &sab, job);
-                    stats.crashed += u64::from(outcome.status == JobStatus::Crashed);
-                    charge(outcome, job, start.elapsed().as_nanos() as u64)
-                }
-                None => {
-                    stats.unknown_library += 1;
-                    JobOutcome::failed(
-                        job.id,
-                        JobStatus::Rejected,
-                        format!("no unit takes jobs for library {:?}", job.library),
-                    )
-                }
-            };
-            result_frame(&outcome, ends.outbox_max, &mut ends.result);
-        }
-        match ends.outbox.push(&ends.result) {
-            Ok(()) => pushed += 1,
-            Err(e) => {
-                // Full (or broken): the result waits, and so does the rest of the inbox.
-                if !matches!(e, RingError::Full { .. }) {
-                    error!("the outbox-kernel ring refused a result: {e}");
-                }
-                host.waiting = Some(std::mem::take(&mut ends.result));
-                host.inbox_unread = true;
-                break;
-            }
-        }
-    }
-    if pushed > 0
-        && let Err(e) = ends.outbox.publish()
-    {
-        error!("the outbox-kernel guard refused the job host: {e}");
-    }
+    worker.run(&sab, &executors.0, |job| {
+        mailboxes.0.entry(job.library.clone()).or_default().push(job);
+    });
 }
 
 /// Sends the mailbox jobs' outcomes on the outbox-kernel ring; what does not fit waits for the
 /// next tick.
 fn send_mailbox_results(mut host: ResMut<JobHost>, mut results: ResMut<MailboxResults>) {
-    let ends = host.ends.get();
+    let outbox_max = host.outbox_max;
     let frames = results.0.iter().map(|outcome| {
         let mut frame = Vec::new();
-        result_frame(outcome, ends.outbox_max, &mut frame);
+        result_frame(outcome, outbox_max, &mut frame);
         frame
     });
-    let sent = ends.outbox.push_all(frames);
+    let sent = host.outbox.get().push_all(frames);
     results.0.drain(..sent);
 }
 

@@ -4,12 +4,13 @@
 
 use bevy::prelude::*;
 use inos::FlockPlugins;
-use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
+use inos::headless::{HeadlessConfig, bird_stream_hash, build_app, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, PhysicsCall};
 use inos::pulse::PulseControl;
 use inos::sab::{BirdRecord, ObstacleRecord, ObstacleShape, Sab, SabLayout, StreamId, Tier};
 use inos::supervisors::jobs::JobQueue;
 use inos::units::boids::{AVOID_RADIUS, World, steer};
+use inos::units::host::{JobHostMode, JobHostStats};
 use inos::units::physics::{Obstacle, ObstacleKind, scene_layout};
 
 use crate::flock::flock_plugins;
@@ -80,13 +81,20 @@ fn steering_fades_linearly_from_the_surface_and_pushes_out_from_inside() {
 }
 
 fn obstacle_app(birds: usize, threads: usize) -> App {
-    build_app(HeadlessConfig {
+    obstacle_app_with_host(birds, threads, JobHostMode::Tick)
+}
+
+fn obstacle_app_with_host(birds: usize, threads: usize, mode: JobHostMode) -> App {
+    let config = HeadlessConfig {
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(FlockPlugins {
             obstacles: true,
             ..flock_plugins(birds, threads, 1, 180)
         }),
+    };
+    build_app_with(config, |app| {
+        app.insert_resource(mode);
     })
 }
 
@@ -224,7 +232,10 @@ fn physics_job(app: &mut App, id: u64, method: &str, call: PhysicsCall) -> JobOu
         ..Job::new(id, "physics", method, Payload::Inline(vec![]))
     };
     app.world_mut().resource_mut::<JobQueue>().submit(&sab, &job).unwrap();
-    for _ in 0..100 {
+    // Time-bounded rather than counted: with the job host on its own thread, results arrive
+    // between ticks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
         app.update();
         if let Some(outcome) = app.world_mut().resource_mut::<JobQueue>().take_result(id) {
             return outcome;
@@ -257,6 +268,29 @@ fn raycast(app: &mut App, id: u64, origin: [f32; 3]) -> (u32, f32, u64, [f32; 3]
         u64::from_le_bytes(b[8..16].try_into().unwrap()),
         [f(16), f(20), f(24)],
     )
+}
+
+/// With the job host on its own thread, a mailbox unit's jobs still reach its system in the tick,
+/// and its results go out on the kernel-bound ring beside the thread's.
+#[test]
+fn mailbox_jobs_run_with_the_job_host_on_its_own_thread() {
+    let mut app = obstacle_app_with_host(200, 1, JobHostMode::Thread);
+    let spawn = PhysicsCall::SpawnBody {
+        cuboid: true,
+        size: [1.0, 1.0, 1.0],
+        at: [500.0, 0.0, 500.0],
+        dynamic: false,
+    };
+    let spawned = physics_job(&mut app, 1, "spawn_body", spawn);
+    assert_eq!(spawned.status, JobStatus::Success, "{}", spawned.error);
+    let bits = u64::from_le_bytes(output(&spawned).try_into().unwrap());
+    app.update();
+    let (hit, distance, entity, _) = raycast(&mut app, 2, [500.0, 50.0, 500.0]);
+    assert_eq!((hit, entity), (1, bits));
+    assert!((distance - 49.0).abs() < 1e-3, "{distance}");
+    // The thread's counters reach the app.
+    app.update();
+    assert_eq!(app.world().resource::<JobHostStats>().executed, 2);
 }
 
 #[test]

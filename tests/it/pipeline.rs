@@ -3,15 +3,28 @@
 //! other jobs, priority order, and timeouts.
 
 use bevy::prelude::*;
-use inos::headless::{HeadlessConfig, build_app};
-use inos::protocol::{Job, JobStatus, Payload};
+use inos::headless::{HeadlessConfig, build_app, build_app_with};
+use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
 use inos::pulse::PulseControl;
 use inos::sab::{Owner, RingId, Sab};
 use inos::supervisors::jobs::{JobQueue, SubmitError};
-use inos::units::host::JobHostStats;
+use inos::units::RegisterUnitExt;
+use inos::units::host::{JobHostMode, JobHostStats};
 
 fn app() -> App {
     build_app(HeadlessConfig::kernel())
+}
+
+/// An app with the job host in `mode` and a unit that answers with the name of the thread that
+/// ran it.
+fn app_with_host(mode: JobHostMode) -> App {
+    build_app_with(HeadlessConfig::kernel(), |app| {
+        app.insert_resource(mode)
+            .register_job_unit(inos::sab::ModuleSpec::cpu_unit("whereami", 1, &[]), |_, job| {
+                let name = std::thread::current().name().unwrap_or("").as_bytes().to_vec();
+                JobOutcome::new(job.id, JobStatus::Success, Payload::Inline(name))
+            });
+    })
 }
 
 fn submit(app: &mut App, job: &Job) -> Result<(), SubmitError> {
@@ -25,17 +38,26 @@ fn input(id: u64) -> Vec<u8> {
 
 #[test]
 fn a_thousand_jobs_all_complete_once_with_checked_results() {
-    let mut app = app();
+    a_thousand_jobs(JobHostMode::Tick);
+}
+
+/// The same with the job host on its own thread: results arrive between ticks.
+#[test]
+fn a_thousand_jobs_complete_once_with_the_job_host_on_its_own_thread() {
+    a_thousand_jobs(JobHostMode::Thread);
+}
+
+fn a_thousand_jobs(mode: JobHostMode) {
+    let mut app = app_with_host(mode);
+    submit(&mut app, &Job::new(5000, "whereami", "name", Payload::Inline(vec![]))).unwrap();
     for id in 1..=1000u64 {
         let library = if id % 2 == 0 { "echo" } else { "crypto" };
         let method = if id % 2 == 0 { "echo" } else { "hash" };
         submit(&mut app, &Job::new(id, library, method, Payload::Inline(input(id)))).unwrap();
     }
-    for _ in 0..50 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.world().resource::<JobQueue>().in_flight() > 0 && std::time::Instant::now() < deadline {
         app.update();
-        if app.world().resource::<JobQueue>().in_flight() == 0 {
-            break;
-        }
     }
     let mut queue = app.world_mut().resource_mut::<JobQueue>();
     assert_eq!(queue.in_flight(), 0);
@@ -52,6 +74,9 @@ fn a_thousand_jobs_all_complete_once_with_checked_results() {
         assert_eq!(outcome.output, Payload::Inline(expected), "job {id}");
         assert!(queue.take_result(id).is_none(), "job {id} is taken once");
     }
+    let ran_on = queue.take_result(5000).expect("the thread-name job is answered").output;
+    let host_thread = ran_on == Payload::Inline(b"inos-job-host".to_vec());
+    assert_eq!(host_thread, mode == JobHostMode::Thread, "{ran_on:?}");
     let stats = queue.stats;
     assert_eq!(
         (
@@ -61,12 +86,12 @@ fn a_thousand_jobs_all_complete_once_with_checked_results() {
             stats.unmatched,
             stats.timed_out
         ),
-        (1000, 1000, 1000, 0, 0)
+        (1001, 1001, 1001, 0, 0)
     );
     let sab = app.world().resource::<Sab>().clone();
-    assert_eq!(sab.job_history().header().total, 1000);
+    assert_eq!(sab.job_history().header().total, 1001);
     let host = *app.world().resource::<JobHostStats>();
-    assert_eq!((host.executed, host.malformed), (1000, 0));
+    assert_eq!((host.executed, host.malformed), (1001, 0));
 }
 
 #[test]
