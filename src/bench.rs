@@ -14,7 +14,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -29,7 +29,7 @@ use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::host::JobHostMode;
-use crate::units::matrices::write_part_major_threads;
+use crate::units::matrices::{PARTS, write_part_major_words};
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -198,7 +198,8 @@ fn median_and_p99(mut ms: Vec<f64>) -> (f64, f64) {
 /// Median and p99 ms of physics plus matrices per tick, after a short warm-up.
 fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
     let mut flock = Flock::new(birds, FlockParams::default());
-    let mut parts = Vec::new();
+    // The matrices go where the matrix unit writes them: words, as in the SAB.
+    let words: Vec<AtomicU32> = (0..PARTS * 16 * birds).map(|_| AtomicU32::new(0)).collect();
     for _ in 0..3 {
         flock.step(1.0 / 64.0, &[]);
     }
@@ -206,7 +207,7 @@ fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
         .map(|_| {
             let start = Instant::now();
             flock.step(1.0 / 64.0, &[]);
-            write_part_major_threads(&flock.birds, &mut parts, flock.params.threads);
+            write_part_major_words(&flock.birds, &words, flock.params.threads);
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();

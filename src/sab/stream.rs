@@ -308,7 +308,14 @@ impl StreamWriter {
                 record_size,
             });
         }
-        let count = bytes.len() / record_size;
+        self.publish_with(bytes.len() / record_size, |target| copy_words_in(target, bytes))
+    }
+
+    /// Publishes `count` records that `fill` writes straight into the inactive buffer's words
+    /// (`count` records' worth, as their little-endian `u32` values), as `publish` does, with no
+    /// copy of the records made first. `fill` runs inside the buffer's seqlock write, so it may
+    /// split the words across threads but must return only when all are written.
+    pub fn publish_with(&mut self, count: usize, fill: impl FnOnce(&[AtomicU32])) -> Result<Published, StreamError> {
         let capacity = self.stream.capacity();
         if count > capacity {
             return Err(StreamError::TooMany { count, capacity });
@@ -318,10 +325,14 @@ impl StreamWriter {
         let words = &control[BUFFERS + buffer as usize * BUFFER_WORDS..][..BUFFER_WORDS];
         let generation = control[GENERATION].load(Ordering::Relaxed).wrapping_add(1);
         let region = self.stream.buffers()[buffer as usize];
-        let target = self.stream.sab.memory().u32_words(region.offset, bytes.len() / 4)?;
+        let target = self
+            .stream
+            .sab
+            .memory()
+            .u32_words(region.offset, count * self.stream.id.record_size() / 4)?;
 
         seqlock::write(&words[SEQ], || {
-            copy_words_in(target, bytes);
+            fill(target);
             words[COUNT].store(count as u32, Ordering::Relaxed);
             words[BUFFER_GENERATION].store(generation, Ordering::Relaxed);
         });

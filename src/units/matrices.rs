@@ -2,10 +2,12 @@
 //! written part-major (part p of bird i at plane offset p · count + i) to the matrix stream.
 //!
 //! It runs on the bird epoch, after the boids stage of the same tick, so the matrices of tick N
-//! always come from the birds of tick N. Its bird and matrix buffers are reused, and large flocks
-//! are split across the machine's cores.
+//! always come from the birds of tick N. It reads the birds into a reused buffer and writes the
+//! matrices straight into the stream's inactive buffer, splitting large flocks across the
+//! machine's cores.
 
 use std::f32::consts::FRAC_PI_2;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bevy::math::{Affine3A, Mat4, Quat, Vec3};
 use bevy::platform::time::Instant;
@@ -57,45 +59,56 @@ pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
     .map(Mat4::from)
 }
 
-/// Fills `out` with the part-major matrices of `birds` (resized to 8 × count), splitting the birds
-/// across `threads` threads (each writes its range of every plane).
-pub fn write_part_major_threads(birds: &[BirdRecord], out: &mut Vec<MatrixPart>, threads: usize) {
+/// The words of one matrix record (16 `f32`s).
+const MATRIX_WORDS: usize = 16;
+
+/// Writes the part-major matrices of `birds` into `words` (the matrix stream's buffer: part p of
+/// bird i at record p · count + i, each as 16 little-endian `u32` values), splitting the birds
+/// across `threads` threads (each writes its range of every plane). Straight into the SAB, so no
+/// copy of 512 bytes per bird is made first.
+pub fn write_part_major_words(birds: &[BirdRecord], words: &[AtomicU32], threads: usize) {
     let count = birds.len();
-    // Every matrix is rewritten: only new space is zeroed.
-    out.resize(PARTS * count, MatrixPart { cols: [0.0; 16] });
-    let fill = |birds: &[BirdRecord], planes: &mut [&mut [MatrixPart]]| {
+    assert_eq!(
+        words.len(),
+        PARTS * count * MATRIX_WORDS,
+        "one matrix record per part per bird"
+    );
+    let fill = |first: usize, birds: &[BirdRecord]| {
         for (k, b) in birds.iter().enumerate() {
-            for (plane, m) in planes.iter_mut().zip(bird_parts(b)) {
-                plane[k].cols = m.to_cols_array();
+            for (part, m) in bird_parts(b).iter().enumerate() {
+                let record = (part * count + first + k) * MATRIX_WORDS;
+                for (word, value) in words[record..record + MATRIX_WORDS].iter().zip(m.to_cols_array()) {
+                    word.store(value.to_bits(), Ordering::Relaxed);
+                }
             }
         }
     };
     let threads = threads.clamp(1, 64);
     if threads == 1 || count < 1024 {
-        let mut planes: Vec<&mut [MatrixPart]> = out.chunks_mut(count.max(1)).collect();
-        fill(birds, &mut planes);
+        fill(0, birds);
         return;
     }
     let chunk = count.div_ceil(threads);
-    // Per thread, the same bird range of each of the 8 planes.
-    let mut per_thread: Vec<Vec<&mut [MatrixPart]>> = (0..threads).map(|_| Vec::with_capacity(PARTS)).collect();
-    for plane in out.chunks_mut(count) {
-        for (t, range) in plane.chunks_mut(chunk).enumerate() {
-            per_thread[t].push(range);
-        }
-    }
     let fill = &fill;
     run_scoped(
-        per_thread
-            .into_iter()
-            .zip(birds.chunks(chunk))
-            .map(|(mut planes, birds)| move || fill(birds, &mut planes)),
+        birds
+            .chunks(chunk)
+            .enumerate()
+            .map(|(t, birds)| move || fill(t * chunk, birds)),
     );
 }
 
-/// `write_part_major_threads` on this thread only.
-pub fn write_part_major(birds: &[BirdRecord], out: &mut Vec<MatrixPart>) {
-    write_part_major_threads(birds, out, 1);
+/// The part-major matrices of `birds` as records (8 × count), on this thread: what
+/// [`write_part_major_words`] writes, for tests and tools.
+pub fn part_major(birds: &[BirdRecord]) -> Vec<MatrixPart> {
+    let count = birds.len();
+    let mut out = vec![MatrixPart { cols: [0.0; 16] }; PARTS * count];
+    for (k, b) in birds.iter().enumerate() {
+        for (part, m) in bird_parts(b).iter().enumerate() {
+            out[part * count + k].cols = m.to_cols_array();
+        }
+    }
+    out
 }
 
 pub fn spec() -> ModuleSpec {
@@ -120,7 +133,6 @@ pub struct MatrixUnit {
     writer: StreamWriter,
     threads: usize,
     birds: Vec<BirdRecord>,
-    parts: Vec<MatrixPart>,
 }
 
 pub struct MatricesPlugin;
@@ -138,7 +150,6 @@ impl Plugin for MatricesPlugin {
                 writer,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 birds: vec![bytemuck::Zeroable::zeroed(); capacity],
-                parts: Vec::with_capacity(PARTS * capacity),
             })
             .register_unit(spec())
             .add_systems(
@@ -163,8 +174,12 @@ fn compute_matrices(sab: Res<Sab>, mut unit: ResMut<MatrixUnit>, mut times: ResM
             return;
         }
     };
-    write_part_major_threads(&unit.birds[..read.count], &mut unit.parts, unit.threads);
-    if let Err(e) = unit.writer.publish(&unit.parts) {
+    let (birds, threads) = (&unit.birds[..read.count], unit.threads);
+    // A matrix-stream record is one bird's 8 matrices.
+    let published = unit.writer.publish_with(birds.len(), |words| {
+        write_part_major_words(birds, words, threads);
+    });
+    if let Err(e) = published {
         error!("the matrix stream refused a publish: {e}");
     }
     times.record("matrices", start.elapsed());

@@ -307,12 +307,18 @@ fn bench_json_reports_every_measurement_consistently() {
         let t = &r[key];
         assert_eq!(t["items"].as_u64(), Some(20_000), "{key}");
         let (seconds, rate) = (t["seconds"].as_f64().unwrap(), t["per_second"].as_f64().unwrap());
-        assert!(seconds > 0.0 && (rate * seconds / 20_000.0 - 1.0).abs() < 1e-9, "{key}: {t}");
+        assert!(
+            seconds > 0.0 && (rate * seconds / 20_000.0 - 1.0).abs() < 1e-9,
+            "{key}: {t}"
+        );
     }
     for key in ["echo_job_round_trip", "echo_job_round_trip_host_thread"] {
         let l = &r[key];
         let (p50, p99) = (l["p50_ns"].as_u64().unwrap(), l["p99_ns"].as_u64().unwrap());
-        assert!(p50 > 0 && p50 <= p99 && p99 <= l["max_ns"].as_u64().unwrap(), "{key}: {l}");
+        assert!(
+            p50 > 0 && p50 <= p99 && p99 <= l["max_ns"].as_u64().unwrap(),
+            "{key}: {l}"
+        );
     }
     let w = &r["workflows"];
     assert_eq!((w["workflows"].as_u64(), w["steps"].as_u64()), (Some(100), Some(1000)));

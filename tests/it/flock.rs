@@ -7,7 +7,7 @@ use inos::FlockPlugins;
 use inos::headless::{HeadlessConfig, bird_stream_hash, build_app};
 use inos::sab::{BirdRecord, MatrixPart, Sab, SabLayout, StreamId, Tier};
 use inos::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
-use inos::units::matrices::{bird_parts, write_part_major};
+use inos::units::matrices::{bird_parts, part_major, write_part_major_words};
 
 fn bird(p: [f32; 3], v: [f32; 3]) -> BirdRecord {
     let mut b: BirdRecord = bytemuck::Zeroable::zeroed();
@@ -141,8 +141,7 @@ fn eight_matrices_match_hand_composed_transforms() {
     near(at(&parts[7]), Vec3::new(1.0, 2.0, 3.0) + tail);
     // Part-major: plane p, bird i at p·count + i, column-major.
     let birds = [b, bird([5.0, 0.0, 0.0], [1.0, 0.0, 0.0])];
-    let mut out = Vec::new();
-    write_part_major(&birds, &mut out);
+    let out = part_major(&birds);
     assert_eq!(out.len(), 16);
     assert_eq!(out[2 * 2 + 1].cols, bird_parts(&birds[1])[2].to_cols_array());
     assert_eq!(&out[1].cols[12..15], &[5.0, 0.0, 0.0], "translation in column 3");
@@ -224,8 +223,7 @@ fn matrices_of_tick_n_come_from_birds_of_tick_n() {
     let mut birds = vec![bytemuck::Zeroable::zeroed(); 2000];
     let read = sab.stream(StreamId::Birds).read_into(&mut birds).unwrap();
     assert_eq!(read.count, 500);
-    let mut expected = Vec::new();
-    write_part_major(&birds[..500], &mut expected);
+    let expected = part_major(&birds[..500]);
     let mut parts = vec![MatrixPart { cols: [0.0; 16] }; 8 * 2000];
     let matrices = sab.stream(StreamId::Matrices).read_into(&mut parts).unwrap();
     assert_eq!(matrices.count, 500);
@@ -425,6 +423,23 @@ fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
     let heavy = SabLayout::for_tier(Tier::Heavy);
     let refused = load_flock(&path, &heavy).unwrap_err();
     assert!(refused.contains("light") && refused.contains("heavy"), "{refused}");
+}
+
+/// The matrix unit's writer, straight into words on one to three threads, gives the records of
+/// the plain part-major layout, bit for bit.
+#[test]
+fn matrices_written_as_words_on_any_thread_count_match_the_records() {
+    let mut flock = Flock::new(3000, FlockParams::default());
+    for _ in 0..5 {
+        flock.step(1.0 / 64.0, &[]);
+    }
+    let expected: Vec<u32> = bytemuck::cast_slice::<MatrixPart, u32>(&part_major(&flock.birds)).to_vec();
+    for threads in 1..=3 {
+        let words: Vec<std::sync::atomic::AtomicU32> = (0..expected.len()).map(|_| 0.into()).collect();
+        write_part_major_words(&flock.birds, &words, threads);
+        let written: Vec<u32> = words.into_iter().map(|w| w.into_inner()).collect();
+        assert!(written == expected, "{threads} threads");
+    }
 }
 
 /// The Jacobi step's four-wide grid pass against the plain loop over every bird: the same
