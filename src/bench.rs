@@ -23,7 +23,9 @@ use crate::headless::{HeadlessConfig, build_app, build_app_with};
 use crate::protocol::{Job, Payload};
 use crate::sab::engines::Engine;
 use crate::sab::generated as g;
-use crate::sab::{BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, Tier, Wake};
+use crate::sab::{
+    BirdRecord, Capability, EpochIndex, ModuleSpec, Owner, RingError, RingId, Sab, SabLayout, Tier, Wake,
+};
 use crate::supervisors::jobs::JobQueue;
 use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::timing::quantile;
@@ -125,6 +127,20 @@ pub struct FlockScaling {
     pub flock: Vec<FlockTiming>,
     /// Median ms of one naive O(n²) physics step over 2 000 birds.
     pub naive_2000_ms: f64,
+    /// The same flock in the headless app, where each tick also reads and publishes the SAB's
+    /// streams and steers around the Rapier scene.
+    pub flock_app: FlockAppTiming,
+}
+
+/// Median stage times of a headless app with the flock and its obstacles (the dedicated tier).
+#[derive(Debug, Serialize)]
+pub struct FlockAppTiming {
+    pub birds: usize,
+    pub ticks: u64,
+    /// The boids unit: obstacles read, the step, the bird stream published.
+    pub physics_median_ms: f64,
+    /// The matrix unit: the bird stream read, the matrices written into the matrix stream.
+    pub matrices_median_ms: f64,
 }
 
 /// Echo jobs through the whole pipeline (queue, inbox ring, job host, outbox ring, results, job
@@ -738,7 +754,41 @@ fn flock_scaling(quick: bool) -> FlockScaling {
             }
         })
         .collect();
-    FlockScaling { flock, naive_2000_ms }
+    FlockScaling {
+        flock,
+        naive_2000_ms,
+        flock_app: flock_app_timing(10_000, if quick { 20 } else { 300 }),
+    }
+}
+
+fn flock_app_timing(birds: usize, ticks: u64) -> FlockAppTiming {
+    let mut app = build_app(HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Dedicated),
+        pulse_hz: crate::pulse::DEFAULT_PULSE_HZ,
+        flock: Some(crate::FlockPlugins {
+            birds,
+            params: FlockParams::default(),
+            seed: 1,
+            evolve_every: crate::EVOLVE_EVERY,
+            obstacles: true,
+        }),
+    });
+    for _ in 0..ticks {
+        app.update();
+    }
+    let stages = app.world().resource::<crate::timing::StageTimes>().summaries();
+    let median_ms = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s.stage == name)
+            .map_or(f64::NAN, |s| f64::from(s.median_us) / 1e3)
+    };
+    FlockAppTiming {
+        birds,
+        ticks,
+        physics_median_ms: median_ms("physics"),
+        matrices_median_ms: median_ms("matrices"),
+    }
 }
 
 pub fn run(json: bool, quick: bool, sections: &[Section]) -> Result<(), String> {
@@ -805,6 +855,11 @@ pub fn run(json: bool, quick: bool, sections: &[Section]) -> Result<(), String> 
                 t.birds, t.threads, t.median_ms, t.p99_ms, t.vs_naive_2000
             );
         }
+        let a = &f.flock_app;
+        println!(
+            "  {:>7} birds in the headless app (SAB streams, obstacles; {} ticks): physics stage {:.2} ms, matrix stage {:.2} ms (medians)",
+            a.birds, a.ticks, a.physics_median_ms, a.matrices_median_ms
+        );
     }
     if let Some(j) = &r.jobs {
         println!("job pipeline (echo, 16-byte input, headless app; target 1 M round trips/s)");

@@ -297,6 +297,11 @@ fn bench_json_reports_every_measurement_consistently() {
         assert!(median > 0.0 && median <= f["p99_ms"].as_f64().unwrap());
         assert!((f["vs_naive_2000"].as_f64().unwrap() - median / naive).abs() < 1e-9);
     }
+    let app = &r["flock_app"];
+    assert_eq!((app["birds"].as_u64(), app["ticks"].as_u64()), (Some(10_000), Some(20)));
+    for stage in ["physics_median_ms", "matrices_median_ms"] {
+        assert!(app[stage].as_f64().unwrap() > 0.0, "{stage}: {app}");
+    }
     // Echo jobs with the job host in the tick and on its own thread.
     for key in [
         "echo_jobs",
