@@ -9,7 +9,7 @@ use inos::engines::security::{GateError, SecurityConfig};
 use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
 use inos::sab::engines::{AuditKind, Engine};
-use inos::sab::{JobRecord, ModuleSpec, Sab};
+use inos::sab::{JobRecord, ModuleSpec, PatternRecord, Sab};
 use inos::supervisors::jobs::{JobFinished, JobQueue, SOURCE_KEY, SubmitError};
 use inos::supervisors::tree::SupervisorTree;
 use inos::units::RegisterUnitExt;
@@ -184,14 +184,7 @@ fn the_learning_engine_models_units_and_publishes_repeated_sequences() {
     assert_eq!(engine_metric(&app, Engine::Learning, "models"), 2.0);
     // crypto → echo four times and echo → crypto three: both reach the 3 needed.
     assert!(engine_metric(&app, Engine::Learning, "sequences_written") >= 3.0);
-    let sab = app.world().resource::<Sab>().clone();
-    let sequences: Vec<_> = sab
-        .patterns()
-        .live()
-        .unwrap()
-        .into_iter()
-        .filter(|(_, p)| { p.kind } == SEQUENCE_KIND)
-        .collect();
+    let sequences = sequences(&app);
     assert_eq!(sequences.len(), 2);
     assert!(
         sequences
@@ -211,20 +204,20 @@ fn a_batch_writes_each_sequence_once_with_its_final_counts() {
     settle(&mut app);
     assert_eq!(engine_metric(&app, Engine::Learning, "jobs_learned"), 40.0);
     assert_eq!(engine_metric(&app, Engine::Learning, "sequences_written"), 1.0);
-    let sab = app.world().resource::<Sab>().clone();
-    let sequences: Vec<_> = sab
-        .patterns()
-        .live()
-        .unwrap()
-        .into_iter()
-        .filter(|(_, p)| { p.kind } == SEQUENCE_KIND)
-        .collect();
+    let sequences = sequences(&app);
     assert_eq!(sequences.len(), 1);
     let record = sequences[0].1;
     // 39 transitions echo → echo, all successful, and echo was followed only by echo.
     assert_eq!({ record.access_count }, 39);
     assert_eq!({ record.success_rate }, 1.0);
     assert_eq!({ record.confidence }, 255);
+}
+
+/// The sequence records in the pattern exchange.
+fn sequences(app: &App) -> Vec<(usize, PatternRecord)> {
+    let sab = app.world().resource::<Sab>();
+    let live = sab.patterns().live().unwrap();
+    live.into_iter().filter(|(_, p)| { p.kind } == SEQUENCE_KIND).collect()
 }
 
 fn finished(duration_us: u32, deadline_ms: u32, status: JobStatus) -> JobFinished {

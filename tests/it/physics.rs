@@ -270,21 +270,28 @@ fn raycast(app: &mut App, id: u64, origin: [f32; 3]) -> (u32, f32, u64, [f32; 3]
     )
 }
 
-/// With the job host on its own thread, a mailbox unit's jobs still reach its system in the tick,
-/// and its results go out on the kernel-bound ring beside the thread's.
-#[test]
-fn mailbox_jobs_run_with_the_job_host_on_its_own_thread() {
-    let mut app = obstacle_app_with_host(200, 1, JobHostMode::Thread);
+/// Spawns (job 1) a fixed 2 m crate far from the scene, centred at (500, 0, 500), for rays to come
+/// straight down onto; returns its entity bits, one update after it was spawned.
+fn spawn_crate(app: &mut App) -> u64 {
     let spawn = PhysicsCall::SpawnBody {
         cuboid: true,
         size: [1.0, 1.0, 1.0],
         at: [500.0, 0.0, 500.0],
         dynamic: false,
     };
-    let spawned = physics_job(&mut app, 1, "spawn_body", spawn);
+    let spawned = physics_job(app, 1, "spawn_body", spawn);
     assert_eq!(spawned.status, JobStatus::Success, "{}", spawned.error);
     let bits = u64::from_le_bytes(output(&spawned).try_into().unwrap());
     app.update();
+    bits
+}
+
+/// With the job host on its own thread, a mailbox unit's jobs still reach its system in the tick,
+/// and its results go out on the kernel-bound ring beside the thread's.
+#[test]
+fn mailbox_jobs_run_with_the_job_host_on_its_own_thread() {
+    let mut app = obstacle_app_with_host(200, 1, JobHostMode::Thread);
+    let bits = spawn_crate(&mut app);
     let (hit, distance, entity, _) = raycast(&mut app, 2, [500.0, 50.0, 500.0]);
     assert_eq!((hit, entity), (1, bits));
     assert!((distance - 49.0).abs() < 1e-3, "{distance}");
@@ -298,17 +305,7 @@ fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
     let mut app = obstacle_app(200, 1);
     let sab = app.world().resource::<Sab>().clone();
     let before = obstacles(&mut app).len();
-    // A fixed 2 m crate far from the scene; rays come straight down onto it.
-    let spawn = PhysicsCall::SpawnBody {
-        cuboid: true,
-        size: [1.0, 1.0, 1.0],
-        at: [500.0, 0.0, 500.0],
-        dynamic: false,
-    };
-    let spawned = physics_job(&mut app, 1, "spawn_body", spawn);
-    assert_eq!(spawned.status, JobStatus::Success, "{}", spawned.error);
-    let bits = u64::from_le_bytes(output(&spawned).try_into().unwrap());
-    app.update();
+    let bits = spawn_crate(&mut app);
     assert_eq!(obstacles(&mut app).len(), before + 1);
     let mut table = Vec::new();
     sab.obstacles().read_into(&mut table).unwrap();
