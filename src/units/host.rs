@@ -287,14 +287,18 @@ impl Drop for HostThread {
 /// How long the host's thread sleeps when the outbox is full (the kernel drains it every tick).
 const OUTBOX_FULL_BACKOFF: Duration = Duration::from_micros(100);
 
-/// The host's thread: runs the inbox's jobs whenever the inbox epoch moves, until stopped.
+/// The host's thread: runs the inbox's jobs whenever the inbox epoch moves, until stopped. The
+/// host itself arrives over `handover` once the thread is known to have started.
 fn host_thread(
-    mut worker: Worker,
+    handover: Receiver<Worker>,
     sab: Sab,
     executors: HashMap<String, JobEntry>,
     stop: Arc<AtomicBool>,
     mailbox: Sender<Job>,
 ) {
+    let Ok(mut worker) = handover.recv() else {
+        return;
+    };
     while !stop.load(Ordering::Acquire) {
         // Read before the inbox: a frame published after this read moves the epoch past it.
         let seen = sab.epochs().load(EpochIndex::INBOX_DIRTY);
@@ -317,26 +321,31 @@ fn start_host_thread(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResM
         warn!("the browser build runs the job host in the tick: it has no threads");
         return;
     }
-    let Some(worker) = host.worker.get().take() else {
+    if host.worker.get().is_none() {
         return;
-    };
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = crossbeam::channel::unbounded();
-    let handle = std::thread::Builder::new().name("inos-job-host".into()).spawn({
+    let (handover, worker_in) = crossbeam::channel::bounded(1);
+    let spawned = std::thread::Builder::new().name("inos-job-host".into()).spawn({
         let (sab, executors, stop) = (sab.clone(), executors.0.clone(), stop.clone());
-        move || host_thread(worker, sab, executors, stop, sender)
+        move || host_thread(worker_in, sab, executors, stop, sender)
     });
-    match handle {
-        Ok(handle) => {
-            host.thread = Some(HostThread {
-                sab: sab.clone(),
-                stop,
-                mailbox: SyncCell::new(receiver),
-                handle: Some(handle),
-            });
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(e) => {
+            error!("the job host's thread could not start ({e}); the host stays in the tick");
+            return;
         }
-        Err(e) => error!("the job host's thread could not start ({e}); jobs will wait"),
-    }
+    };
+    let worker = host.worker.get().take().expect("checked above");
+    handover.send(worker).expect("the thread waits for its host");
+    host.thread = Some(HostThread {
+        sab: sab.clone(),
+        stop,
+        mailbox: SyncCell::new(receiver),
+        handle: Some(handle),
+    });
 }
 
 /// In `Thread` mode: the jobs the thread left for mailbox units.
