@@ -141,8 +141,10 @@ impl SchedulingPolicy {
     }
 }
 
-/// Sent frames kept for reuse: enough for a full inbox ring of small jobs.
+/// Sent frames kept for reuse: enough for a full inbox ring of small jobs, and only small ones
+/// (a burst of large jobs must not leave its memory behind).
 const SPARE_FRAMES: usize = 4096;
+const SPARE_FRAME_BYTES: usize = 4096;
 
 /// A frame waiting to be sent.
 struct Queued {
@@ -295,7 +297,7 @@ pub struct JobQueue {
     /// submission time in ms is taken from the one clock reading `submit` makes.
     clock: Instant,
     clock_wall_ms: u64,
-    /// Frames already sent, kept for their allocations (at most `SPARE_FRAMES`).
+    /// Frames already sent, kept for their allocations (`SPARE_FRAMES` of `SPARE_FRAME_BYTES` at most).
     spare_frames: Vec<Vec<u8>>,
     pub stats: PipelineStats,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
@@ -572,7 +574,7 @@ fn dispatch(
         match ends.inbox.push(&next.frame) {
             Ok(()) => {
                 let (_, sent_job) = queue.queue.pop().expect("just peeked");
-                if queue.spare_frames.len() < SPARE_FRAMES {
+                if queue.spare_frames.len() < SPARE_FRAMES && sent_job.frame.capacity() <= SPARE_FRAME_BYTES {
                     queue.spare_frames.push(sent_job.frame);
                 }
                 sent += 1;
