@@ -31,7 +31,7 @@ use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::timing::quantile;
 use crate::units::boids::{Flock, FlockParams, StepClock, World, forces, initial_population, step_bird};
 use crate::units::host::JobHostMode;
-use crate::units::matrices::{PARTS, write_part_major_words};
+use crate::units::matrices::{MATRIX_WORDS, PARTS, write_part_major_words};
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -215,7 +215,7 @@ fn median_and_p99(mut ms: Vec<f64>) -> (f64, f64) {
 fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
     let mut flock = Flock::new(birds, FlockParams::default());
     // The matrices go where the matrix unit writes them: words, as in the SAB.
-    let words: Vec<AtomicU32> = (0..PARTS * 16 * birds).map(|_| AtomicU32::new(0)).collect();
+    let words: Vec<AtomicU32> = (0..PARTS * MATRIX_WORDS * birds).map(|_| AtomicU32::new(0)).collect();
     for _ in 0..3 {
         flock.step(1.0 / 64.0, &[]);
     }

@@ -60,7 +60,7 @@ pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
 }
 
 /// The words of one matrix record (16 `f32`s).
-const MATRIX_WORDS: usize = 16;
+pub const MATRIX_WORDS: usize = 16;
 
 /// Writes the part-major matrices of `birds` into `words` (the matrix stream's buffer: part p of
 /// bird i at record p · count + i, each as 16 little-endian `u32` values), splitting the birds
