@@ -70,10 +70,10 @@ impl From<capnp::NotInSchema> for FrameError {
     }
 }
 
-/// Reads one framed message that must fill `frame` exactly, within the limits, in place (no copy,
-/// no allocation; capnp's `unaligned` feature lets a frame start at any byte).
 type FrameReader<'a> = capnp::message::Reader<NoAllocSliceSegments<'a>>;
 
+/// Reads one framed message that must fill `frame` exactly, within the limits, in place (no copy,
+/// no allocation; capnp's `unaligned` feature lets a frame start at any byte).
 fn read_frame(frame: &[u8]) -> Result<FrameReader<'_>, FrameError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {
@@ -210,6 +210,14 @@ impl Payload {
         self.len() == 0
     }
 
+    /// How many bytes the payload carries inside its frame: a SAB range carries none.
+    pub fn inline_len(&self) -> usize {
+        match self {
+            Self::Inline(bytes) => bytes.len(),
+            Self::Sab(_) => 0,
+        }
+    }
+
     /// The bytes this payload names: inline, or a range of the arena's data pages copied out
     /// (the range is checked at both ends; see `Arena::user_range`).
     pub fn bytes(&self, sab: &Sab) -> Result<Vec<u8>, UserRangeError> {
@@ -306,7 +314,7 @@ impl Job {
             JobParams::None | JobParams::Physics(_) => 0,
         };
         let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
-        let variable = self.library.len() + self.method.len() + self.input.len() as usize + params + metadata;
+        let variable = self.library.len() + self.method.len() + self.input.inline_len() + params + metadata;
         write_frame(variable, out, |root| {
             let mut job = root.init_as::<job_request::Builder>();
             job.set_job_id(id);
@@ -574,7 +582,7 @@ impl JobOutcome {
 
     /// [`JobOutcome::encode`] into `out` (replacing its contents, reusing its allocation).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        write_frame(self.output.len() as usize + self.error.len(), out, |root| {
+        write_frame(self.output.inline_len() + self.error.len(), out, |root| {
             let mut r = root.init_as::<job_result::Builder>();
             r.set_job_id(self.id);
             r.set_status(to_wire(&JOB_STATUSES, self.status));

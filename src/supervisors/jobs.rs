@@ -144,7 +144,7 @@ impl SchedulingPolicy {
 /// Sent frames kept for reuse: enough for a full inbox ring of small jobs, and only small ones
 /// (a burst of large jobs must not leave its memory behind).
 const SPARE_FRAMES: usize = 4096;
-const SPARE_FRAME_BYTES: usize = 4096;
+const SPARE_FRAME_BYTES: usize = 1024;
 
 /// A frame waiting to be sent.
 struct Queued {
@@ -293,10 +293,12 @@ pub struct JobQueue {
     /// The security engine's gate, run by `submit`.
     gate: SecurityGate,
     scheduling: SchedulingPolicy,
-    /// The gate's clock origin, and the wall clock (ms since the Unix epoch) then: a job's
-    /// submission time in ms is taken from the one clock reading `submit` makes.
+    /// The gate's clock origin.
     clock: Instant,
-    clock_wall_ms: u64,
+    /// A monotonic instant and the wall clock (ms since the Unix epoch) then, re-read on every
+    /// dispatch so that submission times follow the wall clock (suspend, NTP) while `submit`
+    /// reads one clock only.
+    wall_anchor: (Instant, u64),
     /// Frames already sent, kept for their allocations (`SPARE_FRAMES` of `SPARE_FRAME_BYTES` at most).
     spare_frames: Vec<Vec<u8>>,
     pub stats: PipelineStats,
@@ -335,7 +337,8 @@ impl JobQueue {
         let submitted = Instant::now();
         let since_origin = submitted.duration_since(self.clock);
         self.gate.admit(job, job.input.len(), since_origin.as_nanos() as u64)?;
-        let submitted_ms = self.clock_wall_ms + since_origin.as_millis() as u64;
+        let (anchor, anchor_ms) = self.wall_anchor;
+        let submitted_ms = anchor_ms + submitted.saturating_duration_since(anchor).as_millis() as u64;
         self.sequence = wire;
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
@@ -511,7 +514,7 @@ impl Plugin for JobPipelinePlugin {
                 gate: SecurityGate::default(),
                 scheduling: SchedulingPolicy::default(),
                 clock: Instant::now(),
-                clock_wall_ms: now_ms(),
+                wall_anchor: (Instant::now(), now_ms()),
                 spare_frames: Vec::new(),
                 stats: PipelineStats::default(),
                 ends,
@@ -547,6 +550,7 @@ fn dispatch(
     mut history: Local<Vec<JobRecord>>,
 ) {
     let queue = &mut *queue;
+    queue.wall_anchor = (Instant::now(), now_ms());
     let ends = queue.ends.get();
     let mut sent = 0u64;
     let mut refused = Vec::new();

@@ -19,7 +19,7 @@
 //! - Birds steer away from the physics unit's obstacles, read from the SAB's obstacle table on the
 //!   physics epoch ([`steer`], weight [`W_AVOID`]): an addition to the reference's forces.
 
-use bevy::math::{DQuat, EulerRot, Vec3, Vec4};
+use bevy::math::{DQuat, Vec3, Vec4};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use serde::Serialize;
@@ -32,7 +32,7 @@ use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, SabLayout, StreamId, epoch_changed};
 use crate::supervisors::evolution::{SplitMix64, breed};
 use crate::timing::StageTimes;
-use crate::units::{RegisterUnitExt, run_scoped};
+use crate::units::{RegisterUnitExt, run_scoped, sin_cos};
 
 /// Reference §4.3.
 pub const SEPARATION_DISTANCE: f32 = 3.0;
@@ -160,6 +160,21 @@ pub struct Grid {
 
 /// Candidates per step of the neighbour pass.
 const LANES: usize = 4;
+/// 1 in the lanes whose bit is set, by bit pattern.
+const LANE_WEIGHTS: [Vec4; 16] = {
+    let mut weights = [Vec4::ZERO; 16];
+    let mut bits = 0;
+    while bits < 16 {
+        weights[bits] = Vec4::new(
+            (bits & 1) as f32,
+            ((bits >> 1) & 1) as f32,
+            ((bits >> 2) & 1) as f32,
+            ((bits >> 3) & 1) as f32,
+        );
+        bits += 1;
+    }
+    weights
+};
 /// Padding coordinates: far from every bird, yet finite when squared and multiplied by zero.
 const FAR: f32 = 1e18;
 
@@ -242,93 +257,124 @@ impl Grid {
         }
     }
 
-    /// The flocking forces on bird `i` from the positions and velocities the grid was built from
-    /// (the Jacobi step): the same sums as [`forces`], over the same neighbours, taken four
-    /// candidates at a time. Rows of cells farther than the perception radius are skipped, and so
-    /// are the cells at either end of a row that are.
-    pub fn forces(&self, i: usize, world: &World) -> BirdForces {
-        let slot = self.slot_of_bird[i] as usize;
+    /// The runs of the 27 cells around `cell` (each row's z-neighbouring cells are contiguous in
+    /// `items`), cut into groups of four slots: the same for every bird of the cell.
+    fn groups_around(&self, world: &World, cell: usize, out: &mut Vec<Group>) {
+        out.clear();
+        let cz = world.cell_coords(cell)[2];
+        let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(world.dims[2] - 1));
+        for (_, _, row) in Self::rows(world, cell) {
+            let (lo, hi) = (self.starts[row + z0], self.starts[row + z1 + 1]);
+            out.extend((lo..hi).step_by(LANES).map(|first| Group {
+                first,
+                live: if hi - first >= LANES as u32 {
+                    0b1111
+                } else {
+                    (1 << (hi - first)) - 1
+                },
+            }));
+        }
+    }
+
+    /// The neighbour sums of the bird in `slot` over `groups` (its cell's
+    /// [`Grid::groups_around`]), four candidates at a time. Every group costs the same few
+    /// branch-free vector operations; only a group with a candidate inside the separation
+    /// distance pays for square roots and divisions.
+    fn sums(&self, slot: usize, groups: &[Group]) -> NeighbourSums {
         let [xs, ys, zs, vxs, vys, vzs] = &self.soa;
-        let p = Vec3::new(xs[slot], ys[slot], zs[slot]);
-        let v = Vec3::new(vxs[slot], vys[slot], vzs[slot]);
-        let cell = self.cell_of_bird[i] as usize;
-        let [cx, cy, cz] = world.cell_coords(cell);
-        let r2 = PERCEPTION_RADIUS * PERCEPTION_RADIUS;
-        // The distance from p to a neighbouring row's slab along one axis: birds in the cell
-        // below lie below this cell's lower face, birds in the cell above at or above its upper
-        // face (also when positions outside the grid were clamped into edge cells).
-        let gap = |c: usize, n: usize, v: f32, half: f32| {
-            let lower = c as f32 * CELL_SIZE - half;
-            match n.cmp(&c) {
-                std::cmp::Ordering::Less => (v - lower).max(0.0),
-                std::cmp::Ordering::Greater => (lower + CELL_SIZE - v).max(0.0),
-                std::cmp::Ordering::Equal => 0.0,
-            }
-        };
-        let (px, py, pz) = (Vec4::splat(p.x), Vec4::splat(p.y), Vec4::splat(p.z));
-        let lane = Vec4::new(0.0, 1.0, 2.0, 3.0);
+        let (px, py, pz) = (Vec4::splat(xs[slot]), Vec4::splat(ys[slot]), Vec4::splat(zs[slot]));
+        let reach = Vec4::splat(PERCEPTION_RADIUS * PERCEPTION_RADIUS);
         let mut sums = [Vec4::ZERO; 10];
-        // The z neighbours' slabs, for trimming each row's run to the cells within reach.
-        let (below_z, above_z) = (
-            gap(cz, cz.saturating_sub(1), p.z, world.half.z),
-            gap(cz, cz + 1, p.z, world.half.z),
-        );
-        for (x, y, row) in Self::rows(world, cell) {
-            let (gx, gy) = (gap(cx, x, p.x, world.half.x), gap(cy, y, p.y, world.half.y));
-            let g2 = gx * gx + gy * gy;
-            if g2 >= r2 {
-                continue;
+        for group in groups {
+            let k = group.first as usize;
+            let load = |column: &[f32]| Vec4::from_slice(&column[k..k + LANES]);
+            let (x, y, z) = (load(xs), load(ys), load(zs));
+            let (dx, dy, dz) = (px - x, py - y, pz - z);
+            let d2 = dx * dx + dy * dy + dz * dz;
+            // Candidates within reach, in the run, and not the bird itself.
+            let mut bits = d2.cmplt(reach).bitmask() & group.live;
+            let own = slot.wrapping_sub(k);
+            if own < LANES {
+                bits &= !(1 << own);
             }
-            let z0 = if cz > 0 && g2 + below_z * below_z < r2 {
-                cz - 1
-            } else {
-                cz
-            };
-            let z1 = if cz + 1 < world.dims[2] && g2 + above_z * above_z < r2 {
-                cz + 1
-            } else {
-                cz
-            };
-            let (lo, hi) = (self.starts[row + z0] as usize, self.starts[row + z1 + 1] as usize);
-            for k in (lo..hi).step_by(LANES) {
-                let load = |column: &[f32]| Vec4::from_slice(&column[k..k + LANES]);
-                let (x, y, z) = (load(xs), load(ys), load(zs));
-                let (dx, dy, dz) = (px - x, py - y, pz - z);
-                let d2 = dx * dx + dy * dy + dz * dz;
-                let live = (lane + Vec4::splat((k - lo) as f32)).cmplt(Vec4::splat((hi - lo) as f32));
-                let mut w = Vec4::select(live & d2.cmplt(Vec4::splat(r2)), Vec4::ONE, Vec4::ZERO);
-                if (k..k + LANES).contains(&slot) {
-                    w[slot - k] = 0.0;
-                }
-                let terms = [w, w * x, w * y, w * z, w * load(vxs), w * load(vys), w * load(vzs)];
-                for (sum, term) in sums.iter_mut().zip(terms) {
+            let w = LANE_WEIGHTS[bits as usize];
+            let terms = [w, w * x, w * y, w * z, w * load(vxs), w * load(vys), w * load(vzs)];
+            for (sum, term) in sums.iter_mut().zip(terms) {
+                *sum += term;
+            }
+            if d2.cmplt(Vec4::splat(SEPARATION_DISTANCE * SEPARATION_DISTANCE)).bitmask() & bits != 0 {
+                let d2c = d2.max(Vec4::splat(0.01));
+                let d = d2c.sqrt();
+                let near = d.cmplt(Vec4::splat(SEPARATION_DISTANCE));
+                let push = Vec4::select(near, (Vec4::splat(SEPARATION_DISTANCE) - d) / d2c, Vec4::ZERO) * w;
+                for (sum, term) in sums[7..].iter_mut().zip([dx * push, dy * push, dz * push]) {
                     *sum += term;
-                }
-                // Few candidates are within the separation distance: the square root and the
-                // division are only paid for a group that has one.
-                if d2.cmplt(Vec4::splat(SEPARATION_DISTANCE * SEPARATION_DISTANCE)).any() {
-                    let d2c = d2.max(Vec4::splat(0.01));
-                    let d = d2c.sqrt();
-                    let near = d.cmplt(Vec4::splat(SEPARATION_DISTANCE));
-                    let push = Vec4::select(near, (Vec4::splat(SEPARATION_DISTANCE) - d) / d2c, Vec4::ZERO) * w;
-                    for (sum, term) in sums[7..].iter_mut().zip([dx * push, dy * push, dz * push]) {
-                        *sum += term;
-                    }
                 }
             }
         }
         let total = |s: Vec4| ((s.x + s.y) + s.z) + s.w;
         let [n, x, y, z, vx, vy, vz, sx, sy, sz] = sums.map(total);
+        NeighbourSums {
+            neighbours: n as u32,
+            positions: Vec3::new(x, y, z),
+            velocities: Vec3::new(vx, vy, vz),
+            separation: Vec3::new(sx, sy, sz),
+        }
+    }
+
+    /// [`NeighbourSums`] of the birds in slots `first..first + out.len()`, in slot order: cell by
+    /// cell, so each cell's groups are listed once (into `groups`, reused).
+    fn sums_for_slots(&self, world: &World, first: usize, out: &mut [NeighbourSums], groups: &mut Vec<Group>) {
+        let mut cell = u32::MAX;
+        for (slot, sums) in (first..).zip(out) {
+            let here = self.cell_of_bird[self.items[slot] as usize];
+            if here != cell {
+                cell = here;
+                self.groups_around(world, cell as usize, groups);
+            }
+            *sums = self.sums(slot, groups);
+        }
+    }
+
+    /// The forces on bird `i` from its [`NeighbourSums`].
+    fn finish(&self, i: usize, sums: &NeighbourSums, world: &World) -> BirdForces {
+        let slot = self.slot_of_bird[i] as usize;
+        let [xs, ys, zs, vxs, vys, vzs] = &self.soa;
         finish_forces(
-            p,
-            v,
-            n as u32,
-            Vec3::new(vx, vy, vz),
-            Vec3::new(x, y, z),
-            Vec3::new(sx, sy, sz),
+            Vec3::new(xs[slot], ys[slot], zs[slot]),
+            Vec3::new(vxs[slot], vys[slot], vzs[slot]),
+            sums.neighbours,
+            sums.velocities,
+            sums.positions,
+            sums.separation,
             world,
         )
     }
+
+    /// The flocking forces on bird `i` from the positions and velocities the grid was built from
+    /// (the Jacobi step): the same sums as [`forces`] over the 27 cells around the bird, taken
+    /// four candidates at a time.
+    pub fn forces(&self, i: usize, world: &World) -> BirdForces {
+        let mut groups = Vec::new();
+        self.groups_around(world, self.cell_of_bird[i] as usize, &mut groups);
+        self.finish(i, &self.sums(self.slot_of_bird[i] as usize, &groups), world)
+    }
+}
+
+/// Four consecutive slots of a run: the first, and a bit for each that is in the run.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    first: u32,
+    live: u32,
+}
+
+/// A bird's sums over its neighbours: what [`finish_forces`] turns into forces.
+#[derive(Clone, Copy, Debug, Default)]
+struct NeighbourSums {
+    neighbours: u32,
+    positions: Vec3,
+    velocities: Vec3,
+    separation: Vec3,
 }
 
 /// The golden-angle initial population with deterministic genes (reference §4.9).
@@ -363,6 +409,12 @@ pub struct StepClock {
     damping: f32,
     spiral_bank: f32,
     hover: f32,
+    trick_epoch: f32,
+    /// sin and cos of 0.5t, 0.8t and 0.3t: the noise's time terms (angle addition with
+    /// [`BirdPhases`]).
+    noise: [f32; 6],
+    /// sin and cos of f·t for the wing-beat frequencies f = 5 … 12.
+    flap: [(f32, f32); 8],
 }
 
 impl StepClock {
@@ -377,8 +429,60 @@ impl StepClock {
             damping: 0.97f32.powf(dt * 60.0),
             spiral_bank: 0.8 + 0.15 * (3.5 * t).sin(),
             hover: 0.05 * (0.1 * step as f32).sin(),
+            trick_epoch: (t / 10.0).floor(),
+            noise: {
+                let [a, b, c] = [0.5, 0.8, 0.3].map(|f| sin_cos64(f * f64::from(t)));
+                [a.0, a.1, b.0, b.1, c.0, c.1]
+            },
+            flap: std::array::from_fn(|k| sin_cos64((5 + k) as f64 * f64::from(t))),
         }
     }
+}
+
+fn sin_cos64(angle: f64) -> (f32, f32) {
+    let (s, c) = angle.sin_cos();
+    (s as f32, c as f32)
+}
+
+/// A bird's phase offsets, as sines and cosines: the noise's φ = 0.73·i, 1.5φ and 0.9φ and the
+/// wing beat's 2.1·i (reference §4.6, §4.8). With the step's [`StepClock`] terms, each of the
+/// four per-bird sines of the reference is one angle addition, computed in f64 once per bird.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BirdPhases([(f32, f32); 4]);
+
+impl BirdPhases {
+    pub fn of(i: usize) -> Self {
+        let (fi, phi) = (i as f64, 0.73 * i as f64);
+        Self([phi, 1.5 * phi, 0.9 * phi, 2.1 * fi].map(sin_cos64))
+    }
+}
+
+/// (cos, sin) of half the heading atan2(x, z), without an arc tangent: the unit bisector of +z
+/// and (z, x), taken from whichever of two equal forms does not cancel.
+fn half_heading(x: f32, z: f32) -> (f32, f32) {
+    let len = (x * x + z * z).sqrt();
+    if len == 0.0 {
+        // atan2(±0, +0) = ±0 and atan2(±0, −0) = ±π.
+        return if z.is_sign_negative() {
+            (0.0, 1.0f32.copysign(x))
+        } else {
+            (1.0, 0.0f32.copysign(x))
+        };
+    }
+    // (1 + cos h, sin h) and (sin h, 1 − cos h)·sign(h) both point along (cos h/2, sin h/2).
+    let (c, s) = if z >= 0.0 {
+        (len + z, x)
+    } else {
+        (x.abs(), (len - z).copysign(x))
+    };
+    let norm = (c * c + s * s).sqrt();
+    (c / norm, s / norm)
+}
+
+/// ⌊x⌋ without a library call (baseline x86-64 has no rounding instruction), for |x| < 2⁶³.
+fn floor(x: f32) -> f32 {
+    let t = x as i64 as f32;
+    if t > x { t - 1.0 } else { t }
 }
 
 /// What the step computed for one bird besides its record.
@@ -481,16 +585,18 @@ pub fn step_bird(
     faithful: bool,
 ) -> BirdRecord {
     let mut out = *me;
-    step_into(i, me, f, intensity, clock, faithful, &mut out);
+    step_into(i, me, &BirdPhases::of(i), f, intensity, clock, faithful, &mut out);
     out
 }
 
 /// [`step_bird`] written into `out`, which may hold anything: the genes are copied only where
 /// they differ, so stepping into a buffer that already has them (the ping-pong buffer of the
 /// step before) writes only the 60 bytes that move.
+#[allow(clippy::too_many_arguments)]
 fn step_into(
     i: usize,
     me: &BirdRecord,
+    phases: &BirdPhases,
     f: &BirdForces,
     intensity: &mut f32,
     clock: StepClock,
@@ -498,7 +604,6 @@ fn step_into(
     out: &mut BirdRecord,
 ) {
     let StepClock {
-        t,
         dt,
         sep_pulse,
         coh_pulse,
@@ -506,8 +611,13 @@ fn step_into(
         damping,
         spiral_bank,
         hover,
+        trick_epoch,
+        noise: [sin_a, cos_a, sin_b, cos_b, sin_c, cos_c],
+        flap: beats,
         ..
     } = clock;
+    let BirdPhases([(sin_phi, cos_phi), (sin_phi_b, cos_phi_b), (sin_phi_c, cos_phi_c), (sin_beat, cos_beat)]) =
+        *phases;
     let frame = dt * 60.0;
     let fi = i as f32;
     let p0 = Vec3::from(me.position);
@@ -541,8 +651,8 @@ fn step_into(
     energy = energy.clamp(0.4, 1.0);
 
     // Tricks.
-    let trick_phase = 0.13 * fi + (t / 10.0).floor();
-    let w_trick = if trick_phase - trick_phase.floor() < 0.05 {
+    let trick_phase = 0.13 * fi + trick_epoch;
+    let w_trick = if trick_phase - floor(trick_phase) < 0.05 {
         if i.is_multiple_of(2) { -5.0 } else { 5.0 }
     } else {
         genes[3]
@@ -566,10 +676,10 @@ fn step_into(
     // Swirl about the world Y axis (start-of-step position), noise, damping.
     v.x += -p0.z * 3.0 * dt;
     v.z += p0.x * 3.0 * dt;
-    let phi = 0.73 * fi;
-    v.x += 0.4 * (0.5 * t + phi).sin() * frame;
-    v.y += 0.25 * (0.8 * t + 1.5 * phi).cos() * frame;
-    v.z += 0.4 * (0.3 * t + 0.9 * phi).sin() * frame;
+    // sin(0.5t + φ), cos(0.8t + 1.5φ) and sin(0.3t + 0.9φ), φ = 0.73·i.
+    v.x += 0.4 * (sin_a * cos_phi + cos_a * sin_phi) * frame;
+    v.y += 0.25 * (cos_b * cos_phi_b - sin_b * sin_phi_b) * frame;
+    v.z += 0.4 * (sin_c * cos_phi_c + cos_c * sin_phi_c) * frame;
     v *= damping;
 
     // Speed band, then semi-implicit Euler.
@@ -581,19 +691,30 @@ fn step_into(
     };
     let p = p0 + v * dt;
 
-    // Orientation.
-    let heading = v.x.atan2(v.z) + if roll > 0.01 { roll * 0.008 * frame } else { 0.0 };
+    // Orientation: heading atan2(v.x, v.z), nudged while rolling.
+    let nudge = if roll > 0.01 { roll * 0.008 * frame } else { 0.0 };
     let pitch = (-0.2 * v.y).clamp(-0.35, 0.35);
     let physics_bank = (-0.2 * v.x).clamp(-0.4, 0.4);
     let bank = physics_bank * (1.0 - roll) + spiral_bank * roll;
-    // Faithful mode composes in f64 as the original's JavaScript did; the default is f32 (the
-    // record keeps f32 either way).
+    // Faithful mode composes in f64 as the original's JavaScript did. The default composes
+    // Ry(heading)·Rx(pitch)·Rz(bank) from half-angle sines and cosines: the heading's from the
+    // velocity itself (rotated by the nudge), the pitch and bank angles' by polynomial.
     let q = if faithful {
+        let heading = v.x.atan2(v.z) + nudge;
         let (pitch, heading, bank) = (f64::from(pitch), f64::from(heading), f64::from(bank));
         let q = DQuat::from_rotation_z(bank) * DQuat::from_rotation_y(heading) * DQuat::from_rotation_x(pitch);
         Quat::from_xyzw(q.x as f32, q.y as f32, q.z as f32, q.w as f32)
     } else {
-        Quat::from_euler(EulerRot::YXZ, heading, pitch, bank)
+        let (mut cos_h, mut sin_h) = half_heading(v.x, v.z);
+        if nudge != 0.0 {
+            let (s, c) = sin_cos(0.5 * nudge);
+            (cos_h, sin_h) = (cos_h * c - sin_h * s, sin_h * c + cos_h * s);
+        }
+        let (sin_p, cos_p) = sin_cos(0.5 * pitch);
+        let (sin_b, cos_b) = sin_cos(0.5 * bank);
+        Quat::from_xyzw(0.0, sin_h, 0.0, cos_h)
+            * Quat::from_xyzw(sin_p, 0.0, 0.0, cos_p)
+            * Quat::from_xyzw(0.0, 0.0, sin_b, cos_b)
     };
 
     // Animation.
@@ -604,9 +725,10 @@ fn step_into(
     } else {
         0.85 + (energy - 0.75) * 0.6
     };
-    let frequency = 5.0 + (i % 8) as f32;
     let amplitude = 0.6 * flight * (1.0 + 0.3 * roll);
-    let flap = amplitude * (t * frequency + 2.1 * fi).sin();
+    // sin(f·t + 2.1·i) for the bird's frequency f = 5 + i mod 8.
+    let (sin_f, cos_f) = beats[i % 8];
+    let flap = amplitude * (sin_f * cos_beat + cos_f * sin_beat);
 
     let speed = v.length();
     let energy_score = if energy > 0.5 { 0.25 } else { 0.4 * energy };
@@ -633,7 +755,13 @@ pub struct Flock {
     next: Vec<BirdRecord>,
     /// Private trick intensities (reference §4.5: not in the SAB).
     pub intensity: Vec<f32>,
+    /// Each bird's [`BirdPhases`], by index.
+    phases: Vec<BirdPhases>,
     grid: Grid,
+    /// The Jacobi step's neighbour sums, by slot.
+    sums: Vec<NeighbourSums>,
+    /// Each worker thread's list of groups.
+    workers: Vec<Vec<Group>>,
     /// Faithful mode's candidate list, reused.
     candidates: Vec<usize>,
     genes: Vec<GeneRecord>,
@@ -656,7 +784,10 @@ impl Flock {
             birds,
             next: Vec::with_capacity(count),
             intensity: vec![0.0; count],
+            phases: (0..count).map(BirdPhases::of).collect(),
             grid: Grid::default(),
+            sums: Vec::new(),
+            workers: Vec::new(),
             candidates: Vec::new(),
             genes: Vec::new(),
             t: 0.0,
@@ -682,47 +813,48 @@ impl Flock {
                 let mut f = forces(i, &self.birds, candidates.iter().copied(), world);
                 let me = self.birds[i];
                 f.avoidance = steer(obstacles, Vec3::from(me.position));
-                step_into(i, &me, &f, &mut self.intensity[i], clock, true, &mut self.birds[i]);
+                step_into(
+                    i,
+                    &me,
+                    &self.phases[i],
+                    &f,
+                    &mut self.intensity[i],
+                    clock,
+                    true,
+                    &mut self.birds[i],
+                );
             }
             return;
         }
-        let birds = &self.birds;
+        let (birds, phases) = (&self.birds, &self.phases);
         // Every record is rewritten; kept records already hold their birds' genes.
         self.next.resize(birds.len(), bytemuck::Zeroable::zeroed());
-        let threads = self.params.threads.clamp(1, 64);
-        let items = threads * self.params.chunks_per_thread.clamp(1, 256);
-        let chunk = birds.len().div_ceil(items).max(1);
-        let run = |start: usize, out: &mut [BirdRecord], intensity: &mut [f32]| {
-            for (k, (slot, ease)) in out.iter_mut().zip(intensity.iter_mut()).enumerate() {
-                let i = start + k;
-                let me = &birds[i];
-                let mut f = grid.forces(i, world);
-                f.avoidance = steer(obstacles, Vec3::from(me.position));
-                step_into(i, me, &f, ease, clock, false, slot);
-            }
-        };
-        if threads == 1 || birds.len() < 256 {
-            run(0, &mut self.next, &mut self.intensity);
+        self.sums.resize(birds.len(), NeighbourSums::default());
+        let threads = if birds.len() < 256 {
+            1
         } else {
-            // Work items in a shared queue; this thread works too, beside threads − 1 others.
-            let queue = crossbeam::queue::ArrayQueue::new(items);
-            for (n, (out, ease)) in self
-                .next
-                .chunks_mut(chunk)
-                .zip(self.intensity.chunks_mut(chunk))
-                .enumerate()
-            {
-                queue
-                    .push((n * chunk, out, ease))
-                    .unwrap_or_else(|_| unreachable!("the queue holds every item"));
+            self.params.threads.clamp(1, 64)
+        };
+        self.workers.resize_with(threads, Vec::new);
+        let workers = &mut self.workers[..threads];
+        let chunk = birds
+            .len()
+            .div_ceil(threads * self.params.chunks_per_thread.clamp(1, 256))
+            .max(1);
+        // The neighbour sums in slot order, cell by cell; then each bird's step in index order.
+        run_queued(self.sums.chunks_mut(chunk).enumerate(), workers, |groups, (n, out)| {
+            grid.sums_for_slots(world, n * chunk, out, groups);
+        });
+        let sums = &self.sums;
+        let items = self.next.chunks_mut(chunk).zip(self.intensity.chunks_mut(chunk)).enumerate();
+        run_queued(items, workers, |_, (n, (out, intensity))| {
+            for (i, (slot, ease)) in (n * chunk..).zip(out.iter_mut().zip(intensity)) {
+                let me = &birds[i];
+                let mut f = grid.finish(i, &sums[grid.slot_of_bird[i] as usize], world);
+                f.avoidance = steer(obstacles, Vec3::from(me.position));
+                step_into(i, me, &phases[i], &f, ease, clock, false, slot);
             }
-            let work = || {
-                while let Some((start, out, ease)) = queue.pop() {
-                    run(start, out, ease);
-                }
-            };
-            run_scoped((0..threads).map(|_| &work));
-        }
+        });
         std::mem::swap(&mut self.birds, &mut self.next);
     }
 
@@ -753,6 +885,30 @@ impl Flock {
 /// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
 /// each, the unit direction from the nearest surface point to the bird (out of the shape, if the
 /// bird is inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
+/// Runs `work` on every item, on as many threads as there are `workers` (this one among them),
+/// each taking items from a shared queue with its own worker state: more items than threads
+/// balance the load.
+fn run_queued<T: Send, W: Send>(
+    items: impl Iterator<Item = T>,
+    workers: &mut [W],
+    work: impl Fn(&mut W, T) + Sync,
+) {
+    if let [worker] = workers {
+        items.for_each(|item| work(worker, item));
+        return;
+    }
+    let queue = crossbeam::queue::SegQueue::new();
+    items.for_each(|item| queue.push(item));
+    let (queue, work) = (&queue, &work);
+    run_scoped(workers.iter_mut().map(|worker| {
+        move || {
+            while let Some(item) = queue.pop() {
+                work(worker, item);
+            }
+        }
+    }));
+}
+
 pub fn steer(obstacles: &[ObstacleRecord], p: Vec3) -> Vec3 {
     let mut steer = Vec3::ZERO;
     for o in obstacles {

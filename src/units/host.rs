@@ -130,6 +130,8 @@ pub enum JobHostMode {
     /// On a thread of its own that waits on the inbox epoch (spinning briefly, then parked), as
     /// the original ran its units in workers: the kernel's tick and the units' work overlap on
     /// two cores, and each result is resolved by the first tick after it arrives. Native only.
+    /// The thread takes the executors registered by startup: a unit registered later is answered
+    /// `Rejected` as an unknown library.
     Thread,
 }
 
@@ -270,6 +272,8 @@ struct HostThread {
     stop: Arc<AtomicBool>,
     mailbox: SyncCell<Receiver<Job>>,
     handle: Option<JoinHandle<()>>,
+    /// The thread ended without being stopped (reported once).
+    died: bool,
 }
 
 impl Drop for HostThread {
@@ -345,6 +349,7 @@ fn start_host_thread(sab: Res<Sab>, executors: Res<JobExecutors>, mut host: ResM
         stop,
         mailbox: SyncCell::new(receiver),
         handle: Some(handle),
+        died: false,
     });
 }
 
@@ -355,6 +360,11 @@ fn collect_from_host_thread(mut host: ResMut<JobHost>, mut mailboxes: ResMut<Job
     };
     for job in thread.mailbox.get().try_iter() {
         mailboxes.0.entry(job.library.clone()).or_default().push(job);
+    }
+    // The units' panics are caught; anything else that ends the thread would stall every job.
+    if !thread.died && thread.handle.as_ref().is_some_and(JoinHandle::is_finished) {
+        thread.died = true;
+        error!("the job host's thread has stopped: no more jobs will be answered");
     }
 }
 

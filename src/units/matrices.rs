@@ -6,10 +6,9 @@
 //! matrices straight into the stream's inactive buffer, splitting large flocks across the
 //! machine's cores.
 
-use std::f32::consts::FRAC_PI_2;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bevy::math::{Affine3A, Mat4, Quat, Vec3};
+use bevy::math::{Affine3A, Mat3, Mat4, Quat, Vec3, Vec3A};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
@@ -17,7 +16,7 @@ use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
-use crate::units::{RegisterUnitExt, run_scoped};
+use crate::units::{RegisterUnitExt, run_scoped, sin_cos};
 
 /// Parts per bird, in stream order: body, head, beak, left wing, left tip, right wing, right tip, tail.
 pub const PARTS: usize = 8;
@@ -37,24 +36,38 @@ fn t(x: f32, y: f32, z: f32) -> Affine3A {
     Affine3A::from_translation(Vec3::new(x, y, z))
 }
 
+/// A rotation about z, as `Affine3A::from_rotation_z` builds it, from the polynomial `sin_cos`.
+fn rot_z(angle: f32) -> Affine3A {
+    let (s, c) = sin_cos(angle);
+    Affine3A::from_mat3(Mat3::from_cols(Vec3::new(c, s, 0.0), Vec3::new(-s, c, 0.0), Vec3::Z))
+}
+
+/// A rotation about y, as `Affine3A::from_rotation_y` builds it, from the polynomial `sin_cos`.
+fn rot_y(angle: f32) -> Affine3A {
+    let (s, c) = sin_cos(angle);
+    Affine3A::from_mat3(Mat3::from_cols(Vec3::new(c, 0.0, -s), Vec3::Y, Vec3::new(s, 0.0, c)))
+}
+
+/// A quarter turn about x (the body's and beak's +Y axis to +Z), exactly.
+const RX90: Affine3A = Affine3A::from_cols(Vec3A::X, Vec3A::Z, Vec3A::NEG_Y, Vec3A::ZERO);
+
 /// The 8 part transforms of one bird: body, head, beak, left wing, left wing tip, right wing,
 /// right wing tip, tail. Composed as affine transforms (a 3 × 3 matrix and a translation, the
 /// same products as 4 × 4 matrices whose last row is 0 0 0 1, for about half the work).
 pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
     let body = Affine3A::from_rotation_translation(orientation(b), Vec3::from(b.position));
-    let rx90 = Affine3A::from_rotation_x(FRAC_PI_2);
     let (left, right) = (b.left_wing, b.right_wing);
-    let wing_l = body * t(-0.04, 0.0, 0.05) * Affine3A::from_rotation_z(left);
-    let wing_r = body * t(0.04, 0.0, 0.05) * Affine3A::from_rotation_z(right);
+    let wing_l = body * t(-0.04, 0.0, 0.05) * rot_z(left);
+    let wing_r = body * t(0.04, 0.0, 0.05) * rot_z(right);
     [
-        body * rx90,
+        body * RX90,
         body * t(0.0, 0.0, 0.18),
-        body * t(0.0, 0.0, 0.26) * rx90,
+        body * t(0.0, 0.0, 0.26) * RX90,
         wing_l * t(-0.15, 0.0, 0.0),
-        wing_l * t(-0.30, 0.0, 0.0) * Affine3A::from_rotation_z(0.5 * left) * t(-0.12, 0.0, -0.05),
+        wing_l * t(-0.30, 0.0, 0.0) * rot_z(0.5 * left) * t(-0.12, 0.0, -0.05),
         wing_r * t(0.15, 0.0, 0.0),
-        wing_r * t(0.30, 0.0, 0.0) * Affine3A::from_rotation_z(0.5 * right) * t(0.12, 0.0, -0.05),
-        body * t(0.0, 0.0, -0.15) * Affine3A::from_rotation_y(b.tail_yaw) * t(0.0, 0.0, -0.10),
+        wing_r * t(0.30, 0.0, 0.0) * rot_z(0.5 * right) * t(0.12, 0.0, -0.05),
+        body * t(0.0, 0.0, -0.15) * rot_y(b.tail_yaw) * t(0.0, 0.0, -0.10),
     ]
     .map(Mat4::from)
 }
