@@ -8,23 +8,23 @@ pub mod echo;
 pub mod host;
 pub mod matrices;
 pub mod physics;
+pub mod pool;
 
 use bevy::prelude::*;
 
 use crate::sab::{ModuleSpec, Owner, Sab};
 
-/// Runs `tasks` in parallel: the first on this thread, each other on a scoped thread of its own,
-/// and returns when all are done.
+/// Runs `tasks` in parallel on the [`pool::WorkerPool`]: as many at once as it has threads (this
+/// one among them, taking tasks in turn), returning when all are done.
 pub fn run_scoped<F: FnOnce() + Send>(tasks: impl IntoIterator<Item = F>) {
-    let mut tasks = tasks.into_iter();
-    let Some(first) = tasks.next() else {
-        return;
-    };
-    std::thread::scope(|scope| {
-        for task in tasks {
-            scope.spawn(task);
+    let tasks: Vec<std::sync::Mutex<Option<F>>> = tasks.into_iter().map(|task| Some(task).into()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    pool::WorkerPool::global().broadcast(tasks.len(), &|_| {
+        while let Some(task) = tasks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            if let Some(task) = task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task();
+            }
         }
-        first();
     });
 }
 
