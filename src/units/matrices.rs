@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bevy::math::{Affine3A, Mat3, Mat4, Quat, Vec3, Vec3A};
+use bevy::math::{Mat3A, Mat4, Quat, Vec3A};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
@@ -32,44 +32,51 @@ fn orientation(b: &BirdRecord) -> Quat {
     }
 }
 
-fn t(x: f32, y: f32, z: f32) -> Affine3A {
-    Affine3A::from_translation(Vec3::new(x, y, z))
-}
-
-/// A rotation about z, as `Affine3A::from_rotation_z` builds it, from the polynomial `sin_cos`.
-fn rot_z(angle: f32) -> Affine3A {
-    let (s, c) = sin_cos(angle);
-    Affine3A::from_mat3(Mat3::from_cols(Vec3::new(c, s, 0.0), Vec3::new(-s, c, 0.0), Vec3::Z))
-}
-
-/// A rotation about y, as `Affine3A::from_rotation_y` builds it, from the polynomial `sin_cos`.
-fn rot_y(angle: f32) -> Affine3A {
-    let (s, c) = sin_cos(angle);
-    Affine3A::from_mat3(Mat3::from_cols(Vec3::new(c, 0.0, -s), Vec3::Y, Vec3::new(s, 0.0, c)))
-}
-
-/// A quarter turn about x (the body's and beak's +Y axis to +Z), exactly.
-const RX90: Affine3A = Affine3A::from_cols(Vec3A::X, Vec3A::Z, Vec3A::NEG_Y, Vec3A::ZERO);
-
 /// The 8 part transforms of one bird: body, head, beak, left wing, left wing tip, right wing,
-/// right wing tip, tail. Composed as affine transforms (a 3 × 3 matrix and a translation, the
-/// same products as 4 × 4 matrices whose last row is 0 0 0 1, for about half the work).
+/// right wing tip, tail (reference §2.15). Each is the body's transform T(p)·R times the part's
+/// chain of translations and rotations, composed column by column: a rotation about a local axis
+/// mixes two of R's columns, a translation adds columns scaled by its coordinates.
 pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
-    let body = Affine3A::from_rotation_translation(orientation(b), Vec3::from(b.position));
-    let (left, right) = (b.left_wing, b.right_wing);
-    let wing_l = body * t(-0.04, 0.0, 0.05) * rot_z(left);
-    let wing_r = body * t(0.04, 0.0, 0.05) * rot_z(right);
+    let Mat3A {
+        x_axis: x,
+        y_axis: y,
+        z_axis: z,
+    } = Mat3A::from_quat(orientation(b));
+    let p = Vec3A::from(b.position);
+    let part = |c0: Vec3A, c1: Vec3A, c2: Vec3A, t: Vec3A| {
+        Mat4::from_cols(c0.extend(0.0), c1.extend(0.0), c2.extend(0.0), t.extend(1.0))
+    };
+    // Columns (u, v) turned by Rz(angle).
+    let turn = |u: Vec3A, v: Vec3A, angle: f32| {
+        let (s, c) = sin_cos(angle);
+        (u * c + v * s, v * c - u * s)
+    };
+    // T(0.04·side, 0, 0.05)·Rz(a), then T(0.15·side, 0, 0) for the wing, and
+    // T(0.30·side, 0, 0)·Rz(a/2)·T(0.12·side, 0, −0.05) for its tip; side −1 is the left.
+    let wing = |side: f32, a: f32| {
+        let root = p + x * (0.04 * side) + z * 0.05;
+        let (u, v) = turn(x, y, a);
+        let (tip_u, tip_v) = turn(u, v, 0.5 * a);
+        [
+            part(u, v, z, root + u * (0.15 * side)),
+            part(tip_u, tip_v, z, root + u * (0.30 * side) + tip_u * (0.12 * side) - z * 0.05),
+        ]
+    };
+    let [left, left_tip] = wing(-1.0, b.left_wing);
+    let [right, right_tip] = wing(1.0, b.right_wing);
+    // Rx(90°) turns (x, y, z) into (x, z, −y); the tail is T(0, 0, −0.15)·Ry(yaw)·T(0, 0, −0.10).
+    let (s, c) = sin_cos(b.tail_yaw);
+    let tail_z = x * s + z * c;
     [
-        body * RX90,
-        body * t(0.0, 0.0, 0.18),
-        body * t(0.0, 0.0, 0.26) * RX90,
-        wing_l * t(-0.15, 0.0, 0.0),
-        wing_l * t(-0.30, 0.0, 0.0) * rot_z(0.5 * left) * t(-0.12, 0.0, -0.05),
-        wing_r * t(0.15, 0.0, 0.0),
-        wing_r * t(0.30, 0.0, 0.0) * rot_z(0.5 * right) * t(0.12, 0.0, -0.05),
-        body * t(0.0, 0.0, -0.15) * rot_y(b.tail_yaw) * t(0.0, 0.0, -0.10),
+        part(x, z, -y, p),
+        part(x, y, z, p + z * 0.18),
+        part(x, z, -y, p + z * 0.26),
+        left,
+        left_tip,
+        right,
+        right_tip,
+        part(x * c - z * s, y, tail_z, p - z * 0.15 - tail_z * 0.10),
     ]
-    .map(Mat4::from)
 }
 
 /// The words of one matrix record (16 `f32`s).
