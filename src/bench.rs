@@ -223,7 +223,7 @@ fn flock_tick_ms(birds: usize, ticks: usize) -> (f64, f64, usize) {
         .map(|_| {
             let start = Instant::now();
             flock.step(1.0 / 64.0, &[]);
-            write_part_major_words(&flock.birds, &words, flock.params.threads);
+            write_part_major_words(flock.birds(), &words, flock.params.threads);
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();

@@ -78,7 +78,7 @@ impl Default for InspectorState {
 
 fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, flock: Res<Flock>, mut state: ResMut<InspectorState>) {
     if state.birds == 0 {
-        state.birds = flock.birds.len();
+        state.birds = flock.birds().len();
     }
     let now = time.elapsed_secs_f64();
     let dt = now - state.refreshed_at;

@@ -117,7 +117,8 @@ impl World {
     }
 
     fn cell_of(&self, p: Vec3) -> usize {
-        let c = |v: f32, half: f32, dim: usize| (((v + half) / CELL_SIZE).floor().max(0.0) as usize).min(dim - 1);
+        // Truncation is the floor here: negative values (and NaN) are clamped to 0 first.
+        let c = |v: f32, half: f32, dim: usize| (((v + half) / CELL_SIZE).max(0.0) as usize).min(dim - 1);
         let (x, y, z) = (
             c(p.x, self.half.x, self.dims[0]),
             c(p.y, self.half.y, self.dims[1]),
@@ -186,11 +187,9 @@ impl Grid {
 
     /// [`Grid::build`], reading the records on up to `threads` threads: each bird's cell, and its
     /// position and velocity staged compactly, so the serial counting sort that follows reads
-    /// 28 bytes per bird instead of its 236-byte record.
+    /// 28 bytes per bird instead of its 236-byte record. (A Jacobi step stages the next step's
+    /// birds as it writes them, and skips this.)
     pub fn build_threads(&mut self, world: &World, birds: &[BirdRecord], threads: usize) {
-        let cells = world.cell_count();
-        self.starts.clear();
-        self.starts.resize(cells + 1, 0);
         self.cell_of_bird.resize(birds.len(), 0);
         self.staged.resize(birds.len(), [[0.0; 3]; 2]);
         let stage = |birds: &[BirdRecord], cell_of: &mut [u32], staged: &mut [[[f32; 3]; 2]]| {
@@ -199,8 +198,10 @@ impl Grid {
                 *s = [b.position, b.velocity];
             }
         };
-        if threads > 1 && birds.len() >= 4096 {
-            let chunk = birds.len().div_ceil(threads);
+        let n = birds.len();
+        let parallel = threads > 1 && n >= 4096;
+        let chunk = n.div_ceil(threads).max(1);
+        if parallel {
             let stage = &stage;
             run_scoped(
                 birds
@@ -212,29 +213,61 @@ impl Grid {
         } else {
             stage(birds, &mut self.cell_of_bird, &mut self.staged);
         }
+        self.sort(world, threads);
+    }
+
+    /// The counting sort of the staged birds by cell, and their coordinates gathered into slot
+    /// order.
+    fn sort(&mut self, world: &World, threads: usize) {
+        let (cells, n) = (world.cell_count(), self.staged.len());
+        self.starts.clear();
+        self.starts.resize(cells + 1, 0);
+        let parallel = threads > 1 && n >= 4096;
+        let chunk = n.div_ceil(threads).max(1);
         for &c in &self.cell_of_bird {
             self.starts[c as usize + 1] += 1;
         }
         for c in 0..cells {
             self.starts[c + 1] += self.starts[c];
         }
-        self.items.resize(birds.len(), 0);
-        self.slot_of_bird.resize(birds.len(), 0);
+        self.items.resize(n, 0);
+        self.slot_of_bird.resize(n, 0);
         for column in &mut self.soa {
-            column.resize(birds.len(), 0.0);
+            column.resize(n, 0.0);
             column.extend([FAR; LANES - 1]);
         }
-        // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order.
+        // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order. Only
+        // the indices are scattered here; the coordinates are gathered in slot order next.
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts[..cells]);
-        for (i, (&[p, v], &c)) in self.staged.iter().zip(&self.cell_of_bird).enumerate() {
+        for (i, &c) in self.cell_of_bird.iter().enumerate() {
             let slot = self.fill[c as usize] as usize;
             self.fill[c as usize] += 1;
             self.items[slot] = i as u32;
             self.slot_of_bird[i] = slot as u32;
-            for (column, value) in self.soa.iter_mut().zip(p.into_iter().chain(v)) {
-                column[slot] = value;
+        }
+        let staged = &self.staged;
+        let gather = |items: &[u32], [xs, ys, zs, vxs, vys, vzs]: [&mut [f32]; 6]| {
+            for (k, &i) in items.iter().enumerate() {
+                let [[x, y, z], [vx, vy, vz]] = staged[i as usize];
+                (xs[k], ys[k], zs[k]) = (x, y, z);
+                (vxs[k], vys[k], vzs[k]) = (vx, vy, vz);
             }
+        };
+        if parallel {
+            let gather = &gather;
+            let mut columns = self.soa.each_mut().map(|column| column[..n].chunks_mut(chunk));
+            let tasks: Vec<_> = self
+                .items
+                .chunks(chunk)
+                .map(|items| {
+                    let columns = columns.each_mut().map(|c| c.next().expect("as many chunks as items"));
+                    move || gather(items, columns)
+                })
+                .collect();
+            run_scoped(tasks);
+        } else {
+            gather(&self.items, self.soa.each_mut().map(|column| &mut column[..n]));
         }
     }
 
@@ -302,7 +335,12 @@ impl Grid {
             for (sum, term) in sums.iter_mut().zip(terms) {
                 *sum += term;
             }
-            if d2.cmplt(Vec4::splat(SEPARATION_DISTANCE * SEPARATION_DISTANCE)).bitmask() & bits != 0 {
+            if d2
+                .cmplt(Vec4::splat(SEPARATION_DISTANCE * SEPARATION_DISTANCE))
+                .bitmask()
+                & bits
+                != 0
+            {
                 let d2c = d2.max(Vec4::splat(0.01));
                 let d = d2c.sqrt();
                 let near = d.cmplt(Vec4::splat(SEPARATION_DISTANCE));
@@ -585,13 +623,23 @@ pub fn step_bird(
     faithful: bool,
 ) -> BirdRecord {
     let mut out = *me;
-    step_into(i, me, &BirdPhases::of(i), f, intensity, clock, faithful, &mut out);
+    step_into(
+        i,
+        me,
+        &BirdPhases::of(i),
+        f,
+        intensity,
+        clock,
+        faithful,
+        false,
+        &mut out,
+    );
     out
 }
 
-/// [`step_bird`] written into `out`, which may hold anything: the genes are copied only where
-/// they differ, so stepping into a buffer that already has them (the ping-pong buffer of the
-/// step before) writes only the 60 bytes that move.
+/// [`step_bird`] written into `out`, which may hold anything but the bird's genes: those are
+/// copied only with `copy_genes` (the caller knows when `out` holds stale ones), so a steady
+/// step reads and writes only the bytes that move.
 #[allow(clippy::too_many_arguments)]
 fn step_into(
     i: usize,
@@ -601,6 +649,7 @@ fn step_into(
     intensity: &mut f32,
     clock: StepClock,
     faithful: bool,
+    copy_genes: bool,
     out: &mut BirdRecord,
 ) {
     let StepClock {
@@ -616,8 +665,14 @@ fn step_into(
         flap: beats,
         ..
     } = clock;
-    let BirdPhases([(sin_phi, cos_phi), (sin_phi_b, cos_phi_b), (sin_phi_c, cos_phi_c), (sin_beat, cos_beat)]) =
-        *phases;
+    let BirdPhases(
+        [
+            (sin_phi, cos_phi),
+            (sin_phi_b, cos_phi_b),
+            (sin_phi_c, cos_phi_c),
+            (sin_beat, cos_beat),
+        ],
+    ) = *phases;
     let frame = dt * 60.0;
     let fi = i as f32;
     let p0 = Vec3::from(me.position);
@@ -740,7 +795,7 @@ fn step_into(
     out.right_wing = flap - 0.4 * roll;
     out.tail_yaw = (-0.1 * v.x).clamp(-0.15, 0.15);
     out.fitness = 0.1 + neighbour_score(f.neighbours) + speed_score(speed) + energy_score;
-    if out.genes != me.genes {
+    if copy_genes {
         out.genes = me.genes;
     }
 }
@@ -750,8 +805,8 @@ fn step_into(
 pub struct Flock {
     pub params: FlockParams,
     pub world: World,
-    /// The state as last published.
-    pub birds: Vec<BirdRecord>,
+    /// The state as last published (read-only outside: the step keeps two buffers in step).
+    birds: Vec<BirdRecord>,
     next: Vec<BirdRecord>,
     /// Private trick intensities (reference §4.5: not in the SAB).
     pub intensity: Vec<f32>,
@@ -762,9 +817,17 @@ pub struct Flock {
     sums: Vec<NeighbourSums>,
     /// Each worker thread's list of groups.
     workers: Vec<Vec<Group>>,
+    /// The grid's input for the next step (each bird's cell, position and velocity), written by
+    /// a Jacobi step with its birds; `None` when the birds changed otherwise.
+    next_staged: Option<(Vec<u32>, Vec<[[f32; 3]; 2]>)>,
+    /// The buffers of `next_staged` while the grid holds the staged birds.
+    spare_staged: (Vec<u32>, Vec<[[f32; 3]; 2]>),
     /// Faithful mode's candidate list, reused.
     candidates: Vec<usize>,
     genes: Vec<GeneRecord>,
+    /// Jacobi steps still to copy the genes into their output buffer: 2 after new genes (one
+    /// per buffer), so steady steps write only what moves.
+    stale_genes: u8,
     pub t: f32,
     pub steps: u32,
 }
@@ -788,8 +851,11 @@ impl Flock {
             grid: Grid::default(),
             sums: Vec::new(),
             workers: Vec::new(),
+            next_staged: None,
+            spare_staged: Default::default(),
             candidates: Vec::new(),
             genes: Vec::new(),
+            stale_genes: 2,
             t: 0.0,
             steps: 0,
         }
@@ -800,8 +866,16 @@ impl Flock {
         self.t += dt;
         let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
-        self.grid
-            .build_threads(&self.world, &self.birds, self.params.threads.clamp(1, 64));
+        let threads = self.params.threads.clamp(1, 64);
+        match self.next_staged.take() {
+            Some(mut staged) => {
+                std::mem::swap(&mut self.grid.cell_of_bird, &mut staged.0);
+                std::mem::swap(&mut self.grid.staged, &mut staged.1);
+                self.spare_staged = staged;
+                self.grid.sort(&self.world, threads);
+            }
+            None => self.grid.build_threads(&self.world, &self.birds, threads),
+        }
         let (world, grid) = (&self.world, &self.grid);
         if self.params.faithful {
             // In place, in index order: later birds see earlier birds' new state.
@@ -821,14 +895,17 @@ impl Flock {
                     &mut self.intensity[i],
                     clock,
                     true,
+                    false,
                     &mut self.birds[i],
                 );
             }
             return;
         }
         let (birds, phases) = (&self.birds, &self.phases);
-        // Every record is rewritten; kept records already hold their birds' genes.
+        // Every record is rewritten; its genes only while that buffer's are stale.
         self.next.resize(birds.len(), bytemuck::Zeroable::zeroed());
+        let copy_genes = self.stale_genes > 0;
+        self.stale_genes = self.stale_genes.saturating_sub(1);
         self.sums.resize(birds.len(), NeighbourSums::default());
         let threads = if birds.len() < 256 {
             1
@@ -846,15 +923,27 @@ impl Flock {
             grid.sums_for_slots(world, n * chunk, out, groups);
         });
         let sums = &self.sums;
-        let items = self.next.chunks_mut(chunk).zip(self.intensity.chunks_mut(chunk)).enumerate();
-        run_queued(items, workers, |_, (n, (out, intensity))| {
-            for (i, (slot, ease)) in (n * chunk..).zip(out.iter_mut().zip(intensity)) {
+        let (cells, staged) = &mut self.spare_staged;
+        cells.resize(birds.len(), 0);
+        staged.resize(birds.len(), Default::default());
+        let items = self
+            .next
+            .chunks_mut(chunk)
+            .zip(self.intensity.chunks_mut(chunk))
+            .zip(cells.chunks_mut(chunk).zip(staged.chunks_mut(chunk)))
+            .enumerate();
+        run_queued(items, workers, |_, (n, ((out, intensity), (cells, staged)))| {
+            let next = out.iter_mut().zip(intensity).zip(cells.iter_mut().zip(staged));
+            for (i, ((slot, ease), (cell, staged))) in (n * chunk..).zip(next) {
                 let me = &birds[i];
                 let mut f = grid.finish(i, &sums[grid.slot_of_bird[i] as usize], world);
                 f.avoidance = steer(obstacles, Vec3::from(me.position));
-                step_into(i, me, &phases[i], &f, ease, clock, false, slot);
+                step_into(i, me, &phases[i], &f, ease, clock, false, copy_genes, slot);
+                *cell = world.cell_of(Vec3::from(slot.position)) as u32;
+                *staged = [slot.position, slot.velocity];
             }
         });
+        self.next_staged = Some(std::mem::take(&mut self.spare_staged));
         std::mem::swap(&mut self.birds, &mut self.next);
     }
 
@@ -864,6 +953,7 @@ impl Flock {
         let count = self.birds.len();
         self.genes.resize(count, bytemuck::Zeroable::zeroed());
         sab.genes().read_into(&mut self.genes)?;
+        self.stale_genes = 2;
         for record in &self.genes {
             if let Some(bird) = self.birds.get_mut(record.bird_id as usize) {
                 bird.genes = record.genes;
@@ -871,6 +961,15 @@ impl Flock {
             }
         }
         Ok(())
+    }
+
+    /// The state as last published.
+    pub fn birds(&self) -> &[BirdRecord] {
+        &self.birds
+    }
+
+    pub fn into_birds(self) -> Vec<BirdRecord> {
+        self.birds
     }
 
     pub fn mean_fitness(&self) -> f32 {
@@ -888,11 +987,7 @@ impl Flock {
 /// Runs `work` on every item, on as many threads as there are `workers` (this one among them),
 /// each taking items from a shared queue with its own worker state: more items than threads
 /// balance the load.
-fn run_queued<T: Send, W: Send>(
-    items: impl Iterator<Item = T>,
-    workers: &mut [W],
-    work: impl Fn(&mut W, T) + Sync,
-) {
+fn run_queued<T: Send, W: Send>(items: impl Iterator<Item = T>, workers: &mut [W], work: impl Fn(&mut W, T) + Sync) {
     if let [worker] = workers {
         items.for_each(|item| work(worker, item));
         return;
@@ -1112,7 +1207,7 @@ impl Plugin for BoidsPlugin {
         let flock = Flock::new(self.birds, self.params);
         // The initial population goes into both buffers (reference §4.9).
         for _ in 0..2 {
-            writer.publish(&flock.birds).expect("the bird count fits the tier");
+            writer.publish(flock.birds()).expect("the bird count fits the tier");
         }
         app.insert_resource(flock)
             .insert_resource(BirdWriter(writer))
@@ -1158,7 +1253,7 @@ fn apply_commands(
         }
         *flock = Flock::from_records(records, flock.params);
         // Readers take the active buffer, so one publish shows the new flock.
-        if let Err(e) = writer.0.publish(&flock.birds) {
+        if let Err(e) = writer.0.publish(flock.birds()) {
             error!("the bird stream refused the new flock: {e}");
         }
     }
@@ -1182,7 +1277,7 @@ fn step_flock(
     mut times: ResMut<StageTimes>,
     mut inputs: Local<StepInputs>,
 ) {
-    let _span = info_span!("boids_step", birds = flock.birds.len()).entered();
+    let _span = info_span!("boids_step", birds = flock.birds().len()).entered();
     let start = Instant::now();
     sab.heartbeats().beat_unit("boids");
     let epochs = sab.epochs();
@@ -1211,7 +1306,7 @@ fn step_flock(
         }
     }
     flock.step(time.delta_secs(), &inputs.obstacles);
-    if let Err(e) = writer.0.publish(&flock.birds) {
+    if let Err(e) = writer.0.publish(flock.birds()) {
         error!("the bird stream refused a publish: {e}");
     }
     times.record("physics", start.elapsed());

@@ -59,7 +59,12 @@ pub fn bird_parts(b: &BirdRecord) -> [Mat4; PARTS] {
         let (tip_u, tip_v) = turn(u, v, 0.5 * a);
         [
             part(u, v, z, root + u * (0.15 * side)),
-            part(tip_u, tip_v, z, root + u * (0.30 * side) + tip_u * (0.12 * side) - z * 0.05),
+            part(
+                tip_u,
+                tip_v,
+                z,
+                root + u * (0.30 * side) + tip_u * (0.12 * side) - z * 0.05,
+            ),
         ]
     };
     let [left, left_tip] = wing(-1.0, b.left_wing);

@@ -39,8 +39,9 @@ struct Shared {
     /// Workers that are parked, under the lock the caller takes to wake them.
     sleepers: Mutex<usize>,
     wake: Condvar,
-    /// Held by the caller for the whole job.
-    busy: Mutex<()>,
+    /// Set by the caller for the whole job (a flag, not a lock: a panicking job must not leave
+    /// the pool poisoned).
+    busy: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -77,7 +78,7 @@ impl WorkerPool {
             panicked: AtomicBool::new(false),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
-            busy: Mutex::new(()),
+            busy: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let mut handles = Vec::with_capacity(workers);
@@ -114,12 +115,19 @@ impl WorkerPool {
     /// once all calls have returned. A panic in any call is raised here, after all have returned.
     pub fn broadcast(&self, participants: usize, f: &(dyn Fn(usize) + Sync)) -> usize {
         let n = participants.clamp(1, self.workers + 1);
-        let guard = if n > 1 { self.shared.busy.try_lock().ok() } else { None };
-        let Some(_guard) = guard else {
+        let shared = &*self.shared;
+        if n == 1 || shared.busy.swap(true, Ordering::Acquire) {
             f(0);
             return 1;
-        };
-        let shared = &*self.shared;
+        }
+        /// Frees the pool when the job ends, also by a panic.
+        struct Busy<'a>(&'a AtomicBool);
+        impl Drop for Busy<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _busy = Busy(&shared.busy);
         // SAFETY: the lifetime is erased only until every participant has returned (below).
         let job: *const JobFn = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static JobFn>(f) };
         // SAFETY: no participant reads `job` now (the previous job's all counted out).
@@ -238,7 +246,11 @@ mod tests {
             });
             assert_eq!(n, participants.min(pool.workers() + 1));
             for (k, hit) in hits.iter().enumerate() {
-                assert_eq!(hit.load(Ordering::Relaxed), usize::from(k < n), "round {round}, participant {k}");
+                assert_eq!(
+                    hit.load(Ordering::Relaxed),
+                    usize::from(k < n),
+                    "round {round}, participant {k}"
+                );
             }
         }
     }
@@ -262,9 +274,12 @@ mod tests {
         let pool = WorkerPool::new(1);
         let inner = AtomicUsize::new(0);
         pool.broadcast(2, &|_| {
-            assert_eq!(pool.broadcast(2, &|_| {
-                inner.fetch_add(1, Ordering::Relaxed);
-            }), 1);
+            assert_eq!(
+                pool.broadcast(2, &|_| {
+                    inner.fetch_add(1, Ordering::Relaxed);
+                }),
+                1
+            );
         });
         assert_eq!(inner.into_inner(), 2);
         // Two callers at once: each job still runs fully.
