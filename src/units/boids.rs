@@ -12,10 +12,18 @@
 //!   horizontally by √(birds / 1000), which also keeps the golden-angle start disk in the same
 //!   proportion to the world.
 //! - Neighbour search uses a counting-sort uniform grid with cell-ordered position and velocity
-//!   arrays (one array per coordinate); the Jacobi step takes candidates four at a time in SIMD
-//!   lanes and skips rows of cells beyond the perception radius. All buffers, and the step's
-//!   output buffers, are reused, so a steady-state step allocates no flock-sized memory. Jacobi
-//!   steps split the flock into contiguous chunks across scoped threads (one per `threads`).
+//!   arrays (one array per coordinate). The Jacobi step first sums each bird's neighbours in slot
+//!   order, cell by cell: the 27 cells' runs are listed once per cell as groups of four slots,
+//!   and every bird of the cell takes the same groups in SIMD lanes, without branches that
+//!   depend on where it sits. Then each bird steps in index order, and stages its cell, position
+//!   and velocity for the next step's grid, which therefore never rereads the records. All
+//!   buffers are reused, so a steady-state step allocates no flock-sized memory. Both passes
+//!   split their work into chunks taken by the threads of the units' worker pool
+//!   ([`crate::units::pool`]).
+//! - Per-bird trigonometry is replaced by identities that give the reference's values to f32
+//!   rounding: the noise and wing-beat sines by angle addition with each bird's phases (computed
+//!   once, in f64), the heading's half-angle from the velocity itself, the small pitch and bank
+//!   half-angles by polynomial.
 //! - Birds steer away from the physics unit's obstacles, read from the SAB's obstacle table on the
 //!   physics epoch ([`steer`], weight [`W_AVOID`]): an addition to the reference's forces.
 
@@ -158,6 +166,9 @@ pub struct Grid {
     /// four-wide load at any slot stays in bounds.
     soa: [Vec<f32>; 6],
 }
+
+/// The grid's input, by bird: each bird's cell, and its [position, velocity].
+type StagedBirds = (Vec<u32>, Vec<[[f32; 3]; 2]>);
 
 /// Candidates per step of the neighbour pass.
 const LANES: usize = 4;
@@ -819,9 +830,9 @@ pub struct Flock {
     workers: Vec<Vec<Group>>,
     /// The grid's input for the next step (each bird's cell, position and velocity), written by
     /// a Jacobi step with its birds; `None` when the birds changed otherwise.
-    next_staged: Option<(Vec<u32>, Vec<[[f32; 3]; 2]>)>,
+    next_staged: Option<StagedBirds>,
     /// The buffers of `next_staged` while the grid holds the staged birds.
-    spare_staged: (Vec<u32>, Vec<[[f32; 3]; 2]>),
+    spare_staged: StagedBirds,
     /// Faithful mode's candidate list, reused.
     candidates: Vec<usize>,
     genes: Vec<GeneRecord>,
@@ -1310,4 +1321,79 @@ fn step_flock(
         error!("the bird stream refused a publish: {e}");
     }
     times.record("physics", start.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The half-angle heading is atan2's, halved, to f32 rounding: both branches and both signs.
+        #[test]
+        fn the_half_heading_is_half_of_atan2(x in -10.0f32..10.0, z in -10.0f32..10.0) {
+            let h = f64::from(x).atan2(f64::from(z)) / 2.0;
+            let (c, s) = half_heading(x, z);
+            prop_assert!((f64::from(c) - h.cos()).abs() < 1e-6, "cos: {c} vs {}", h.cos());
+            prop_assert!((f64::from(s) - h.sin()).abs() < 1e-6, "sin: {s} vs {}", h.sin());
+        }
+
+        /// Angle addition with the per-bird phases gives the reference's sines, for any bird.
+        #[test]
+        fn phases_give_the_noise_and_wing_beat_sines(i in 0usize..200_000, t in 0.0f32..10_000.0) {
+            let clock = StepClock::new(t, 1.0 / 64.0, 0);
+            let BirdPhases([(sp, cp), _, _, (sb, cb)]) = BirdPhases::of(i);
+            let (t64, i64) = (f64::from(t), i as f64);
+            let noise = clock.noise[0] * cp + clock.noise[1] * sp;
+            prop_assert!((f64::from(noise) - (0.5 * t64 + 0.73 * i64).sin()).abs() < 1e-6);
+            let (sf, cf) = clock.flap[i % 8];
+            let beat = (5 + i % 8) as f64 * t64 + 2.1 * i64;
+            prop_assert!((f64::from(sf * cb + cf * sb) - beat.sin()).abs() < 1e-6);
+        }
+
+        #[test]
+        fn floor_matches_the_library(x in -1e9f32..1e9) {
+            prop_assert_eq!(floor(x), x.floor());
+        }
+    }
+
+    #[test]
+    fn half_heading_of_a_vertical_velocity_follows_atan2_signed_zeros() {
+        for (x, z) in [(0.0f32, 0.0f32), (-0.0, 0.0), (0.0, -0.0), (-0.0, -0.0)] {
+            let h = f64::from(x).atan2(f64::from(z)) / 2.0;
+            let (c, s) = half_heading(x, z);
+            assert!(
+                (f64::from(c) - h.cos()).abs() < 1e-7 && f64::from(s) == h.sin(),
+                "atan2({x}, {z}): ({c}, {s})"
+            );
+        }
+    }
+
+    /// The grid input a Jacobi step stages with its birds is exactly what staging the published
+    /// birds gives; genes set before the first steps survive both ping-pong buffers.
+    #[test]
+    fn a_step_stages_the_next_grid_and_keeps_the_genes() {
+        let mut birds = initial_population(3000);
+        for (k, b) in birds.iter_mut().enumerate() {
+            b.genes[5] = k as f32;
+        }
+        let mut flock = Flock::from_records(
+            birds,
+            FlockParams {
+                threads: 2,
+                ..FlockParams::default()
+            },
+        );
+        for _ in 0..5 {
+            flock.step(1.0 / 64.0, &[]);
+            let (cells, staged) = flock.next_staged.as_ref().expect("a Jacobi step stages");
+            let mut grid = Grid::default();
+            grid.build(&flock.world, flock.birds());
+            assert!(cells == &grid.cell_of_bird && staged == &grid.staged);
+            assert!(flock.birds().iter().enumerate().all(|(k, b)| b.genes[5] == k as f32));
+        }
+        flock.params.faithful = true;
+        flock.step(1.0 / 64.0, &[]);
+        assert!(flock.next_staged.is_none(), "an in-place step stages nothing");
+    }
 }

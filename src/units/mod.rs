@@ -112,3 +112,18 @@ impl RegisterUnitExt for App {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_polynomial_sin_cos_is_the_library_s_to_rounding(x in -3.0f32..3.0) {
+            let (s, c) = super::sin_cos(x);
+            let (s64, c64) = f64::from(x).sin_cos();
+            prop_assert!((f64::from(s) - s64).abs() < 3e-7, "sin {x}: {s} vs {s64}");
+            prop_assert!((f64::from(c) - c64).abs() < 3e-7, "cos {x}: {c} vs {c64}");
+        }
+    }
+}

@@ -433,10 +433,10 @@ fn matrices_written_as_words_on_any_thread_count_match_the_records() {
     for _ in 0..5 {
         flock.step(1.0 / 64.0, &[]);
     }
-    let expected: Vec<u32> = bytemuck::cast_slice::<MatrixPart, u32>(&part_major(&flock.birds())).to_vec();
+    let expected: Vec<u32> = bytemuck::cast_slice::<MatrixPart, u32>(&part_major(flock.birds())).to_vec();
     for threads in 1..=3 {
         let words: Vec<std::sync::atomic::AtomicU32> = (0..expected.len()).map(|_| 0.into()).collect();
-        write_part_major_words(&flock.birds(), &words, threads);
+        write_part_major_words(flock.birds(), &words, threads);
         let written: Vec<u32> = words.into_iter().map(|w| w.into_inner()).collect();
         assert!(written == expected, "{threads} threads");
     }
@@ -458,12 +458,12 @@ fn the_grid_pass_finds_the_same_neighbours_and_forces_as_the_plain_loop() {
         flock.step(1.0 / 64.0, &[]);
     }
     let mut grid = Grid::default();
-    grid.build(&flock.world, &flock.birds());
+    grid.build(&flock.world, flock.birds());
     let close = |a: Vec3, b: Vec3| (a - b).length() <= 1e-4 * (1.0 + b.length());
     let mut neighbours = 0;
     for i in 0..flock.birds().len() {
         let fast = grid.forces(i, &flock.world);
-        let slow = forces(i, &flock.birds(), 0..flock.birds().len(), &flock.world);
+        let slow = forces(i, flock.birds(), 0..flock.birds().len(), &flock.world);
         assert_eq!(fast.neighbours, slow.neighbours, "bird {i}");
         for (a, b) in [
             (fast.separation, slow.separation),
@@ -531,8 +531,8 @@ fn the_grid_is_the_same_whatever_the_threads_that_build_it() {
     use inos::units::boids::Grid;
     let flock = Flock::new(6000, FlockParams::default());
     let (mut one, mut two) = (Grid::default(), Grid::default());
-    one.build(&flock.world, &flock.birds());
-    two.build_threads(&flock.world, &flock.birds(), 2);
+    one.build(&flock.world, flock.birds());
+    two.build_threads(&flock.world, flock.birds(), 2);
     for i in 0..flock.birds().len() {
         assert_eq!(one.forces(i, &flock.world), two.forces(i, &flock.world), "bird {i}");
     }
