@@ -13,9 +13,12 @@
 //!   proportion to the world.
 //! - Neighbour search uses a counting-sort uniform grid with cell-ordered position and velocity
 //!   arrays (one array per coordinate). The Jacobi step first sums each bird's neighbours in slot
-//!   order, cell by cell: the 27 cells' runs are listed once per cell as groups of four slots,
-//!   and every bird of the cell takes the same groups in SIMD lanes, without branches that
-//!   depend on where it sits. Then each bird steps in index order, and stages its cell, position
+//!   order, cell by cell: the 27 cells' runs are listed once per cell as groups of slots, and
+//!   every bird of the cell takes the same groups in SIMD lanes, without branches that depend on
+//!   where it sits: groups of 16 with AVX-512 lane masks where the CPU has them (checked at run
+//!   time), of 4 otherwise. The two widths add the same neighbours in different orders, so a
+//!   run's bits (and stream hash) are the same for any thread count on one machine, but can
+//!   differ between a CPU with AVX-512 and one without. Then each bird steps in index order, and stages its cell, position
 //!   and velocity for the next step's grid, which therefore never rereads the records. All
 //!   buffers are reused, so a steady-state step allocates no flock-sized memory. Both passes
 //!   split their work into chunks taken by the threads of the units' worker pool
@@ -162,7 +165,7 @@ pub struct Grid {
     cell_of_bird: Vec<u32>,
     /// [position, velocity] by bird.
     staged: Vec<[[f32; 3]; 2]>,
-    /// [x, y, z, vx, vy, vz] in `items` order, each padded with `LANES - 1` far-away entries so a
+    /// [x, y, z, vx, vy, vz] in `items` order, each padded with `MAX_LANES - 1` far-away entries so a
     /// four-wide load at any slot stays in bounds.
     soa: [Vec<f32>; 6],
 }
@@ -170,8 +173,19 @@ pub struct Grid {
 /// The grid's input, by bird: each bird's cell, and its [position, velocity].
 type StagedBirds = (Vec<u32>, Vec<[[f32; 3]; 2]>);
 
-/// Candidates per step of the neighbour pass.
+/// Candidates per step of the neighbour pass (SSE or the web's 128-bit vectors).
 const LANES: usize = 4;
+/// The widest group of candidates (AVX-512), for the padding.
+const MAX_LANES: usize = 16;
+
+/// Candidates per group on this CPU: 16 with AVX-512, 4 otherwise.
+fn lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        return wide::LANES;
+    }
+    LANES
+}
 /// 1 in the lanes whose bit is set, by bit pattern.
 const LANE_WEIGHTS: [Vec4; 16] = {
     let mut weights = [Vec4::ZERO; 16];
@@ -245,7 +259,7 @@ impl Grid {
         self.slot_of_bird.resize(n, 0);
         for column in &mut self.soa {
             column.resize(n, 0.0);
-            column.extend([FAR; LANES - 1]);
+            column.extend([FAR; MAX_LANES - 1]);
         }
         // Stable: birds of a cell stay in index order, so neighbour sums have a fixed order. Only
         // the indices are scattered here; the coordinates are gathered in slot order next.
@@ -302,29 +316,37 @@ impl Grid {
     }
 
     /// The runs of the 27 cells around `cell` (each row's z-neighbouring cells are contiguous in
-    /// `items`), cut into groups of four slots: the same for every bird of the cell.
-    fn groups_around(&self, world: &World, cell: usize, out: &mut Vec<Group>) {
+    /// `items`), cut into groups of `lanes` slots: the same for every bird of the cell.
+    fn groups_around(&self, world: &World, cell: usize, lanes: usize, out: &mut Vec<Group>) {
         out.clear();
         let cz = world.cell_coords(cell)[2];
         let (z0, z1) = (cz.saturating_sub(1), (cz + 1).min(world.dims[2] - 1));
         for (_, _, row) in Self::rows(world, cell) {
             let (lo, hi) = (self.starts[row + z0], self.starts[row + z1 + 1]);
-            out.extend((lo..hi).step_by(LANES).map(|first| Group {
+            out.extend((lo..hi).step_by(lanes).map(|first| Group {
                 first,
-                live: if hi - first >= LANES as u32 {
-                    0b1111
-                } else {
-                    (1 << (hi - first)) - 1
-                },
+                live: (1 << (hi - first).min(lanes as u32)) - 1,
             }));
         }
     }
 
+    /// The neighbour sums of the bird in `slot` over `groups` of `lanes` slots: on the CPU's
+    /// widest vectors ([`lanes`]), or four at a time.
+    fn sums(&self, slot: usize, groups: &[Group], lanes: usize) -> NeighbourSums {
+        #[cfg(target_arch = "x86_64")]
+        if lanes == wide::LANES {
+            // SAFETY: 16-lane groups are made only when the CPU has AVX-512 (`lanes`).
+            return unsafe { wide::sums(&self.soa, slot, groups) };
+        }
+        debug_assert_eq!(lanes, LANES);
+        self.sums4(slot, groups)
+    }
+
     /// The neighbour sums of the bird in `slot` over `groups` (its cell's
-    /// [`Grid::groups_around`]), four candidates at a time. Every group costs the same few
-    /// branch-free vector operations; only a group with a candidate inside the separation
-    /// distance pays for square roots and divisions.
-    fn sums(&self, slot: usize, groups: &[Group]) -> NeighbourSums {
+    /// [`Grid::groups_around`] of four slots), four candidates at a time. Every group costs the
+    /// same few branch-free vector operations; only a group with a candidate inside the
+    /// separation distance pays for square roots and divisions.
+    fn sums4(&self, slot: usize, groups: &[Group]) -> NeighbourSums {
         let [xs, ys, zs, vxs, vys, vzs] = &self.soa;
         let (px, py, pz) = (Vec4::splat(xs[slot]), Vec4::splat(ys[slot]), Vec4::splat(zs[slot]));
         let reach = Vec4::splat(PERCEPTION_RADIUS * PERCEPTION_RADIUS);
@@ -374,14 +396,14 @@ impl Grid {
     /// [`NeighbourSums`] of the birds in slots `first..first + out.len()`, in slot order: cell by
     /// cell, so each cell's groups are listed once (into `groups`, reused).
     fn sums_for_slots(&self, world: &World, first: usize, out: &mut [NeighbourSums], groups: &mut Vec<Group>) {
-        let mut cell = u32::MAX;
+        let (mut cell, lanes) = (u32::MAX, lanes());
         for (slot, sums) in (first..).zip(out) {
             let here = self.cell_of_bird[self.items[slot] as usize];
             if here != cell {
                 cell = here;
-                self.groups_around(world, cell as usize, groups);
+                self.groups_around(world, cell as usize, lanes, groups);
             }
-            *sums = self.sums(slot, groups);
+            *sums = self.sums(slot, groups, lanes);
         }
     }
 
@@ -404,17 +426,110 @@ impl Grid {
     /// (the Jacobi step): the same sums as [`forces`] over the 27 cells around the bird, taken
     /// four candidates at a time.
     pub fn forces(&self, i: usize, world: &World) -> BirdForces {
-        let mut groups = Vec::new();
-        self.groups_around(world, self.cell_of_bird[i] as usize, &mut groups);
-        self.finish(i, &self.sums(self.slot_of_bird[i] as usize, &groups), world)
+        let (mut groups, lanes) = (Vec::new(), lanes());
+        self.groups_around(world, self.cell_of_bird[i] as usize, lanes, &mut groups);
+        self.finish(i, &self.sums(self.slot_of_bird[i] as usize, &groups, lanes), world)
     }
 }
 
-/// Four consecutive slots of a run: the first, and a bit for each that is in the run.
+/// Consecutive slots of a run: the first, and a bit for each that is in the run.
 #[derive(Clone, Copy, Debug)]
 struct Group {
     first: u32,
     live: u32,
+}
+
+/// The neighbour pass on AVX-512: sixteen candidates per group, lane masks instead of weights.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use std::arch::x86_64::*;
+
+    use bevy::math::Vec3;
+
+    use super::{Group, NeighbourSums, PERCEPTION_RADIUS, SEPARATION_DISTANCE};
+
+    pub const LANES: usize = 16;
+
+    /// Whether this CPU runs [`sums`] (the check is cached by the standard library).
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("popcnt")
+    }
+
+    /// `Grid::sums4` sixteen candidates at a time: the same neighbours and the same sums, added
+    /// in another order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and POPCNT ([`available`]).
+    #[target_feature(enable = "avx512f,popcnt")]
+    pub unsafe fn sums(soa: &[Vec<f32>; 6], slot: usize, groups: &[Group]) -> NeighbourSums {
+        let [xs, ys, zs, vxs, vys, vzs] = soa;
+        let (px, py, pz) = (
+            _mm512_set1_ps(xs[slot]),
+            _mm512_set1_ps(ys[slot]),
+            _mm512_set1_ps(zs[slot]),
+        );
+        let reach = _mm512_set1_ps(PERCEPTION_RADIUS * PERCEPTION_RADIUS);
+        let near = _mm512_set1_ps(SEPARATION_DISTANCE * SEPARATION_DISTANCE);
+        let mut n = 0;
+        let [mut x_sum, mut y_sum, mut z_sum, mut vx_sum, mut vy_sum, mut vz_sum] = [_mm512_setzero_ps(); 6];
+        let [mut sep_x, mut sep_y, mut sep_z] = [_mm512_setzero_ps(); 3];
+        for group in groups {
+            let k = group.first as usize;
+            // SAFETY: a bounds-checked slice of 16 floats (the columns are padded for it).
+            macro_rules! load {
+                ($column:expr) => {
+                    unsafe { _mm512_loadu_ps($column[k..k + LANES].as_ptr()) }
+                };
+            }
+            let (x, y, z) = (load!(xs), load!(ys), load!(zs));
+            let (dx, dy, dz) = (_mm512_sub_ps(px, x), _mm512_sub_ps(py, y), _mm512_sub_ps(pz, z));
+            let d2 = _mm512_add_ps(
+                _mm512_add_ps(_mm512_mul_ps(dx, dx), _mm512_mul_ps(dy, dy)),
+                _mm512_mul_ps(dz, dz),
+            );
+            // Candidates within reach, in the run, and not the bird itself.
+            let mut live = group.live as __mmask16;
+            let own = slot.wrapping_sub(k);
+            if own < LANES {
+                live &= !(1 << own);
+            }
+            let inside = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(live, d2, reach);
+            n += inside.count_ones();
+            x_sum = _mm512_mask_add_ps(x_sum, inside, x_sum, x);
+            y_sum = _mm512_mask_add_ps(y_sum, inside, y_sum, y);
+            z_sum = _mm512_mask_add_ps(z_sum, inside, z_sum, z);
+            vx_sum = _mm512_mask_add_ps(vx_sum, inside, vx_sum, load!(vxs));
+            vy_sum = _mm512_mask_add_ps(vy_sum, inside, vy_sum, load!(vys));
+            vz_sum = _mm512_mask_add_ps(vz_sum, inside, vz_sum, load!(vzs));
+            let close = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(inside, d2, near);
+            if close != 0 {
+                let d2c = _mm512_max_ps(d2, _mm512_set1_ps(0.01));
+                let d = _mm512_sqrt_ps(d2c);
+                let push = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(SEPARATION_DISTANCE), d), d2c);
+                sep_x = _mm512_mask_add_ps(sep_x, close, sep_x, _mm512_mul_ps(dx, push));
+                sep_y = _mm512_mask_add_ps(sep_y, close, sep_y, _mm512_mul_ps(dy, push));
+                sep_z = _mm512_mask_add_ps(sep_z, close, sep_z, _mm512_mul_ps(dz, push));
+            }
+        }
+        NeighbourSums {
+            neighbours: n,
+            positions: Vec3::new(
+                _mm512_reduce_add_ps(x_sum),
+                _mm512_reduce_add_ps(y_sum),
+                _mm512_reduce_add_ps(z_sum),
+            ),
+            velocities: Vec3::new(
+                _mm512_reduce_add_ps(vx_sum),
+                _mm512_reduce_add_ps(vy_sum),
+                _mm512_reduce_add_ps(vz_sum),
+            ),
+            separation: Vec3::new(
+                _mm512_reduce_add_ps(sep_x),
+                _mm512_reduce_add_ps(sep_y),
+                _mm512_reduce_add_ps(sep_z),
+            ),
+        }
+    }
 }
 
 /// A bird's sums over its neighbours: what [`finish_forces`] turns into forces.
@@ -1354,6 +1469,38 @@ mod tests {
         #[test]
         fn floor_matches_the_library(x in -1e9f32..1e9) {
             prop_assert_eq!(floor(x), x.floor());
+        }
+    }
+
+    /// Both widths of the neighbour pass find the same neighbours and the same sums (up to the
+    /// order of additions), for every bird of a real flock (on CPUs with AVX-512; others have one
+    /// width only).
+    #[test]
+    fn sixteen_and_four_lane_groups_give_the_same_sums() {
+        if lanes() == LANES {
+            return;
+        }
+        let mut flock = Flock::new(3000, FlockParams::default());
+        for _ in 0..60 {
+            flock.step(1.0 / 64.0, &[]);
+        }
+        let mut grid = Grid::default();
+        grid.build(&flock.world, flock.birds());
+        let (mut narrow, mut wide) = (Vec::new(), Vec::new());
+        let close = |a: Vec3, b: Vec3| (a - b).length() <= 1e-4 * (1.0 + b.length());
+        for slot in 0..flock.birds().len() {
+            let cell = grid.cell_of_bird[grid.items[slot] as usize] as usize;
+            grid.groups_around(&flock.world, cell, LANES, &mut narrow);
+            grid.groups_around(&flock.world, cell, lanes(), &mut wide);
+            let (a, b) = (grid.sums(slot, &narrow, LANES), grid.sums(slot, &wide, lanes()));
+            assert_eq!(a.neighbours, b.neighbours, "slot {slot}");
+            for (a, b) in [
+                (a.positions, b.positions),
+                (a.velocities, b.velocities),
+                (a.separation, b.separation),
+            ] {
+                assert!(close(a, b), "slot {slot}: {a} vs {b}");
+            }
         }
     }
 
