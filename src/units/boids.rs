@@ -18,11 +18,11 @@
 //!   where it sits: groups of 16 with AVX-512 lane masks where the CPU has them (checked at run
 //!   time), of 4 otherwise. The two widths add the same neighbours in different orders, so a
 //!   run's bits (and stream hash) are the same for any thread count on one machine, but can
-//!   differ between a CPU with AVX-512 and one without. Then each bird steps in index order, and stages its cell, position
-//!   and velocity for the next step's grid, which therefore never rereads the records. All
-//!   buffers are reused, so a steady-state step allocates no flock-sized memory. Both passes
-//!   split their work into chunks taken by the threads of the units' worker pool
-//!   ([`crate::units::pool`]).
+//!   differ between a CPU with AVX-512 and one without. Then each bird steps in index order, and
+//!   stages its cell, position and velocity for the next step's grid, which therefore never
+//!   rereads the records. All buffers are reused, so a steady-state step allocates no
+//!   flock-sized memory. Both passes split their work into chunks taken by the threads of the
+//!   units' worker pool ([`crate::units::pool`]).
 //! - Per-bird trigonometry is replaced by identities that give the reference's values to f32
 //!   rounding: the noise and wing-beat sines by angle addition with each bird's phases (computed
 //!   once, in f64), the heading's half-angle from the velocity itself, the small pitch and bank
@@ -165,9 +165,15 @@ pub struct Grid {
     cell_of_bird: Vec<u32>,
     /// [position, velocity] by bird.
     staged: Vec<[[f32; 3]; 2]>,
-    /// [x, y, z, vx, vy, vz] in `items` order, each padded with `MAX_LANES - 1` far-away entries so a
-    /// four-wide load at any slot stays in bounds.
+    /// [x, y, z, vx, vy, vz] in `items` order, each padded with `MAX_LANES - 1` far-away entries
+    /// so a load of a whole group at any slot stays in bounds.
     soa: [Vec<f32>; 6],
+}
+
+/// The chunk length that splits the grid's work over `threads` threads, if `n` birds are enough
+/// to be worth it.
+fn parallel_chunk(n: usize, threads: usize) -> Option<usize> {
+    (threads > 1 && n >= 4096).then(|| n.div_ceil(threads))
 }
 
 /// The grid's input, by bird: each bird's cell, and its [position, velocity].
@@ -186,6 +192,7 @@ fn lanes() -> usize {
     }
     LANES
 }
+
 /// 1 in the lanes whose bit is set, by bit pattern.
 const LANE_WEIGHTS: [Vec4; 16] = {
     let mut weights = [Vec4::ZERO; 16];
@@ -223,10 +230,7 @@ impl Grid {
                 *s = [b.position, b.velocity];
             }
         };
-        let n = birds.len();
-        let parallel = threads > 1 && n >= 4096;
-        let chunk = n.div_ceil(threads).max(1);
-        if parallel {
+        if let Some(chunk) = parallel_chunk(birds.len(), threads) {
             let stage = &stage;
             run_scoped(
                 birds
@@ -247,8 +251,6 @@ impl Grid {
         let (cells, n) = (world.cell_count(), self.staged.len());
         self.starts.clear();
         self.starts.resize(cells + 1, 0);
-        let parallel = threads > 1 && n >= 4096;
-        let chunk = n.div_ceil(threads).max(1);
         for &c in &self.cell_of_bird {
             self.starts[c as usize + 1] += 1;
         }
@@ -279,7 +281,7 @@ impl Grid {
                 (vxs[k], vys[k], vzs[k]) = (vx, vy, vz);
             }
         };
-        if parallel {
+        if let Some(chunk) = parallel_chunk(n, threads) {
             let gather = &gather;
             let mut columns = self.soa.each_mut().map(|column| column[..n].chunks_mut(chunk));
             let tasks: Vec<_> = self
@@ -423,8 +425,8 @@ impl Grid {
     }
 
     /// The flocking forces on bird `i` from the positions and velocities the grid was built from
-    /// (the Jacobi step): the same sums as [`forces`] over the 27 cells around the bird, taken
-    /// four candidates at a time.
+    /// (the Jacobi step): the same sums as [`forces`] over the 27 cells around the bird, taken a
+    /// group of candidates at a time.
     pub fn forces(&self, i: usize, world: &World) -> BirdForces {
         let (mut groups, lanes) = (Vec::new(), lanes());
         self.groups_around(world, self.cell_of_bird[i] as usize, lanes, &mut groups);
@@ -944,10 +946,9 @@ pub struct Flock {
     /// Each worker thread's list of groups.
     workers: Vec<Vec<Group>>,
     /// The grid's input for the next step (each bird's cell, position and velocity), written by
-    /// a Jacobi step with its birds; `None` when the birds changed otherwise.
-    next_staged: Option<StagedBirds>,
-    /// The buffers of `next_staged` while the grid holds the staged birds.
-    spare_staged: StagedBirds,
+    /// a Jacobi step with its birds; `staged_ready` until the birds change otherwise.
+    next_staged: StagedBirds,
+    staged_ready: bool,
     /// Faithful mode's candidate list, reused.
     candidates: Vec<usize>,
     genes: Vec<GeneRecord>,
@@ -977,8 +978,8 @@ impl Flock {
             grid: Grid::default(),
             sums: Vec::new(),
             workers: Vec::new(),
-            next_staged: None,
-            spare_staged: Default::default(),
+            next_staged: Default::default(),
+            staged_ready: false,
             candidates: Vec::new(),
             genes: Vec::new(),
             stale_genes: 2,
@@ -993,14 +994,12 @@ impl Flock {
         let clock = StepClock::new(self.t, dt, self.steps);
         self.steps += 1;
         let threads = self.params.threads.clamp(1, 64);
-        match self.next_staged.take() {
-            Some(mut staged) => {
-                std::mem::swap(&mut self.grid.cell_of_bird, &mut staged.0);
-                std::mem::swap(&mut self.grid.staged, &mut staged.1);
-                self.spare_staged = staged;
-                self.grid.sort(&self.world, threads);
-            }
-            None => self.grid.build_threads(&self.world, &self.birds, threads),
+        if std::mem::take(&mut self.staged_ready) {
+            std::mem::swap(&mut self.grid.cell_of_bird, &mut self.next_staged.0);
+            std::mem::swap(&mut self.grid.staged, &mut self.next_staged.1);
+            self.grid.sort(&self.world, threads);
+        } else {
+            self.grid.build_threads(&self.world, &self.birds, threads);
         }
         let (world, grid) = (&self.world, &self.grid);
         if self.params.faithful {
@@ -1033,11 +1032,7 @@ impl Flock {
         let copy_genes = self.stale_genes > 0;
         self.stale_genes = self.stale_genes.saturating_sub(1);
         self.sums.resize(birds.len(), NeighbourSums::default());
-        let threads = if birds.len() < 256 {
-            1
-        } else {
-            self.params.threads.clamp(1, 64)
-        };
+        let threads = if birds.len() < 256 { 1 } else { threads };
         self.workers.resize_with(threads, Vec::new);
         let workers = &mut self.workers[..threads];
         let chunk = birds
@@ -1049,7 +1044,7 @@ impl Flock {
             grid.sums_for_slots(world, n * chunk, out, groups);
         });
         let sums = &self.sums;
-        let (cells, staged) = &mut self.spare_staged;
+        let (cells, staged) = &mut self.next_staged;
         cells.resize(birds.len(), 0);
         staged.resize(birds.len(), Default::default());
         let items = self
@@ -1069,7 +1064,7 @@ impl Flock {
                 *staged = [slot.position, slot.velocity];
             }
         });
-        self.next_staged = Some(std::mem::take(&mut self.spare_staged));
+        self.staged_ready = true;
         std::mem::swap(&mut self.birds, &mut self.next);
     }
 
@@ -1107,9 +1102,6 @@ impl Flock {
     }
 }
 
-/// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
-/// each, the unit direction from the nearest surface point to the bird (out of the shape, if the
-/// bird is inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
 /// Runs `work` on every item, on as many threads as there are `workers` (this one among them),
 /// each taking items from a shared queue with its own worker state: more items than threads
 /// balance the load.
@@ -1130,6 +1122,9 @@ fn run_queued<T: Send, W: Send>(items: impl Iterator<Item = T>, workers: &mut [W
     }));
 }
 
+/// The steering away from every obstacle whose surface is within [`AVOID_RADIUS`] of `p`: for
+/// each, the unit direction from the nearest surface point to the bird (out of the shape, if the
+/// bird is inside it) times `1 - distance / AVOID_RADIUS` (1 inside).
 pub fn steer(obstacles: &[ObstacleRecord], p: Vec3) -> Vec3 {
     let mut steer = Vec3::ZERO;
     for o in obstacles {
@@ -1533,7 +1528,8 @@ mod tests {
         );
         for _ in 0..5 {
             flock.step(1.0 / 64.0, &[]);
-            let (cells, staged) = flock.next_staged.as_ref().expect("a Jacobi step stages");
+            assert!(flock.staged_ready, "a Jacobi step stages");
+            let (cells, staged) = &flock.next_staged;
             let mut grid = Grid::default();
             grid.build(&flock.world, flock.birds());
             assert!(cells == &grid.cell_of_bird && staged == &grid.staged);
@@ -1541,6 +1537,6 @@ mod tests {
         }
         flock.params.faithful = true;
         flock.step(1.0 / 64.0, &[]);
-        assert!(flock.next_staged.is_none(), "an in-place step stages nothing");
+        assert!(!flock.staged_ready, "an in-place step stages nothing");
     }
 }
