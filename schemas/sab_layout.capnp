@@ -19,9 +19,10 @@
 # Versions, magic and alignment
 # ---------------------------------------------------------------------------------------------
 
-# Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marks
-# this project's corrected map (the deviations below change offsets, so readers must not mix them).
-const layoutVersion :UInt32 = 3;
+# Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marked
+# this project's corrected map (the deviations below change offsets, so readers must not mix them);
+# 4 sizes the tiers' streams for the layout document's entity counts.
+const layoutVersion :UInt32 = 4;
 
 # "INOS_SAB" read as a little-endian u64; the first word of the SAB header region.
 const sabMagic :UInt64 = 0x4241535f534f4e49;
@@ -232,8 +233,13 @@ const obstacleShapeCylinder :UInt32 = 2;
 # start on page boundaries. DEVIATION (new): after matrix buffer B, a gene buffer holds one 188-byte
 # gene record per bird: the boids supervisor writes each GA generation there and the boids unit
 # merges it on the evolution epoch (the original's genes never reached the physics). The arena heap
-# (the allocator's range) starts after it on a 64 KiB boundary and runs to the end of the SAB. DEVIATION: the dedicated tier's maximum is 100 000
-# birds (the original's computeTierLimits said 50 000; its documents promise 100k+).
+# (the allocator's range) starts after it on a 64 KiB boundary and runs to the end of the SAB.
+# Maximum birds per tier are the layout document's entity counts (v2.2 section 5: light < 5k,
+# moderate 10k, heavy 50k, dedicated 100k+), which the newer document sets over the original
+# code's 2 000 / 5 000 / 15 000 / 50 000 (computeTierLimits). Each bird takes 1 684 bytes of
+# streams (two 236-byte records, two 512-byte matrix sets, one 188-byte gene record), so the heavy
+# tier's 50 000 birds leave about 48 MiB of its 128 MiB to the arena heap. Layout version 4 is this
+# sizing (version 3 had the original's).
 # ---------------------------------------------------------------------------------------------
 
 const tierCount :UInt32 = 4;
@@ -244,42 +250,42 @@ const tierDedicated :UInt32 = 3;
 
 const lightSabSize :UInt64 = 33554432;
 const lightRecommendedBirds :UInt32 = 1000;
-const lightMaxBirds :UInt32 = 2000;
+const lightMaxBirds :UInt32 = 4999;
 const lightBirdBufferAOffset :UInt32 = 0x162000;
-const lightBirdBufferBOffset :UInt32 = 0x1D6000;
-const lightBirdBufferSize :UInt32 = 472000;
-const lightMatrixBufferAOffset :UInt32 = 0x24A000;
-const lightMatrixBufferBOffset :UInt32 = 0x344000;
-const lightMatrixBufferSize :UInt32 = 1024000;
-const lightGeneBufferOffset :UInt32 = 0x43E000;
-const lightGeneBufferSize :UInt32 = 376000;
-const lightArenaHeapOffset :UInt32 = 0x4A0000;
+const lightBirdBufferBOffset :UInt32 = 0x283000;
+const lightBirdBufferSize :UInt32 = 1179764;
+const lightMatrixBufferAOffset :UInt32 = 0x3A4000;
+const lightMatrixBufferBOffset :UInt32 = 0x615000;
+const lightMatrixBufferSize :UInt32 = 2559488;
+const lightGeneBufferOffset :UInt32 = 0x886000;
+const lightGeneBufferSize :UInt32 = 939812;
+const lightArenaHeapOffset :UInt32 = 0x970000;
 
 const moderateSabSize :UInt64 = 67108864;
 const moderateRecommendedBirds :UInt32 = 2000;
-const moderateMaxBirds :UInt32 = 5000;
+const moderateMaxBirds :UInt32 = 10000;
 const moderateBirdBufferAOffset :UInt32 = 0x162000;
-const moderateBirdBufferBOffset :UInt32 = 0x283000;
-const moderateBirdBufferSize :UInt32 = 1180000;
-const moderateMatrixBufferAOffset :UInt32 = 0x3A4000;
-const moderateMatrixBufferBOffset :UInt32 = 0x615000;
-const moderateMatrixBufferSize :UInt32 = 2560000;
-const moderateGeneBufferOffset :UInt32 = 0x886000;
-const moderateGeneBufferSize :UInt32 = 940000;
-const moderateArenaHeapOffset :UInt32 = 0x970000;
+const moderateBirdBufferBOffset :UInt32 = 0x3A3000;
+const moderateBirdBufferSize :UInt32 = 2360000;
+const moderateMatrixBufferAOffset :UInt32 = 0x5E4000;
+const moderateMatrixBufferBOffset :UInt32 = 0xAC6000;
+const moderateMatrixBufferSize :UInt32 = 5120000;
+const moderateGeneBufferOffset :UInt32 = 0xFA8000;
+const moderateGeneBufferSize :UInt32 = 1880000;
+const moderateArenaHeapOffset :UInt32 = 0x1180000;
 
 const heavySabSize :UInt64 = 134217728;
 const heavyRecommendedBirds :UInt32 = 5000;
-const heavyMaxBirds :UInt32 = 15000;
+const heavyMaxBirds :UInt32 = 50000;
 const heavyBirdBufferAOffset :UInt32 = 0x162000;
-const heavyBirdBufferBOffset :UInt32 = 0x4C3000;
-const heavyBirdBufferSize :UInt32 = 3540000;
-const heavyMatrixBufferAOffset :UInt32 = 0x824000;
-const heavyMatrixBufferBOffset :UInt32 = 0xF77000;
-const heavyMatrixBufferSize :UInt32 = 7680000;
-const heavyGeneBufferOffset :UInt32 = 0x16CA000;
-const heavyGeneBufferSize :UInt32 = 2820000;
-const heavyArenaHeapOffset :UInt32 = 0x1980000;
+const heavyBirdBufferBOffset :UInt32 = 0xCA3000;
+const heavyBirdBufferSize :UInt32 = 11800000;
+const heavyMatrixBufferAOffset :UInt32 = 0x17E4000;
+const heavyMatrixBufferBOffset :UInt32 = 0x304E000;
+const heavyMatrixBufferSize :UInt32 = 25600000;
+const heavyGeneBufferOffset :UInt32 = 0x48B8000;
+const heavyGeneBufferSize :UInt32 = 9400000;
+const heavyArenaHeapOffset :UInt32 = 0x51B0000;
 
 const dedicatedSabSize :UInt64 = 268435456;
 const dedicatedRecommendedBirds :UInt32 = 15000;
@@ -298,6 +304,13 @@ const dedicatedArenaHeapOffset :UInt32 = 0xA200000;
 # Epoch indices (reference 1.3 numbering, kept for wire compatibility). Counters are bumped with
 # fetch_add(1, Release) and compared with != (wrap-safe); "value" words hold a plain value instead.
 # Each line names writer -> readers in this project.
+#
+# DEVIATION: the layout document's table (v2.2 section 2.1) numbers several indices differently
+# from the original code, whose JS host and Go kernel read the numbers below (reference 1.3); this
+# map keeps the code's numbers, so the original's hosts can read a SAB of this project. Each index
+# where the two differ says "DEVIATION (2.1: n)" with the document's number. The document's 4-7
+# (sensor, actor, storage, system), 0-3, 31 and 128-255 agree; its supervisor pool 32-127 (96
+# slots) is 64-127 here (see epochSupervisorPoolFirst).
 # ---------------------------------------------------------------------------------------------
 
 const epochKernelReady :UInt32 = 0;        # value: core plugin sets 1 at startup -> JS host, inspect
@@ -308,24 +321,24 @@ const epochSensor :UInt32 = 4;             # host input sensors -> units
 const epochActor :UInt32 = 5;              # units driving actors -> host
 const epochStorage :UInt32 = 6;            # chunk store after a store -> syscall clients
 const epochSystem :UInt32 = 7;             # master heartbeat: every stream publish -> health engine
-const epochSystemPulse :UInt32 = 8;        # fixed tick (64 Hz default) -> boids unit, supervisors
-const epochSystemVisibility :UInt32 = 9;   # value: JS host, 1 visible / 0 hidden -> pulse
-const epochSystemPowerState :UInt32 = 10;  # value: host, 0 low / 1 normal / 2 high -> scheduler
+const epochSystemPulse :UInt32 = 8;        # fixed tick (64 Hz default) -> boids unit, supervisors  DEVIATION (2.1: 8 is the arena allocator)
+const epochSystemVisibility :UInt32 = 9;   # value: JS host, 1 visible / 0 hidden -> pulse  DEVIATION (2.1: 9 is a mutex)
+const epochSystemPowerState :UInt32 = 10;  # value: host, 0 low / 1 normal / 2 high -> scheduler  DEVIATION (2.1: 10 is a mutex)
 # 11-15: reserved for further pulse sources.
-const epochArenaAllocator :UInt32 = 16;    # arena allocator after each alloc/free -> inspect, units
+const epochArenaAllocator :UInt32 = 16;    # arena allocator after each alloc/free -> inspect, units  DEVIATION (2.1: 8)
                                            # DEVIATION: no longer the bump pointer itself
-const epochOutboxMutex :UInt32 = 17;       # retired: the rings reserve by CAS and need no mutex
-const epochInboxMutex :UInt32 = 18;        # retired: see 17
+const epochOutboxMutex :UInt32 = 17;       # retired: the rings reserve by CAS and need no mutex  DEVIATION (2.1: 9 or 10)
+const epochInboxMutex :UInt32 = 18;        # retired: see 17  DEVIATION (2.1: 9 or 10)
 const epochMetrics :UInt32 = 19;           # bridge/mesh metrics writers -> inspector
-const epochBird :UInt32 = 20;              # boids unit after each bird-stream publish -> matrix unit
-const epochMatrix :UInt32 = 21;            # matrix unit after each matrix publish -> renderer, JS
-const epochPingpongActive :UInt32 = 22;    # retired: DEVIATION, each stream has its own active word
-const epochRegistry :UInt32 = 23;          # registry after each register/unregister -> supervisors
-const epochEvolution :UInt32 = 24;         # boids supervisor after a GA generation -> boids unit
-const epochHealth :UInt32 = 25;            # health engine after each assessment -> root supervisor
-const epochLearning :UInt32 = 26;          # learning engine after a model update -> scheduler
-const epochEconomy :UInt32 = 27;           # economics writers -> inspector
-const epochBirdCount :UInt32 = 28;         # value: boids unit, live bird count -> JS host, inspect
+const epochBird :UInt32 = 20;              # boids unit after each bird-stream publish -> matrix unit  DEVIATION (2.1: 12)
+const epochMatrix :UInt32 = 21;            # matrix unit after each matrix publish -> renderer, JS  DEVIATION (2.1: 13)
+const epochPingpongActive :UInt32 = 22;    # retired: DEVIATION, each stream has its own active word  DEVIATION (2.1: 14)
+const epochRegistry :UInt32 = 23;          # registry after each register/unregister -> supervisors  DEVIATION (2.1: 15)
+const epochEvolution :UInt32 = 24;         # boids supervisor after a GA generation -> boids unit  DEVIATION (2.1: 16)
+const epochHealth :UInt32 = 25;            # health engine after each assessment -> root supervisor  DEVIATION (2.1: 17)
+const epochLearning :UInt32 = 26;          # learning engine after a model update -> scheduler  DEVIATION (2.1: 18)
+const epochEconomy :UInt32 = 27;           # economics writers -> inspector  DEVIATION (2.1: 19)
+const epochBirdCount :UInt32 = 28;         # value: boids unit, live bird count -> JS host, inspect  DEVIATION (2.1: 20)
 const epochGlobalMetrics :UInt32 = 29;     # analytics writer -> inspector
 const epochOutboxKernelDirty :UInt32 = 30; # units after pushing results/syscalls -> kernel
 const epochContextIdHash :UInt32 = 31;     # value: core plugin writes the run's context hash

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::FlockPlugins;
 use crate::sab::{SabLayout, Tier};
 use crate::units::boids::{FlockParams, check_capacity};
+use crate::{FlockPlugins, RunError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +45,28 @@ pub enum Command {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTIONS")]
         only: Vec<crate::bench::Section>,
     },
+    /// Run the flock, a steady job load, workflows and evolution together in real time, report
+    /// resident memory every minute, and fail if a job is lost or memory grows by more than 5 %.
+    Soak {
+        /// Wall-clock minutes to run (fractions allowed).
+        #[arg(long, default_value_t = 30.0, value_parser = parse_minutes)]
+        minutes: f64,
+        /// Birds in the flock.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(2..=4999))]
+        birds: u16,
+        /// Print only a JSON report at the end.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let minutes: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if minutes.is_finite() && (0.01..=10_080.0).contains(&minutes) {
+        Ok(minutes)
+    } else {
+        Err(format!("the soak runs from 0.01 to 10080 minutes, not {s}"))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -134,9 +156,9 @@ impl RunArgs {
     }
 
     /// The flock these arguments ask for, its bird count checked against the tier.
-    pub fn flock(&self, layout: &SabLayout) -> Result<FlockPlugins, String> {
+    pub fn flock(&self, layout: &SabLayout) -> Result<FlockPlugins, RunError> {
         let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);
-        check_capacity(layout, birds).map_err(|e| e.to_string())?;
+        check_capacity(layout, birds)?;
         let mut params = FlockParams {
             faithful: self.faithful,
             world_scale: self.world_scale,
@@ -155,10 +177,10 @@ impl RunArgs {
     }
 
     /// The SAB layout these arguments ask for.
-    pub fn layout(&self) -> Result<SabLayout, String> {
+    pub fn layout(&self) -> Result<SabLayout, RunError> {
         match self.sab_mib {
             None => Ok(SabLayout::for_tier(self.tier)),
-            Some(mib) => SabLayout::with_size(self.tier, mib as usize * (1 << 20)).map_err(|e| e.to_string()),
+            Some(mib) => Ok(SabLayout::with_size(self.tier, mib as usize * (1 << 20))?),
         }
     }
 }
@@ -170,6 +192,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Inspect { file, json }) => crate::inspect::run(&file, json),
         Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
+        Some(Command::Soak { minutes, birds, json }) => crate::soak::run(minutes, usize::from(birds), json),
         None if cli.run.headless => crate::headless::run(&cli.run),
         None => run_visual(&cli.run),
     };
@@ -188,18 +211,21 @@ pub fn main() -> ExitCode {
 pub fn main() -> ExitCode {
     let args = args_from_query(&crate::web::query_string());
     let result = Cli::try_parse_from(args)
-        .map_err(|e| e.to_string())
+        .map_err(|e| RunError::Usage(e.to_string()))
         .and_then(|cli| match cli.command {
-            Some(_) => Err("the browser build runs only the simulator (no subcommands)".into()),
-            None if cli.run.headless || cli.run.screenshot.is_some() || cli.run.snapshot.is_some() => {
-                Err("--headless, --screenshot and --snapshot need the native build".into())
-            }
+            Some(_) => Err(RunError::Usage(
+                "the browser build runs only the simulator (no subcommands)".into(),
+            )),
+            None if cli.run.headless || cli.run.screenshot.is_some() || cli.run.snapshot.is_some() => Err(
+                RunError::Usage("--headless, --screenshot and --snapshot need the native build".into()),
+            ),
+            None if !crate::web::has_webgl2() => Err(RunError::NoWebGl2),
             None => run_visual(&cli.run),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            crate::web::show_error(&message);
+            crate::web::show_error(&message.to_string());
             ExitCode::FAILURE
         }
     }
@@ -249,13 +275,13 @@ fn url_decode(text: &str) -> String {
 }
 
 #[cfg(feature = "render")]
-fn run_visual(args: &RunArgs) -> Result<(), String> {
+fn run_visual(args: &RunArgs) -> Result<(), RunError> {
     crate::render::run(args)
 }
 
 #[cfg(not(feature = "render"))]
-fn run_visual(_args: &RunArgs) -> Result<(), String> {
-    Err("this build has no renderer (built without the `render` feature); use --headless".into())
+fn run_visual(_args: &RunArgs) -> Result<(), RunError> {
+    Err(RunError::NoRenderer)
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub fn bird_stream_hash(sab: &Sab) -> String {
     blake3::hash(bytemuck::cast_slice(&birds[..count])).to_hex().to_string()
 }
 
-pub fn run(args: &RunArgs) -> Result<(), String> {
+pub fn run(args: &RunArgs) -> Result<(), crate::RunError> {
     let layout = args.layout()?;
     let flock = args.flock(&layout)?;
     let (birds, params) = (flock.birds, flock.params);
@@ -167,7 +167,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
     let snapshot = match &args.snapshot {
         Some(path) => {
-            let header = sab.write_snapshot(path).map_err(|e| e.to_string())?;
+            let header = sab.write_snapshot(path)?;
             Some(SnapshotInfo {
                 path: path.clone(),
                 blake3: blake3::Hash::from_bytes(header.body_hash).to_hex().to_string(),
@@ -197,7 +197,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         snapshot,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }

@@ -45,6 +45,16 @@ pub struct SupervisorReport {
     pub header: SupervisorHeader,
 }
 
+/// A record that no consistent read could copy: its writer was in the middle of writing it (or
+/// died there, and the snapshot kept it so).
+#[derive(Debug, Serialize)]
+pub struct BeingWrittenReport {
+    /// What the record is: "registry entry", "supervisor header", "engine record" or "audit log".
+    pub record: &'static str,
+    /// Its slot, or the engine's name.
+    pub at: String,
+}
+
 /// One engine's state record, with its metrics named.
 #[derive(Debug, Serialize)]
 pub struct EngineReport {
@@ -86,6 +96,8 @@ pub struct SabReport {
     /// Audit records ever written, and the newest ones kept.
     pub audit_total: u64,
     pub audit: Vec<AuditRecord>,
+    /// Records left out above because they are being written.
+    pub being_written: Vec<BeingWrittenReport>,
 }
 
 impl SabReport {
@@ -107,11 +119,26 @@ impl SabReport {
         let guards = sab.guards();
         let layout = sab.layout();
         let table = sab.supervisors();
+        let mut being_written: Vec<BeingWrittenReport> = sab
+            .registry()
+            .being_written()
+            .into_iter()
+            .map(|slot| BeingWrittenReport {
+                record: "registry entry",
+                at: format!("slot {slot}"),
+            })
+            .collect();
         let supervisors = table
             .allocated()
             .into_iter()
             .filter_map(|s| {
-                let header = table.header(s.slot).ok()?;
+                let Ok(header) = table.header(s.slot) else {
+                    being_written.push(BeingWrittenReport {
+                        record: "supervisor header",
+                        at: format!("slot {}", s.slot),
+                    });
+                    return None;
+                };
                 Some(SupervisorReport {
                     slot: s.slot,
                     epoch: s.epoch.get(),
@@ -121,6 +148,31 @@ impl SabReport {
                 })
             })
             .collect();
+        let engines = Engine::ALL
+            .into_iter()
+            .filter_map(|engine| {
+                let Ok(record) = sab.engines().read(engine) else {
+                    being_written.push(BeingWrittenReport {
+                        record: "engine record",
+                        at: engine.name().to_owned(),
+                    });
+                    return None;
+                };
+                Some(EngineReport {
+                    engine,
+                    runs: record.runs,
+                    last_run_ms: record.last_run_ms,
+                    metrics: record.named(engine),
+                })
+            })
+            .collect();
+        let audit = sab.audit_log().records().unwrap_or_else(|_| {
+            being_written.push(BeingWrittenReport {
+                record: "audit log",
+                at: "header".to_owned(),
+            });
+            Vec::new()
+        });
         Self {
             tier: layout.tier,
             sab_size: layout.sab_size,
@@ -159,19 +211,10 @@ impl SabReport {
             arena: sab.arena().stats(),
             live_patterns: sab.patterns().count(),
             job_history: sab.job_history().header(),
-            engines: Engine::ALL
-                .map(|engine| {
-                    let record = sab.engines().read(engine);
-                    EngineReport {
-                        engine,
-                        runs: record.runs,
-                        last_run_ms: record.last_run_ms,
-                        metrics: record.named(engine),
-                    }
-                })
-                .into(),
+            engines,
             audit_total: sab.audit_log().total(),
-            audit: sab.audit_log().records(),
+            audit,
+            being_written,
         }
     }
 
@@ -388,6 +431,12 @@ impl SabReport {
                 r.job_id, kind, r.source_hash, r.unit_hash, r.value, r.limit
             );
         }
+        if !self.being_written.is_empty() {
+            let _ = writeln!(w, "\nBEING WRITTEN (no consistent copy could be read; left out above)");
+            for b in &self.being_written {
+                let _ = writeln!(w, "  {} {}", b.record, b.at);
+            }
+        }
         out
     }
 }
@@ -402,11 +451,11 @@ fn first_bird(sab: &Sab, control: &StreamControl) -> Option<BirdRecord> {
     sab.read(region.offset).ok()
 }
 
-pub fn run(path: &Path, json: bool) -> Result<(), String> {
-    let (sab, header) = Sab::read_snapshot(path).map_err(|e| e.to_string())?;
+pub fn run(path: &Path, json: bool) -> Result<(), crate::RunError> {
+    let (sab, header) = Sab::read_snapshot(path)?;
     let report = SabReport::new(&sab, Some(&header));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
     }

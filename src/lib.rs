@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod cli;
 pub mod engines;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fuzz;
 pub mod headless;
 pub mod inspect;
 #[cfg(feature = "render")]
@@ -17,11 +19,15 @@ pub mod pulse;
 #[cfg(feature = "render")]
 pub mod render;
 pub mod sab;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod soak;
 pub mod supervisors;
 pub mod timing;
 pub mod units;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+
+use std::path::PathBuf;
 
 use bevy::app::{PluginGroup, PluginGroupBuilder};
 use bevy::prelude::{App, FixedUpdate, IntoScheduleConfigs, Plugin};
@@ -41,6 +47,34 @@ use crate::units::echo::EchoPlugin;
 use crate::units::host::{JobHostPlugin, JobHostSystems};
 use crate::units::matrices::{MatricesPlugin, MatricesSystems};
 use crate::units::physics::{PhysicsPlugin, PhysicsSystems};
+
+/// Why a command of `inos` failed (printed as `error: …` with exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Layout(#[from] sab::layout::LayoutError),
+    #[error(transparent)]
+    Flock(#[from] units::boids::FlockError),
+    #[error(transparent)]
+    Snapshot(#[from] sab::snapshot::SnapshotError),
+    #[error("cannot print the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[cfg(all(feature = "render", not(target_arch = "wasm32")))]
+    #[error(transparent)]
+    Display(#[from] render::display::DisplayError),
+    #[error("cannot save the screenshot to {path}: {reason}")]
+    Screenshot { path: PathBuf, reason: String },
+    #[error("the simulator exited with code {0}")]
+    Exited(std::num::NonZero<u8>),
+    #[error("the soak failed: a job or workflow went unanswered or failed, or resident memory grew past the limit")]
+    Soak,
+    #[error("this build has no renderer (built without the `render` feature); use --headless")]
+    NoRenderer,
+    #[error("this browser has no WebGL2, which the simulator draws with; enable WebGL or hardware acceleration")]
+    NoWebGl2,
+    #[error("{0}")]
+    Usage(String),
+}
 
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, the
 /// supervisors' discovery of registered units, and the job pipeline with the units that take jobs

@@ -39,7 +39,13 @@ impl Plugin for PulsePlugin {
         app.insert_resource(Time::<Fixed>::from_hz(self.hz))
             .insert_resource(VisiblePulseHz(self.hz))
             .init_resource::<PulseControl>()
-            .add_systems(First, follow_visibility)
+            // Before the clocks advance, so that this frame's time already counts in the new step.
+            .add_systems(
+                First,
+                follow_visibility
+                    .before(bevy::time::TimeSystems)
+                    .before(bevy::ecs::message::MessageUpdateSystems),
+            )
             .add_systems(FixedUpdate, emit_pulse.in_set(PulseSystems));
     }
 }

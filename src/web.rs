@@ -37,6 +37,17 @@ pub fn query_string() -> String {
         .unwrap_or_default()
 }
 
+/// Whether the page can draw with WebGL2, which the browser build renders with.
+pub fn has_webgl2() -> bool {
+    use wasm_bindgen::JsCast;
+    web_sys::window()
+        .and_then(|window| window.document())
+        .and_then(|document| document.create_element("canvas").ok())
+        .and_then(|canvas| canvas.dyn_into::<web_sys::HtmlCanvasElement>().ok())
+        .and_then(|canvas| canvas.get_context("webgl2").ok().flatten())
+        .is_some()
+}
+
 /// Reports a start-up error in the browser console and in the page's loading indicator.
 pub fn show_error(message: &str) {
     web_sys::console::error_1(&format!("inos: {message}").into());

@@ -8,7 +8,10 @@
 //   - draws a small HUD (epochs, bird count, tick rate) straight from memory every animation frame;
 //   - writes page visibility into the SYSTEM_VISIBILITY word (1 visible, 0 hidden); the pulse
 //     drops to 30 Hz while the page is hidden, as in the original;
-//   - is trunk's initializer (`data-initializer`), so it also shows download progress and failures.
+//   - is trunk's initializer (`data-initializer`), so it also shows download progress and failures;
+//     the loading indicator stays until the first bird epoch, whose time after navigation it
+//     records in `window.__INOS_FIRST_BIRD_MS__`;
+//   - says so at once when the browser has no WebGL2, which the simulator draws with.
 
 import * as layout from "./generated/sab_layout.js";
 
@@ -23,10 +26,23 @@ function showLoading(text, isError = false) {
   element.classList.toggle("error", isError);
 }
 
+/** Whether this browser can draw with WebGL2 (the Rust side refuses to start without it too). */
+function hasWebGl2() {
+  try {
+    return document.createElement("canvas").getContext("webgl2") !== null;
+  } catch {
+    return false;
+  }
+}
+
+const NO_WEBGL2 =
+  "INOS cannot start: this browser has no WebGL2, which the simulator draws with.\n" +
+  "Enable hardware acceleration or WebGL in the browser's settings, or use a current Chrome, Firefox or Safari.";
+
 /** Trunk's initializer hooks: progress while the `.wasm` downloads, and failures. */
 export default function initializer() {
   return {
-    onStart: () => showLoading("downloading INOS…"),
+    onStart: () => (hasWebGl2() ? showLoading("downloading INOS…") : showLoading(NO_WEBGL2, true)),
     onProgress: ({ current, total }) => {
       const mib = (bytes) => (bytes / 1048576).toFixed(1);
       const share = total ? Math.min(100, (100 * current) / total).toFixed(0) : "?";
@@ -99,6 +115,7 @@ function publishVisibility(sab) {
 
 function startHud(sab) {
   const hud = document.getElementById("hud");
+  let firstBird = false;
   const pulseRate = new RateMeter();
   const mib = (sab.size / 1048576).toFixed(0);
   const hex = (n) => `0x${n.toString(16)}`;
@@ -106,6 +123,12 @@ function startHud(sab) {
     const e = sab.epochs();
     const pulse = e[layout.EPOCH_SYSTEM_PULSE];
     const hz = pulseRate.sample(now, pulse);
+    if (!firstBird && e[layout.EPOCH_BIRD] > 0) {
+      // The first flock is published: from here on the canvas shows birds.
+      firstBird = true;
+      window.__INOS_FIRST_BIRD_MS__ = performance.now();
+      loading()?.remove();
+    }
     const fields = {
       birds: e[layout.EPOCH_BIRD_COUNT],
       birdEpoch: e[layout.EPOCH_BIRD],
@@ -139,7 +162,7 @@ function start(wasm, bindings) {
   publishVisibility(sab);
   document.addEventListener("visibilitychange", () => publishVisibility(sab));
   addEventListener("pageshow", () => publishVisibility(sab));
-  loading()?.remove();
+  showLoading("starting INOS…");
   startHud(sab);
 }
 

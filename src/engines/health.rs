@@ -1,17 +1,21 @@
 //! The health engine: per unit, a CUSUM on job latency and a hazard rate, fed by measured values
 //! (reference §7.3, with its placeholders replaced).
 //!
-//! - **CUSUM** on the execution time (ms) of a unit's successful jobs, as the job host measured
-//!   it (time spent queued is the scheduler's business): the baseline is the mean of the first
-//!   `CUSUM_WARMUP` jobs
-//!   (the original took the first sample alone); then S = max(0, S + (x − b) − 0.5·b), and
-//!   S > 5 is a degradation. A job twice as slow as the baseline adds 0.5·b per job, so the
-//!   detection delay is exact and testable.
+//! - **CUSUM** on the execution time of a unit's successful jobs, as the job host measured it
+//!   (time spent queued is the scheduler's business), in units of its own baseline b: the mean of
+//!   the first `CUSUM_WARMUP` jobs (the original took the first sample alone). Each job adds
+//!   min(x, 3b) − b − 0.5·b to S = max(0, S + …), and S > 5·b is a degradation. The original's
+//!   alarm was an absolute 5 ms, which one preemption of a microsecond unit crosses; scaled and
+//!   capped, one job adds at most 1.5·b, so only a run of slow jobs raises the alarm (four at 3·b
+//!   or more, eleven at 2·b), whatever the unit's speed, and the delay is exact and testable.
 //! - **Hazard** h = 0.5 if the unit's error rate (exponentially weighted) is over 5 %, + 0.3 if its
-//!   mean latency is over 1 s, + 0.7 if it is overdue on its heartbeat (more than half the tree's
-//!   timeout); P(fail) = 1 − e^(−h), unhealthy above 0.7, i.e. when all three hold. The
-//!   original's CPU (0.3) and memory (0.4) terms had placeholder inputs; the overdue heartbeat, a
-//!   unit starved of either, takes their combined weight.
+//!   mean latency is over 4 times its CUSUM baseline, + 0.7 if it is overdue on its heartbeat (more
+//!   than half the tree's timeout); P(fail) = 1 − e^(−h), unhealthy above 0.65: a unit whose jobs
+//!   fail while it has stopped beating (h ≥ 1.2, a hung unit whose jobs time out), caught halfway
+//!   to the tree's own heartbeat timeout. One term alone, or slowness with either other term, is
+//!   not enough. The original's CPU (0.3) and memory (0.4) terms had placeholder inputs; the
+//!   overdue heartbeat, a unit starved of either, takes their combined weight. Its latency term was
+//!   an absolute second, which a unit that runs in microseconds never reached.
 //! - **Remediation.** A degradation or an unhealthy hazard restarts the unit through its
 //!   supervisor (`LifecycleAction::Restart`), and the unit's CUSUM starts again.
 //!
@@ -30,10 +34,16 @@ use crate::supervisors::tree::{LifecycleAction, SupervisionConfig, SupervisorCom
 
 /// Jobs whose mean latency is the CUSUM baseline.
 pub const CUSUM_WARMUP: u32 = 8;
-/// The CUSUM's alarm level (ms of accumulated excess).
+/// The CUSUM's alarm level, in baselines of accumulated excess.
 pub const CUSUM_THRESHOLD: f64 = 5.0;
+/// The CUSUM's allowance per job (excess below it does not accumulate), in baselines.
+pub const CUSUM_SLACK: f64 = 0.5;
+/// The most one job counts for, in baselines: a single outlier cannot raise the alarm.
+pub const CUSUM_CAP: f64 = 3.0;
 /// P(fail) above which a unit is unhealthy.
-pub const UNHEALTHY: f64 = 0.7;
+pub const UNHEALTHY: f64 = 0.65;
+/// Mean latency, in CUSUM baselines, above which a unit counts as slow for the hazard.
+pub const SLOW: f64 = 4.0;
 
 /// A one-sided CUSUM on latency.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -55,8 +65,8 @@ impl Cusum {
             }
             return false;
         };
-        self.s = (self.s + (x - b) - 0.5 * b).max(0.0);
-        if self.s > CUSUM_THRESHOLD {
+        self.s = (self.s + (x.min(CUSUM_CAP * b) - b) - CUSUM_SLACK * b).max(0.0);
+        if self.s > CUSUM_THRESHOLD * b {
             self.s = 0.0;
             return true;
         }
@@ -65,9 +75,9 @@ impl Cusum {
 }
 
 /// The hazard rate from measured values, and P(fail) = 1 − e^(−h).
-pub fn hazard(error_rate: f64, latency_ms: f64, heartbeat_overdue: bool) -> (f64, f64) {
+pub fn hazard(error_rate: f64, slow: bool, heartbeat_overdue: bool) -> (f64, f64) {
     let h = 0.5 * f64::from(u8::from(error_rate > 0.05))
-        + 0.3 * f64::from(u8::from(latency_ms > 1000.0))
+        + 0.3 * f64::from(u8::from(slow))
         + 0.7 * f64::from(u8::from(heartbeat_overdue));
     (h, 1.0 - (-h).exp())
 }
@@ -99,7 +109,7 @@ impl HealthEngine {
         if failed {
             return false;
         }
-        let ms = f64::from(job.execution_us) / 1000.0;
+        let ms = job.execution_ns as f64 / 1e6;
         unit.latency_ms += 0.1 * (ms - unit.latency_ms);
         let degraded = unit.cusum.observe(ms);
         self.degradations += u64::from(degraded);
@@ -132,7 +142,8 @@ pub(crate) fn run_health(
             .pulses_without_beat(&sab, pulse)
             .is_some_and(|silent| silent > config.heartbeat_timeout / 2);
         let health = engine.units.entry(unit.unit_hash).or_default();
-        let (h, p_fail) = hazard(health.error_rate, health.latency_ms, overdue);
+        let slow = health.cusum.baseline.is_some_and(|b| health.latency_ms > SLOW * b);
+        let (h, p_fail) = hazard(health.error_rate, slow, overdue);
         health.hazard = h;
         if p_fail > UNHEALTHY && !remediate.contains(&unit.unit_hash) {
             remediate.push(unit.unit_hash);
@@ -174,19 +185,32 @@ pub(crate) fn run_health(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_cusum_detects_a_doubled_latency_after_exactly_three_jobs() {
+    fn warmed(baseline: f64) -> Cusum {
         let mut cusum = Cusum::default();
         for _ in 0..CUSUM_WARMUP {
-            assert!(!cusum.observe(4.0));
+            assert!(!cusum.observe(baseline));
         }
-        assert_eq!(cusum.baseline, Some(4.0));
-        // At the baseline S stays 0; each job at 8 ms adds 8 − 4 − 2 = 2: 2, 4, 6 > 5.
+        assert_eq!(cusum.baseline, Some(baseline));
+        cusum
+    }
+
+    /// The number of jobs at `x` that raise the alarm on a fresh baseline `b`.
+    fn jobs_to_alarm(b: f64, x: f64) -> Option<u32> {
+        let mut cusum = warmed(b);
+        (1..=100).find(|_| cusum.observe(x))
+    }
+
+    #[test]
+    fn the_cusum_detects_a_doubled_latency_after_exactly_eleven_jobs() {
+        let mut cusum = warmed(4.0);
+        // At the baseline S stays 0; each job at 8 ms adds 8 − 4 − 2 = 2: after 10 jobs S = 20,
+        // which is not above 5 × 4; the eleventh raises the alarm.
         assert!(!cusum.observe(4.0));
         assert_eq!(cusum.s, 0.0);
-        assert!(!cusum.observe(8.0));
-        assert!(!cusum.observe(8.0));
-        assert_eq!(cusum.s, 4.0);
+        for _ in 0..10 {
+            assert!(!cusum.observe(8.0));
+        }
+        assert_eq!(cusum.s, 20.0);
         assert!(cusum.observe(8.0));
         assert_eq!(cusum.s, 0.0, "reset after the alarm");
         // Noise within half the baseline never accumulates.
@@ -195,16 +219,49 @@ mod tests {
         }
     }
 
+    /// The alarm scales with the unit: the same relative slowdown takes the same number of jobs
+    /// for an 8 µs unit as for a 64 ms one, and far slower jobs take four. (Baselines are powers
+    /// of two, so the sums are exact.)
     #[test]
-    fn hazard_terms_add_up_and_only_all_three_are_unhealthy() {
-        assert_eq!(hazard(0.0, 10.0, false), (0.0, 0.0));
-        let (h, p) = hazard(0.06, 10.0, false);
+    fn the_alarm_is_relative_to_the_units_own_baseline() {
+        for b in [0.0078125, 0.25, 64.0] {
+            assert_eq!(jobs_to_alarm(b, 2.0 * b), Some(11), "baseline {b} ms");
+            assert_eq!(jobs_to_alarm(b, 3.0 * b), Some(4), "baseline {b} ms");
+            assert_eq!(jobs_to_alarm(b, 1000.0 * b), Some(4), "baseline {b} ms");
+            assert_eq!(jobs_to_alarm(b, 1.4 * b), None, "baseline {b} ms");
+        }
+    }
+
+    /// A microsecond unit preempted now and then (one job in eight takes 6 ms instead of 5 µs)
+    /// is never taken for a degraded one; under the original's absolute 5 ms alarm the first
+    /// preemption restarted it.
+    #[test]
+    fn preemptions_of_a_fast_unit_raise_no_alarm() {
+        let mut cusum = warmed(0.005);
+        for job in 0..10_000 {
+            let x = if job % 8 == 7 { 6.0 } else { 0.005 };
+            assert!(!cusum.observe(x), "job {job}");
+        }
+    }
+
+    #[test]
+    fn hazard_terms_add_up_and_failing_while_silent_is_unhealthy() {
+        assert_eq!(hazard(0.0, false, false), (0.0, 0.0));
+        let (h, p) = hazard(0.06, false, false);
         assert_eq!(h, 0.5);
         assert!((p - (1.0 - (-0.5f64).exp())).abs() < 1e-12 && p < UNHEALTHY);
-        let (h, p) = hazard(0.5, 1500.0, true);
+        let (h, p) = hazard(0.5, true, true);
         assert!((h - 1.5).abs() < 1e-12);
         assert!(p > UNHEALTHY, "{p}");
-        assert!(hazard(0.5, 10.0, true).1 < UNHEALTHY);
-        assert!(hazard(0.5, 1500.0, false).1 < UNHEALTHY);
+        // Errors while silent: unhealthy; any other pair, or one term alone: not.
+        assert!(hazard(0.5, false, true).1 > UNHEALTHY);
+        for (errors, slow, silent) in [
+            (0.5, true, false),
+            (0.0, true, true),
+            (0.0, false, true),
+            (0.0, true, false),
+        ] {
+            assert!(hazard(errors, slow, silent).1 < UNHEALTHY, "{errors} {slow} {silent}");
+        }
     }
 }

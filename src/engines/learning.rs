@@ -1,8 +1,10 @@
 //! The learning engine: an online model of job latency, and the job sequences it sees.
 //!
-//! - **Latency.** For each (unit, method) a line `execution time ≈ a + b · input bytes` (the job
-//!   host's measurement), fitted by
-//!   least squares with exponential forgetting (each older job weighs `FORGET` times less), so the
+//! - **Latency.** For each (unit, method) a line `CPU time ≈ a + b · input bytes` (the job host's
+//!   measurement of the thread's CPU time, in nanoseconds: what the job needs, which a preemption
+//!   does not inflate), fitted by weighted least squares with Huber's weights (a
+//!   job more than `HUBER` of the prediction off counts proportionally less) and exponential
+//!   forgetting (each older job weighs `FORGET` times less), so the
 //!   model follows a unit whose speed changes. Before it learns from a finished job it predicts
 //!   that job's duration and scores itself: the mean absolute percentage error over recent jobs
 //!   and the share of predictions within 20 % (the seed's target).
@@ -10,6 +12,11 @@
 //!   is counted; a transition seen `SEQUENCE_MIN` times is written to the pattern exchange (kind
 //!   `SEQUENCE_KIND`, id = A's key in the high half and B's in the low half, weight = count,
 //!   confidence = P(B after A) in 1/255, success rate of B).
+//!
+//! Only jobs that succeeded teach latency (a refused or failed job says nothing about how long the
+//! work takes). Every table has a fixed capacity (`MAX_MODELS`, `MAX_TRANSITIONS`) and forgets the
+//! entry used longest ago when a new one needs room, so no stream of jobs grows it without limit;
+//! the job queue already refuses methods a unit does not declare.
 //!
 //! It runs when jobs finish and publishes its state record, signalling `EPOCH_LEARNING`.
 
@@ -29,6 +36,56 @@ pub const FORGET: f64 = 0.98;
 pub const SEQUENCE_MIN: u32 = 3;
 /// The pattern kind of job sequences.
 pub const SEQUENCE_KIND: u16 = 2;
+/// Residuals beyond this share of the prediction count less (Huber's weight), so that a job
+/// preempted mid-run does not drag the line.
+pub const HUBER: f64 = 0.5;
+/// Latency models kept: (unit, method) pairs.
+pub const MAX_MODELS: usize = 1024;
+/// Transitions A → B kept (and as many "A was followed" counts).
+pub const MAX_TRANSITIONS: usize = 4096;
+
+/// A map of at most `capacity` entries that, when full, forgets the entry used longest ago.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    map: HashMap<K, (V, u64)>,
+    capacity: usize,
+    clock: u64,
+    evicted: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V: Default> Bounded<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::default(),
+            capacity,
+            clock: 0,
+            evicted: 0,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key).map(|(value, _)| value)
+    }
+
+    /// The entry of `key`, made (default) if absent, and marked as used now.
+    fn touch(&mut self, key: K) -> &mut V {
+        self.clock += 1;
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            let oldest = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.map.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        let entry = self.map.entry(key).or_insert_with(|| (V::default(), 0));
+        entry.1 = self.clock;
+        &mut entry.0
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
 
 /// Weighted least squares of y on x with forgetting.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -42,12 +99,17 @@ pub struct LineFit {
 
 impl LineFit {
     pub fn update(&mut self, x: f64, y: f64) {
+        self.update_weighted(x, y, 1.0);
+    }
+
+    /// Folds in a sample that counts `weight` times (0..=1) as much as a full one.
+    pub fn update_weighted(&mut self, x: f64, y: f64, weight: f64) {
         let f = FORGET;
-        self.w = f * self.w + 1.0;
-        self.x = f * self.x + x;
-        self.y = f * self.y + y;
-        self.xx = f * self.xx + x * x;
-        self.xy = f * self.xy + x * y;
+        self.w = f * self.w + weight;
+        self.x = f * self.x + weight * x;
+        self.y = f * self.y + weight * y;
+        self.xx = f * self.xx + weight * x * x;
+        self.xy = f * self.xy + weight * x * y;
     }
 
     /// The fitted value at `x`: the line, or the mean while all inputs had one size. `None`
@@ -80,14 +142,14 @@ struct Transitions {
 }
 
 /// The engine's models and scores.
-#[derive(Resource, Default, Debug)]
+#[derive(Resource, Debug)]
 pub struct LearningEngine {
-    models: HashMap<Key, LineFit>,
+    models: Bounded<Key, LineFit>,
     /// The last job's key per source.
     last: HashMap<u32, Key>,
     /// Transitions A → B, and how often each A was followed by anything.
-    transitions: HashMap<(Key, Key), Transitions>,
-    followed: HashMap<Key, u32>,
+    transitions: Bounded<(Key, Key), Transitions>,
+    followed: Bounded<Key, u32>,
     pub jobs_learned: u64,
     /// Exponentially weighted mean absolute percentage error of the predictions.
     pub mean_abs_error_pct: f64,
@@ -100,7 +162,35 @@ pub struct LearningEngine {
     scored: u64,
 }
 
+impl Default for LearningEngine {
+    fn default() -> Self {
+        Self {
+            models: Bounded::new(MAX_MODELS),
+            last: HashMap::default(),
+            transitions: Bounded::new(MAX_TRANSITIONS),
+            followed: Bounded::new(MAX_TRANSITIONS),
+            jobs_learned: 0,
+            mean_abs_error_pct: 0.0,
+            within_20pct: 0.0,
+            last_prediction_us: 0.0,
+            last_actual_us: 0.0,
+            sequences_written: 0,
+            scored: 0,
+        }
+    }
+}
+
 impl LearningEngine {
+    /// Entries in the engine's tables: latency models, transitions, and "followed" counts.
+    pub fn table_sizes(&self) -> [usize; 3] {
+        [self.models.len(), self.transitions.len(), self.followed.len()]
+    }
+
+    /// Entries forgotten to make room, over all tables.
+    pub fn evicted(&self) -> u64 {
+        self.models.evicted + self.transitions.evicted + self.followed.evicted
+    }
+
     /// The predicted duration (µs) of a job of `unit`/`method` hashes with `input_bytes`.
     pub fn predict(&self, unit_hash: u32, method_hash: u32, input_bytes: u64) -> Option<f64> {
         self.models.get(&(unit_hash, method_hash))?.predict(input_bytes as f64)
@@ -113,28 +203,46 @@ impl LearningEngine {
             return None; // never ran: nothing to learn about its latency
         }
         let key = (r.unit_hash, r.method_hash);
-        let (x, actual) = (f64::from(r.input_bytes), f64::from(job.execution_us).max(1.0));
-        let fit = self.models.entry(key).or_default();
-        if let Some(predicted) = fit.predict(x) {
-            let error = (predicted - actual).abs() / actual;
-            let alpha = (1.0 / (self.scored as f64 + 1.0)).max(0.02);
-            self.mean_abs_error_pct += alpha * (100.0 * error - self.mean_abs_error_pct);
-            self.within_20pct += alpha * (f64::from(u8::from(error <= 0.2)) - self.within_20pct);
-            self.scored += 1;
-            (self.last_prediction_us, self.last_actual_us) = (predicted, actual);
+        if job.status == JobStatus::Success {
+            // The CPU time the job took, which a preemption does not inflate (the resource it
+            // needs), in µs with the nanoseconds kept: whole microseconds would be a third off
+            // for a 3 µs job.
+            let (x, actual) = (f64::from(r.input_bytes), (job.cpu_ns as f64 / 1e3).max(0.1));
+            let fit = self.models.touch(key);
+            // Huber's weight: a job far off the line (a preempted one, typically) moves it less.
+            let mut weight = 1.0;
+            if let Some(predicted) = fit.predict(x) {
+                let error = (predicted - actual).abs() / actual;
+                let alpha = (1.0 / (self.scored as f64 + 1.0)).max(0.02);
+                self.mean_abs_error_pct += alpha * (100.0 * error - self.mean_abs_error_pct);
+                self.within_20pct += alpha * (f64::from(u8::from(error <= 0.2)) - self.within_20pct);
+                self.scored += 1;
+                (self.last_prediction_us, self.last_actual_us) = (predicted, actual);
+                let reach = HUBER * predicted.abs();
+                let off = (actual - predicted).abs();
+                if off > reach && reach > 0.0 {
+                    weight = reach / off;
+                }
+            }
+            fit.update_weighted(x, actual, weight);
+            self.jobs_learned += 1;
         }
-        fit.update(x, actual);
-        self.jobs_learned += 1;
 
         // Sources name themselves: bound what is kept per source.
         if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&job.source_hash) {
             self.last.clear();
         }
         let previous = self.last.insert(job.source_hash, key)?;
-        *self.followed.entry(previous).or_default() += 1;
-        let t = self.transitions.entry((previous, key)).or_default();
+        let followed = self.followed.touch(previous);
+        *followed += 1;
+        let followed = *followed;
+        let t = self.transitions.touch((previous, key));
         t.count += 1;
         t.succeeded += u32::from(job.status == JobStatus::Success);
+        let t = *t;
+        // `followed` may have been forgotten and started again after the transition: the
+        // confidence is at most 1.
+        let followed = followed.max(t.count);
         if t.count < SEQUENCE_MIN {
             return None;
         }
@@ -146,7 +254,7 @@ impl LearningEngine {
         pattern.weight = t.count as f32;
         pattern.access_count = t.count;
         pattern.success_rate = t.succeeded as f32 / t.count as f32;
-        pattern.confidence = (255.0 * t.count as f32 / self.followed[&previous] as f32).round() as u8;
+        pattern.confidence = (255.0 * t.count as f32 / followed as f32).round() as u8;
         Some(pattern)
     }
 }
@@ -190,6 +298,7 @@ pub(crate) fn run_learning(
         &[
             engine.jobs_learned as f32,
             engine.models.len() as f32,
+            engine.evicted() as f32,
             engine.mean_abs_error_pct as f32,
             engine.within_20pct as f32,
             engine.last_prediction_us as f32,
@@ -221,7 +330,8 @@ mod tests {
                 reserved: [0; 4],
             },
             status: JobStatus::Success,
-            execution_us: duration,
+            execution_ns: u64::from(duration) * 1000,
+            cpu_ns: u64::from(duration) * 1000,
             source_hash: source,
         }
     }
@@ -258,6 +368,40 @@ mod tests {
         assert!(engine.mean_abs_error_pct < 5.0, "{}", engine.mean_abs_error_pct);
         assert!(engine.within_20pct > 0.95, "{}", engine.within_20pct);
         assert_eq!(engine.jobs_learned, 200);
+    }
+
+    /// A flood of jobs of ever new units and methods from ever new sources leaves every table at
+    /// its capacity, forgetting the entries used longest ago, while a pair still in use keeps its
+    /// model.
+    #[test]
+    fn a_flood_of_new_kinds_leaves_every_table_at_its_capacity() {
+        let mut engine = LearningEngine::default();
+        for i in 0..6_000u32 {
+            engine.learn(&finished(i % 3, 0x1000 + i, 100, 50));
+            engine.learn(&finished(i % 3, 5, 100, 50));
+        }
+        let [models, transitions, followed] = engine.table_sizes();
+        assert_eq!(
+            (models, transitions, followed),
+            (MAX_MODELS, MAX_TRANSITIONS, MAX_TRANSITIONS)
+        );
+        assert!(engine.evicted() > 10_000, "{}", engine.evicted());
+        let kept = engine.predict(5, 7, 100).expect("the pair in use is kept");
+        assert!((kept - 50.0).abs() < 1e-9, "{kept}");
+        assert_eq!(engine.predict(0x1000, 7, 100), None, "the oldest is forgotten");
+    }
+
+    /// Only successful jobs teach latency: refused and failed ones are not modelled.
+    #[test]
+    fn failed_jobs_teach_no_latency() {
+        let mut engine = LearningEngine::default();
+        for status in [JobStatus::InvalidParams, JobStatus::Failed, JobStatus::Rejected] {
+            engine.learn(&JobFinished {
+                status,
+                ..finished(1, 9, 10, 10)
+            });
+        }
+        assert_eq!((engine.jobs_learned, engine.table_sizes()[0]), (0, 0));
     }
 
     #[test]

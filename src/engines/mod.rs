@@ -1,6 +1,7 @@
-//! The kernel's engines. Each is a system gated on an epoch that keeps its state in the SAB (its
-//! record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
-//! read it:
+//! The kernel's engines. Each is a system gated on an epoch that publishes its figures to the SAB
+//! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
+//! read them. Their working state (models, buckets, baselines) still lives in Bevy resources; moving
+//! it into the SAB is the work of the issue "Parts meet only in the SAB".
 //!
 //! - `security`: the gate in `JobQueue::submit` (per-unit input limits, token buckets per source),
 //!   anomaly detection on finished jobs, the audit log;

@@ -6,10 +6,13 @@
 //! The search is a small genetic algorithm in log₂ space over 1 ..= 64: a first population of the
 //! current value and powers of two, then `GENERATIONS` rounds that keep the two best and breed
 //! four children (the mean of two parents' log₂ values plus Gaussian noise, rounded), values
-//! already measured keeping their cost. The engine then settles on the best value and reports the
-//! gain against the starting value. It hands each value to the unit through its state record and
-//! `EPOCH_OPTIMIZATION` (the unit reads it before its next step), so the engine and the unit
-//! meet only in the SAB.
+//! already measured keeping their cost. The cheapest of many noisy medians is biased low (it is
+//! the luckiest), so the search's figures are not the gain: after it, the starting value and the
+//! best one are measured again, interleaved (A B B A, `VERIFY_ROUNDS` times each), and the gain is
+//! the difference of those means, which noise makes negative as often as positive. The engine
+//! settles on the best value only if it stays faster there, and on the starting value otherwise.
+//! It hands each value to the unit through its state record and `EPOCH_OPTIMIZATION` (the unit
+//! reads it before its next step), so the engine and the unit meet only in the SAB.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +27,8 @@ use crate::timing::{StageTimes, quantile};
 pub const EVAL_STEPS: usize = 24;
 /// Rounds of breeding after the first population.
 pub const GENERATIONS: u32 = 3;
+/// Interleaved re-measurements of the starting and of the best value, each, after the search.
+pub const VERIFY_ROUNDS: usize = 4;
 /// The parameter's range.
 pub const MIN_VALUE: usize = 1;
 pub const MAX_VALUE: usize = 64;
@@ -32,12 +37,39 @@ pub const MAX_VALUE: usize = 64;
 #[derive(Clone, Debug)]
 pub struct Tuner {
     initial: usize,
-    /// Measured cost per value.
+    /// Measured cost per value (during the search).
     costs: BTreeMap<usize, f64>,
     /// Values of the current generation, in measuring order.
     population: Vec<usize>,
     generation: u32,
     rng: SplitMix64,
+    phase: Phase,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Search,
+    /// Values still to re-measure, in order, and the costs measured so far of the starting value
+    /// and of the best.
+    Verify {
+        queue: Vec<usize>,
+        baseline: Vec<f64>,
+        best: Vec<f64>,
+    },
+    Done(Verdict),
+}
+
+/// The starting value against the search's best, measured side by side.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// Mean cost of the starting value over the verification rounds.
+    pub baseline: f64,
+    /// Mean cost of the search's best value over the same rounds.
+    pub best: f64,
+    /// `100 · (baseline − best) / baseline`: negative when the best was only lucky.
+    pub gain_pct: f64,
+    /// The value kept: the best if it stayed faster, the starting value otherwise.
+    pub settled: usize,
 }
 
 impl Tuner {
@@ -55,20 +87,65 @@ impl Tuner {
             population,
             generation: 0,
             rng: SplitMix64::new(seed),
+            phase: Phase::Search,
         }
     }
 
-    /// The value to measure next, or `None` once the search is over.
+    /// The value to measure next, or `None` once the search and its verification are over.
     pub fn next(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Search => self.unmeasured(),
+            Phase::Verify { queue, .. } => queue.first().copied(),
+            Phase::Done(_) => None,
+        }
+    }
+
+    fn unmeasured(&self) -> Option<usize> {
         self.population.iter().copied().find(|v| !self.costs.contains_key(v))
     }
 
-    /// Records the cost of `value`, and breeds the next generation when this one is measured.
+    /// Records the cost of `value`: breeds the next generation when this one is measured, starts
+    /// the verification when the last one is, and decides when that is over.
     pub fn report(&mut self, value: usize, cost: f64) {
-        self.costs.insert(value, cost);
-        if self.next().is_some() || self.generation >= GENERATIONS {
+        let best_value = self.best().map_or(self.initial, |(v, _)| v);
+        if let Phase::Verify { queue, baseline, best } = &mut self.phase {
+            if queue.first() == Some(&value) {
+                queue.remove(0);
+                if value == self.initial {
+                    &mut *baseline
+                } else {
+                    &mut *best
+                }
+                .push(cost);
+            }
+            if queue.is_empty() {
+                let mean = |costs: &[f64]| costs.iter().sum::<f64>() / costs.len() as f64;
+                let (baseline, best) = (mean(baseline), mean(best));
+                self.phase = Phase::Done(Verdict {
+                    baseline,
+                    best,
+                    gain_pct: 100.0 * (baseline - best) / baseline,
+                    settled: if best < baseline { best_value } else { self.initial },
+                });
+            }
             return;
         }
+        if !matches!(self.phase, Phase::Search) {
+            return;
+        }
+        self.costs.insert(value, cost);
+        // A generation whose children were all measured before needs no measuring: breed on.
+        while self.unmeasured().is_none() {
+            if self.generation >= GENERATIONS {
+                self.verify();
+                return;
+            }
+            self.breed();
+        }
+    }
+
+    /// The next generation: the two cheapest values and up to four children of theirs.
+    fn breed(&mut self) {
         self.generation += 1;
         let mut ranked = self.population.clone();
         ranked.sort_by(|a, b| self.costs[a].total_cmp(&self.costs[b]));
@@ -85,13 +162,50 @@ impl Tuner {
         self.population = next;
     }
 
-    /// The value in force: the one being measured, or the best once the search is over.
-    pub fn current(&self) -> usize {
-        self.next()
-            .unwrap_or_else(|| self.best().map_or(self.initial, |(v, _)| v))
+    /// After the search: the starting and the best value, A B B A, `VERIFY_ROUNDS` times each.
+    fn verify(&mut self) {
+        let best = self.best().map_or(self.initial, |(v, _)| v);
+        if best == self.initial {
+            let cost = self.costs[&best];
+            self.phase = Phase::Done(Verdict {
+                baseline: cost,
+                best: cost,
+                gain_pct: 0.0,
+                settled: best,
+            });
+            return;
+        }
+        let queue = (0..VERIFY_ROUNDS)
+            .flat_map(|round| {
+                if round % 2 == 0 {
+                    [self.initial, best]
+                } else {
+                    [best, self.initial]
+                }
+            })
+            .collect();
+        self.phase = Phase::Verify {
+            queue,
+            baseline: Vec::new(),
+            best: Vec::new(),
+        };
     }
 
-    /// The cheapest value measured, with its cost.
+    /// The value in force: the one being measured, or the settled one once all is over.
+    pub fn current(&self) -> usize {
+        self.next()
+            .unwrap_or_else(|| self.verdict().map_or(self.initial, |v| v.settled))
+    }
+
+    /// The verification's outcome, once it is over.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.phase {
+            Phase::Done(verdict) => Some(verdict),
+            _ => None,
+        }
+    }
+
+    /// The cheapest value the search measured, with its (optimistic) cost.
     pub fn best(&self) -> Option<(usize, f64)> {
         self.costs
             .iter()
@@ -103,6 +217,7 @@ impl Tuner {
         self.costs.get(&self.initial).copied()
     }
 
+    /// Values the search measured.
     pub fn trials(&self) -> usize {
         self.costs.len()
     }
@@ -117,8 +232,8 @@ pub struct OptimisationEngine {
     pub tuner: Tuner,
     /// The value the unit was last told.
     published: Option<usize>,
-    /// Step-time samples (µs) seen so far, and those taken with the value in force.
-    seen: usize,
+    /// Step-time samples (µs) recorded so far, and those taken with the value in force.
+    seen: u64,
     samples: Vec<f32>,
     /// Whether the next sample may still have run with the previous value.
     settling: bool,
@@ -146,8 +261,8 @@ pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mu
         return;
     };
     let engine = &mut *engine;
-    let fresh = &steps[engine.seen.min(steps.len())..];
-    engine.seen = steps.len();
+    let fresh: Vec<f32> = steps.since(engine.seen).collect();
+    engine.seen = steps.recorded();
     if engine.published.is_some() && !engine.tuner.done() {
         // The first step after a change may still have run with the old value.
         let skip = usize::from(engine.settling).min(fresh.len());
@@ -165,13 +280,12 @@ pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mu
     let changed = engine.published != Some(value);
     engine.published = Some(value);
     engine.settling |= changed;
-    let (best_value, best_us) = engine.tuner.best().unwrap_or((value, 0.0));
-    let baseline_us = engine.tuner.baseline().unwrap_or(0.0);
-    let gain = if baseline_us > 0.0 && best_us > 0.0 {
-        100.0 * (baseline_us - best_us) / baseline_us
-    } else {
-        0.0
-    };
+    let best_value = engine.tuner.best().map_or(value, |(v, _)| v);
+    // Until the verification is over there is no honest gain to report.
+    let (baseline_us, best_us, gain) = engine
+        .tuner
+        .verdict()
+        .map_or((0.0, 0.0, 0.0), |v| (v.baseline, v.best, v.gain_pct));
     sab.engines().publish(
         Engine::Optimisation,
         &[
@@ -203,11 +317,67 @@ mod tests {
             tuner.report(v, cost(v));
             measured += 1;
         }
-        assert!(measured <= 6 + 4 * GENERATIONS as usize, "{measured} measurements");
+        assert!(
+            measured <= 6 + 4 * GENERATIONS as usize + 2 * VERIFY_ROUNDS,
+            "{measured} measurements"
+        );
         let (best, best_cost) = tuner.best().unwrap();
         assert!((8..=16).contains(&best), "best {best}");
         assert_eq!(tuner.current(), best);
         assert!(best_cost < cost(4) && best_cost < cost(32));
         assert_eq!(tuner.baseline(), Some(cost(4)));
+        // Without noise the verification measures the same costs again.
+        let verdict = tuner.verdict().unwrap();
+        assert_eq!(
+            (verdict.baseline, verdict.best, verdict.settled),
+            (cost(4), best_cost, best)
+        );
+        assert!((verdict.gain_pct - 100.0 * (cost(4) - best_cost) / cost(4)).abs() < 1e-9);
+    }
+
+    /// Runs a whole search and verification over `cost`, which may draw noise from `rng`.
+    fn tune(seed: u64, mut cost: impl FnMut(usize) -> f64) -> Verdict {
+        let mut tuner = Tuner::new(4, seed);
+        while let Some(v) = tuner.next() {
+            tuner.report(v, cost(v));
+        }
+        tuner.verdict().unwrap()
+    }
+
+    /// Where every value costs the same and only noise differs, the search's cheapest median is
+    /// the luckiest one; the verified gain is not: it is as often negative as positive, centred on
+    /// zero, and a value that was only lucky is not kept.
+    #[test]
+    fn on_pure_noise_the_gain_is_centred_on_zero_and_nothing_is_kept() {
+        let mut rng = SplitMix64::new(99);
+        let verdicts: Vec<Verdict> = (0..200)
+            .map(|seed| tune(seed, |_| 100.0 + 5.0 * f64::from(rng.gaussian())))
+            .collect();
+        let negative = verdicts.iter().filter(|v| v.gain_pct < 0.0).count();
+        let mean = verdicts.iter().map(|v| v.gain_pct).sum::<f64>() / verdicts.len() as f64;
+        assert!((60..=140).contains(&negative), "{negative} of 200 negative");
+        assert!(mean.abs() < 1.5, "mean gain {mean:.2} %");
+        for v in &verdicts {
+            if v.gain_pct <= 0.0 {
+                assert_eq!(v.settled, 4, "{v:?}");
+            }
+        }
+    }
+
+    /// A real difference under noise: the verified gain is near the true one, and the best value
+    /// is kept.
+    #[test]
+    fn a_real_gain_is_measured_within_the_noise_and_kept() {
+        let mut rng = SplitMix64::new(5);
+        let truth = |v: usize| 100.0 + 8.0 * ((v as f64).log2() - 12f64.log2()).powi(2);
+        for seed in 0..20 {
+            let verdict = tune(seed, |v| truth(v) + f64::from(rng.gaussian()));
+            assert!((8..=16).contains(&verdict.settled), "{verdict:?}");
+            let true_gain = 100.0 * (truth(4) - truth(verdict.settled)) / truth(4);
+            assert!(
+                (verdict.gain_pct - true_gain).abs() < 2.0,
+                "{verdict:?} vs {true_gain:.2} %"
+            );
+        }
     }
 }

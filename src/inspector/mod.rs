@@ -301,6 +301,13 @@ fn inspector(
                 }
                 ui.label(format!("audit log: {} records written", report.audit_total));
             });
+            if !report.being_written.is_empty() {
+                egui::CollapsingHeader::new(format!("Being written ({})", report.being_written.len())).show(ui, |ui| {
+                    for b in &report.being_written {
+                        ui.label(format!("{} {}: being written (no consistent copy)", b.record, b.at));
+                    }
+                });
+            }
             egui::CollapsingHeader::new("Rings, guards and arena").show(ui, |ui| {
                 for r in &report.rings {
                     let used = r.used_bytes as f64 / r.control.capacity.max(1) as f64;
@@ -336,14 +343,15 @@ fn inspector(
                 .show(ui, |ui| {
                     let lines = times
                         .series()
-                        .map(|(stage, samples)| {
-                            let recent = &samples[samples.len().saturating_sub(PLOT_TICKS)..];
-                            (stage, series(recent.iter().map(|us| us / 1000.0)))
+                        .map(|(stage, times)| {
+                            let samples = times.samples();
+                            let recent = samples.iter().skip(samples.len().saturating_sub(PLOT_TICKS));
+                            (stage, series(recent.map(|us| us / 1000.0)))
                         })
                         .collect();
                     plot(ui, "tick times", lines);
                 });
-            egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.history.len()))
+            egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.generation()))
                 .default_open(true)
                 .show(ui, |ui| {
                     let mean = series(evolution.history.iter().map(|g| g.mean_fitness));
@@ -413,7 +421,7 @@ fn controls(
                     commands.0.push(FlockCommand::Restore(records));
                     format!("loaded {n} birds from {}", path.display())
                 }
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
         }
     });

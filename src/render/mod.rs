@@ -3,6 +3,8 @@
 //! camera (`scene`); with the egui inspector and the FPS overlay (`crate::inspector`).
 
 pub mod birds;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod display;
 pub mod scene;
 
 use std::path::PathBuf;
@@ -14,9 +16,9 @@ use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy_egui::EguiPlugin;
 
-use crate::CorePlugins;
 use crate::cli::RunArgs;
 use crate::sab::Sab;
+use crate::{CorePlugins, RunError};
 
 /// Everything drawn in the window, and the inspector.
 pub struct VisualPlugins;
@@ -34,9 +36,15 @@ impl Plugin for VisualPlugins {
 }
 
 /// Runs the simulator window until it is closed (or, with `--screenshot`, until the PNG is saved).
-pub fn run(args: &RunArgs) -> Result<(), String> {
+/// Natively, a missing display or GPU is an error with a hint, not a panic (see [`display`]).
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let layout = args.layout()?;
     let flock = args.flock(&layout)?;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        display::preflight()?;
+        display::SetupFailureHook::install();
+    }
     let mut app = App::new();
     // No `.meta` files are served next to assets (the browser build would fetch each and get 404s).
     let assets = AssetPlugin {
@@ -72,12 +80,12 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         return Err(error);
     }
     if let Some(path) = &args.snapshot {
-        sab.write_snapshot(path).map_err(|e| e.to_string())?;
+        sab.write_snapshot(path)?;
         info!("snapshot written to {}", path.display());
     }
     match exit {
         AppExit::Success => Ok(()),
-        AppExit::Error(code) => Err(format!("the simulator exited with code {code}")),
+        AppExit::Error(code) => Err(RunError::Exited(code)),
     }
 }
 
@@ -101,7 +109,7 @@ struct ScreenshotRequest {
     path: PathBuf,
     after_frames: u32,
     /// Why saving failed, read by `run` after the event loop has ended.
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<RunError>>>,
 }
 
 fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, mut frames: Local<u32>) {
@@ -125,7 +133,10 @@ fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, m
                 }
                 Err(e) => {
                     if let Ok(mut error) = request.error.lock() {
-                        *error = Some(format!("cannot save the screenshot to {}: {e}", path.display()));
+                        *error = Some(RunError::Screenshot {
+                            path: path.clone(),
+                            reason: e,
+                        });
                     }
                     exit.write(AppExit::error());
                 }

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::Serialize;
 
+use super::Sab;
 use super::generated as g;
 use super::memory::{copy_words_in, copy_words_out};
-use super::{Sab, seqlock};
+use super::seqlock::{self, BeingWritten};
 
 /// The kernel's engines, in the order of their state records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -50,6 +51,7 @@ impl Engine {
             Engine::Learning => &[
                 "jobs_learned",
                 "models",
+                "evicted",
                 "mean_abs_error_pct",
                 "within_20pct_share",
                 "last_prediction_us",
@@ -155,7 +157,8 @@ impl<'a> EngineTable<'a> {
     /// Rewrites the engine's record: one more run, now, and `metrics` by slot. The engine must be
     /// the record's only writer.
     pub fn publish(&self, engine: Engine, metrics: &[f32]) {
-        let previous = self.read(engine);
+        // A record left half-written (a restored snapshot of a writer that died) starts again.
+        let previous = self.read(engine).unwrap_or_else(|_| bytemuck::Zeroable::zeroed());
         let mut record = EngineRecord {
             seq: 0,
             engine: engine as u32 + 1,
@@ -171,8 +174,8 @@ impl<'a> EngineTable<'a> {
         seqlock::write_record(self.words(engine), RECORD_SEQ, &record);
     }
 
-    /// A consistent copy of the engine's record.
-    pub fn read(&self, engine: Engine) -> EngineRecord {
+    /// A consistent copy of the engine's record, or why there is none.
+    pub fn read(&self, engine: Engine) -> Result<EngineRecord, BeingWritten> {
         seqlock::read_record(self.words(engine), RECORD_SEQ)
     }
 }
@@ -284,10 +287,10 @@ impl<'a> AuditLog<'a> {
         u64::from(h[TOTAL_LO].load(Ordering::Relaxed)) | (u64::from(h[TOTAL_HI].load(Ordering::Relaxed)) << 32)
     }
 
-    /// A consistent copy of the log, oldest first.
-    pub fn records(&self) -> Vec<AuditRecord> {
+    /// A consistent copy of the log, oldest first, or why there is none.
+    pub fn records(&self) -> Result<Vec<AuditRecord>, BeingWritten> {
         let h = self.header();
-        seqlock::read(&h[SEQ], u32::MAX, || {
+        seqlock::read(&h[SEQ], seqlock::READ_ATTEMPTS, || {
             let (head, count) = (
                 h[HEAD].load(Ordering::Relaxed) as usize,
                 h[COUNT].load(Ordering::Relaxed) as usize,
@@ -301,8 +304,7 @@ impl<'a> AuditLog<'a> {
                 })
                 .collect()
         })
-        .expect("an unbounded read returns")
-        .0
+        .map(|(records, _)| records)
     }
 }
 
@@ -315,17 +317,17 @@ mod tests {
     fn engine_records_round_trip_and_count_runs() {
         let sab = Sab::for_tier(Tier::Light);
         let engines = sab.engines();
-        assert_eq!(engines.read(Engine::Health).runs, 0);
+        assert_eq!(engines.read(Engine::Health).unwrap().runs, 0);
         engines.publish(Engine::Health, &[1.0, 2.5, 3.0]);
         engines.publish(Engine::Health, &[4.0, 5.0]);
-        let record = engines.read(Engine::Health);
+        let record = engines.read(Engine::Health).unwrap();
         assert_eq!(
             (record.engine, record.runs, record.metric_count),
             (Engine::Health as u32 + 1, 2, 2)
         );
         assert_eq!(&record.metrics[..3], &[4.0, 5.0, 0.0]);
         assert_eq!(record.named(Engine::Health)[1], ("units_degraded", 5.0));
-        assert_eq!(engines.read(Engine::Security).runs, 0, "records are separate");
+        assert_eq!(engines.read(Engine::Security).unwrap().runs, 0, "records are separate");
         for engine in Engine::ALL {
             assert!(engine.metrics().len() <= METRIC_SLOTS);
         }
@@ -343,7 +345,7 @@ mod tests {
         };
         log.append(&(0..100).map(record).collect::<Vec<_>>());
         log.append(&(100..200).map(record).collect::<Vec<_>>());
-        let records = log.records();
+        let records = log.records().unwrap();
         assert_eq!(records.len(), 127);
         assert_eq!(records.first().unwrap().job_id, 73);
         assert_eq!(records.last().unwrap().job_id, 199);

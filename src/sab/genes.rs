@@ -26,6 +26,23 @@ pub enum GeneError {
     Contended,
     #[error(transparent)]
     Guard(#[from] GuardError),
+    #[error(
+        "gene record {index} is not a generation's: a gene outside ±{GENE_LIMIT} or not a number, or a fitness that is not finite"
+    )]
+    Invalid { index: usize },
+}
+
+/// The bound the GA keeps every gene within.
+pub const GENE_LIMIT: f32 = 10.0;
+
+impl GeneRecord {
+    /// Whether the record could come from the GA: every gene a number within ±[`GENE_LIMIT`] and a
+    /// finite fitness. Bytes from elsewhere (a snapshot, a buggy writer) are checked with it
+    /// before they reach the flock, where one NaN would spread to every neighbour.
+    pub fn is_valid(&self) -> bool {
+        let (genes, fitness) = (self.genes, self.fitness);
+        fitness.is_finite() && genes.iter().all(|g| g.abs() <= GENE_LIMIT)
+    }
 }
 
 /// The gene buffer of one SAB.

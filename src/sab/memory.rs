@@ -7,7 +7,8 @@
 //! defined, and the protocols (seqlock generations, ring commit words, epoch release/acquire) give
 //! the ordering. On x86-64 and wasm32 relaxed word loads and stores compile to ordinary moves.
 //!
-//! This file holds the only `unsafe` code of the project: turning the allocation into atomic views.
+//! With `epochs` (its parking calls), this file holds the SAB's `unsafe` code: turning the allocation
+//! into atomic views. The few `unsafe` blocks outside `src/sab/` are listed in the README.
 
 use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
 use std::ptr::NonNull;

@@ -54,6 +54,7 @@ pub use obstacles::{ObstacleRecord, ObstacleShape, ObstacleTable};
 pub use patterns::{JobHistory, JobRecord, PatternExchange, PatternRecord};
 pub use registry::{Capability, Dependency, ModuleSpec, Registry, RegistryError};
 pub use ring::{Ring, RingError, RingId};
+pub use seqlock::BeingWritten;
 pub use stream::{BirdRecord, MatrixPart, Stream, StreamError, StreamId};
 pub use supervisors::{SupervisorHeader, SupervisorStatus, SupervisorTable};
 

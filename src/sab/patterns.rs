@@ -291,12 +291,21 @@ impl<'a> JobHistory<'a> {
             .expect("the job history lies inside every SAB")
     }
 
+    /// The header's head and count as indices into the ring: within its capacity whatever the
+    /// words hold (a SAB from elsewhere may hold anything; the fuzzer found a count of 2³²−1).
+    fn head_and_count(header: &JobHistoryHeader) -> (usize, usize) {
+        (
+            header.head as usize % JOB_HISTORY_CAPACITY,
+            (header.count as usize).min(JOB_HISTORY_CAPACITY),
+        )
+    }
+
     /// Appends records, overwriting the oldest ones when full, then signals `JOB_HISTORY`.
     pub fn append(&self, records: &[JobRecord], owner: Owner) -> Result<(), GuardError> {
         let mut session = self.sab.guards().begin(GuardRegion::JobHistory, owner)?;
         let h = self.header_words();
         let header = self.header();
-        let (mut head, mut count, mut total) = (header.head as usize, header.count as usize, header.total);
+        let ((mut head, mut count), mut total) = (Self::head_and_count(&header), header.total);
         for record in records {
             let index = (head + count) % JOB_HISTORY_CAPACITY;
             self.sab
@@ -323,11 +332,11 @@ impl<'a> JobHistory<'a> {
     /// A consistent copy of the history, oldest first (`None` if writers kept disturbing it).
     pub fn records(&self) -> Option<Vec<JobRecord>> {
         self.sab.guards().read_consistent(GuardRegion::JobHistory, 1024, || {
-            let header = self.header();
-            (0..header.count as usize)
+            let (head, count) = Self::head_and_count(&self.header());
+            (0..count)
                 .map(|i| {
                     self.sab
-                        .read(Self::record_offset((header.head as usize + i) % JOB_HISTORY_CAPACITY))
+                        .read(Self::record_offset((head + i) % JOB_HISTORY_CAPACITY))
                         .expect("history records lie inside every SAB")
                 })
                 .collect()

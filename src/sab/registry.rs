@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::Sab;
 use super::arena::{ArenaBlock, ArenaError};
 use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
-use super::{Sab, seqlock};
+use super::seqlock::{self, BeingWritten};
 
 /// One registry entry, exactly as stored (reference §2.1, padding made explicit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
@@ -337,9 +338,17 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// Reads the entry in `slot` consistently (never half-written).
-    pub fn entry(&self, slot: usize) -> RegistryEntry {
+    /// Reads the entry in `slot` consistently (never half-written), or says that it is being
+    /// written (a writer that died mid-write leaves it so).
+    pub fn entry(&self, slot: usize) -> Result<RegistryEntry, BeingWritten> {
         seqlock::read_record(self.slot_words(slot), ENTRY_SEQ)
+    }
+
+    /// The slots whose entries cannot be read consistently.
+    pub fn being_written(&self) -> Vec<usize> {
+        (0..g::REGISTRY_INLINE_SLOTS as usize)
+            .filter(|&slot| self.entry(slot).is_err())
+            .collect()
     }
 
     fn write_entry(&self, slot: usize, entry: &RegistryEntry) {
@@ -356,7 +365,10 @@ impl<'a> Registry<'a> {
     pub fn lookup(&self, id: &str) -> Option<(usize, RegistryEntry)> {
         let (hash, name) = (id_hash(id), fixed_str_checked(id)?);
         for slot in probe_sequence(id) {
-            let entry = self.entry(slot);
+            // An entry being written is not (yet) the module's: keep probing.
+            let Ok(entry) = self.entry(slot) else {
+                continue;
+            };
             if entry.signature == 0 {
                 return None;
             }
@@ -367,17 +379,32 @@ impl<'a> Registry<'a> {
         None
     }
 
+    /// The methods module `id` declares (its capabilities named `id:method`), or `None` when it
+    /// is not registered. A module that declares none takes any method.
+    pub fn methods(&self, id: &str) -> Option<Vec<String>> {
+        let (_, entry) = self.lookup(id)?;
+        let prefix = format!("{id}:");
+        Some(
+            self.capabilities(&entry)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.id.strip_prefix(&prefix).map(str::to_owned))
+                .collect(),
+        )
+    }
+
     /// The active entry whose `id_hash` is `hash`.
     pub fn lookup_hash(&self, hash: u32) -> Option<(usize, RegistryEntry)> {
         (0..g::REGISTRY_INLINE_SLOTS as usize)
-            .map(|slot| (slot, self.entry(slot)))
+            .filter_map(|slot| Some((slot, self.entry(slot).ok()?)))
             .find(|(_, e)| Self::is_active(e) && e.id_hash == hash)
     }
 
-    /// Every active module, with its tables, in slot order.
+    /// Every active module, with its tables, in slot order (entries being written are left out;
+    /// [`Registry::being_written`] lists them).
     pub fn modules(&self) -> Vec<ModuleRecord> {
         let entries: Vec<_> = (0..g::REGISTRY_INLINE_SLOTS as usize)
-            .map(|slot| (slot, self.entry(slot)))
+            .filter_map(|slot| Some((slot, self.entry(slot).ok()?)))
             .filter(|(_, e)| Self::is_active(e))
             .collect();
         let names: HashMap<u32, String> = entries
@@ -479,7 +506,12 @@ impl<'a> Registry<'a> {
         let mut existing = None;
         let mut free = None;
         for slot in probe_sequence(&spec.id) {
-            let entry = self.entry(slot);
+            // Under the lock no writer is live: an entry left half-written by a writer that died
+            // is free to take.
+            let Ok(entry) = self.entry(slot) else {
+                free = free.or(Some(slot));
+                continue;
+            };
             if entry.signature == 0 {
                 free = free.or(Some(slot));
                 break;

@@ -154,7 +154,16 @@ impl Sab {
     pub fn read_snapshot(path: &Path) -> Result<(Sab, SnapshotHeader), SnapshotError> {
         let file = File::open(path).map_err(io_err("open", path))?;
         let actual_len = file.metadata().map_err(io_err("read the size of", path))?.len();
-        let mut input = BufReader::with_capacity(CHUNK, file);
+        Self::read_snapshot_from(path, BufReader::with_capacity(CHUNK, file), actual_len)
+    }
+
+    /// [`Sab::read_snapshot`] from any reader of `actual_len` bytes (`path` names the source in
+    /// errors): the same checks, for snapshots that are not files (and for the fuzzer).
+    pub fn read_snapshot_from(
+        path: &Path,
+        mut input: impl Read,
+        actual_len: u64,
+    ) -> Result<(Sab, SnapshotHeader), SnapshotError> {
         let mut raw = [0u8; SNAPSHOT_HEADER_SIZE];
         if actual_len < SNAPSHOT_HEADER_SIZE as u64 {
             return Err(SnapshotError::Truncated { path: path.into() });

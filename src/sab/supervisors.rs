@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::Serialize;
 
+use super::Sab;
 use super::epochs::EpochIndex;
 use super::generated as g;
 use super::guard::{GuardError, GuardRegion, Owner};
 use super::layout::regions;
-use super::{Sab, seqlock};
+use super::seqlock::{self, BeingWritten};
 use bevy::prelude::Res;
 
 const POOL: usize = g::SUPERVISOR_POOL_SIZE as usize;
@@ -160,6 +161,8 @@ pub enum SupervisorError {
     NotAllocated(u32),
     #[error(transparent)]
     Guard(#[from] GuardError),
+    #[error("the header is {0}")]
+    BeingWritten(#[from] BeingWritten),
 }
 
 /// The supervisor table of one SAB.
@@ -281,7 +284,7 @@ impl<'a> SupervisorTable<'a> {
 
     /// Reads the header of `slot` consistently.
     pub fn header(&self, slot: usize) -> Result<SupervisorHeader, SupervisorError> {
-        Ok(seqlock::read_record(self.header_words(slot)?, HEADER_SEQ))
+        Ok(seqlock::read_record(self.header_words(slot)?, HEADER_SEQ)?)
     }
 }
 

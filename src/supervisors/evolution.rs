@@ -120,8 +120,15 @@ pub struct Evolution {
     bird_epochs: u32,
     birds: Vec<BirdRecord>,
     records: Vec<GeneRecord>,
+    /// Generations bred since the last restart.
+    generations: u32,
+    /// The newest [`HISTORY`] generations' figures, oldest first.
     pub history: Vec<GenerationStats>,
 }
+
+/// Generations whose figures are kept (about 50 minutes at the default cadence); older ones are
+/// dropped, so a run of any length holds a fixed amount of memory.
+pub const HISTORY: usize = 1024;
 
 impl Evolution {
     /// Starts over with a new seed: the next generation is bred `every` bird epochs from now,
@@ -129,7 +136,13 @@ impl Evolution {
     pub fn restart(&mut self, seed: u64) {
         self.rng = SplitMix64::new(seed);
         self.bird_epochs = 0;
+        self.generations = 0;
         self.history.clear();
+    }
+
+    /// Generations bred since the last restart.
+    pub fn generation(&self) -> u32 {
+        self.generations
     }
 }
 
@@ -152,6 +165,7 @@ impl Plugin for EvolutionPlugin {
             bird_epochs: 0,
             birds: vec![bytemuck::Zeroable::zeroed(); capacity],
             records: Vec::with_capacity(capacity),
+            generations: 0,
             history: Vec::new(),
         })
         .add_systems(
@@ -192,8 +206,9 @@ fn evolve(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
         error!("the gene buffer refused a generation: {e}");
         return;
     }
+    ev.generations += 1;
     let stats = GenerationStats {
-        generation: ev.history.len() as u32 + 1,
+        generation: ev.generations,
         mean_fitness: mean,
         best_fitness: best,
         elites: elite_count(count),
@@ -203,5 +218,8 @@ fn evolve(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
         "generation {}: mean fitness {:.4}, best {:.4}",
         stats.generation, mean, best
     );
+    if ev.history.len() == HISTORY {
+        ev.history.remove(0);
+    }
     ev.history.push(stats);
 }

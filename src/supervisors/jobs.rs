@@ -39,6 +39,12 @@ use crate::supervisors::syscalls::SyscallInbox;
 pub enum SubmitError {
     #[error("no module {0:?} is registered")]
     UnknownLibrary(String),
+    #[error("module {library:?} has no method {method:?} (it registers {known})")]
+    UnknownMethod {
+        library: String,
+        method: String,
+        known: String,
+    },
     #[error("job {0} is in flight or its result has not been taken")]
     DuplicateId(u64),
     #[error("the job's frame is {len} bytes; the inbox takes at most {max}")]
@@ -75,7 +81,9 @@ pub struct JobFinished {
     pub record: JobRecord,
     pub status: JobStatus,
     /// How long the unit ran it, as the job host measured (0 if it never ran).
-    pub execution_us: u32,
+    pub execution_ns: u64,
+    /// The CPU time it took (the wall time where the host has no thread clock).
+    pub cpu_ns: u64,
     /// CRC32C of the job's `source` metadata (`"local"` when it has none).
     pub source_hash: u32,
 }
@@ -268,6 +276,26 @@ struct KernelEnds {
     frame: Vec<u8>,
 }
 
+/// A registered library as the queue checks jobs against it.
+struct Library {
+    name: String,
+    /// CRC32C of the name: the unit's hash.
+    hash: u32,
+    /// The methods its registry entry declares (capabilities `<library>:<method>`); a unit that
+    /// declares none takes any method.
+    methods: Vec<String>,
+}
+
+impl Library {
+    fn read(sab: &Sab, name: &str) -> Option<Self> {
+        Some(Self {
+            name: name.to_owned(),
+            hash: crc32c::crc32c(name.as_bytes()),
+            methods: sab.registry().methods(name)?,
+        })
+    }
+}
+
 /// The job queue, the jobs in flight and the results not yet taken.
 #[derive(Resource)]
 pub struct JobQueue {
@@ -275,9 +303,9 @@ pub struct JobQueue {
     in_flight: InFlightTable,
     /// By caller id: every id in flight or with a result not yet taken.
     calls: HashMap<u64, Call>,
-    /// Libraries found registered, with their unit hash, while the registry epoch stays at
-    /// `registry_epoch` (a registration or removal clears them).
-    libraries: Vec<(String, u32)>,
+    /// Libraries found registered, while the registry epoch stays at `registry_epoch` (a
+    /// registration or removal clears them).
+    libraries: Vec<Library>,
     registry_epoch: u32,
     /// (timeout, wire id) of the jobs that have a timeout, soonest first; entries of jobs already
     /// resolved are skipped when they come up.
@@ -309,7 +337,7 @@ pub struct JobQueue {
 impl JobQueue {
     /// Checks and queues a job; it is sent on the next pulse.
     pub fn submit(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
-        let unit_hash = self.registered(sab, &job.library)?;
+        let unit_hash = self.registered(sab, &job.library, &job.method)?;
         let busy = self.unit_in_flight.get(&unit_hash).is_some_and(|&n| n > 0);
         match self.admission.get(&unit_hash) {
             Some(Admission::Refuse) => return Err(SubmitError::UnitStopped(job.library.clone())),
@@ -370,22 +398,31 @@ impl JobQueue {
         Ok(())
     }
 
-    /// The unit hash of a registered library.
-    fn registered(&mut self, sab: &Sab, library: &str) -> Result<u32, SubmitError> {
+    /// The unit hash of a registered library that has `method`.
+    fn registered(&mut self, sab: &Sab, library: &str, method: &str) -> Result<u32, SubmitError> {
         let epoch = sab.epochs().load(EpochIndex::REGISTRY);
         if epoch != self.registry_epoch {
             self.libraries.clear();
             self.registry_epoch = epoch;
         }
-        if let Some((_, hash)) = self.libraries.iter().find(|(name, _)| name == library) {
-            return Ok(*hash);
+        let index = match self.libraries.iter().position(|l| l.name == library) {
+            Some(index) => index,
+            None => {
+                let found =
+                    Library::read(sab, library).ok_or_else(|| SubmitError::UnknownLibrary(library.to_owned()))?;
+                self.libraries.push(found);
+                self.libraries.len() - 1
+            }
+        };
+        let found = &self.libraries[index];
+        if !found.methods.is_empty() && !found.methods.iter().any(|m| m == method) {
+            return Err(SubmitError::UnknownMethod {
+                library: library.to_owned(),
+                method: method.to_owned(),
+                known: found.methods.join(", "),
+            });
         }
-        if sab.registry().lookup(library).is_none() {
-            return Err(SubmitError::UnknownLibrary(library.to_owned()));
-        }
-        let hash = crc32c::crc32c(library.as_bytes());
-        self.libraries.push((library.to_owned(), hash));
-        Ok(hash)
+        Ok(found.hash)
     }
 
     /// The result of a job, once, when it has one.
@@ -468,7 +505,8 @@ impl JobQueue {
         self.finished.push(JobFinished {
             record,
             status: outcome.status,
-            execution_us: clamp(outcome.execution_time_ns / 1000),
+            execution_ns: outcome.execution_time_ns,
+            cpu_ns: outcome.cpu_ns,
             source_hash: job.source_hash,
         });
         self.stats.resolved += 1;

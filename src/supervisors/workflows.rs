@@ -95,6 +95,12 @@ pub enum WorkflowError {
     Cycle(usize),
     #[error("step {step} names library {library:?}, which is not registered")]
     UnknownLibrary { step: usize, library: String },
+    #[error("step {step} calls method {method:?}, which library {library:?} does not declare")]
+    UnknownMethod {
+        step: usize,
+        library: String,
+        method: String,
+    },
     #[error("workflow {0} is running or its outcome has not been taken")]
     DuplicateId(u64),
 }
@@ -170,8 +176,12 @@ pub struct WorkflowEngine {
 pub struct WorkflowStats {
     pub workflows: u64,
     pub steps_finished: u64,
-    /// Time spent coordinating (submitting, resolving, passing data), all workflows.
+    /// Time spent coordinating (checking and starting workflows, submitting their steps,
+    /// resolving them, passing data), all workflows.
     pub coordination: Duration,
+    /// Of which in [`WorkflowEngine::submit`] (the DAG check, registry look-ups, the supervisor
+    /// slot).
+    pub submitting: Duration,
 }
 
 impl WorkflowStats {
@@ -185,8 +195,18 @@ impl WorkflowStats {
 const STEP_ID_BIT: u64 = 1 << 63;
 
 impl WorkflowEngine {
-    /// Checks and starts a workflow; its first steps are submitted on the next tick.
+    /// Checks and starts a workflow; its first steps are submitted on the next tick. Its time
+    /// counts as coordination, refused workflows included.
     pub fn submit(&mut self, sab: &Sab, workflow: Workflow) -> Result<(), WorkflowError> {
+        let start = Instant::now();
+        let result = self.start(sab, workflow);
+        let took = start.elapsed();
+        self.stats.coordination += took;
+        self.stats.submitting += took;
+        result
+    }
+
+    fn start(&mut self, sab: &Sab, workflow: Workflow) -> Result<(), WorkflowError> {
         let n = workflow.steps.len();
         if n == 0 || n > MAX_STEPS {
             return Err(WorkflowError::Size);
@@ -197,11 +217,21 @@ impl WorkflowEngine {
         let mut dependants = vec![Vec::new(); n];
         let mut missing = vec![0; n];
         for (i, step) in workflow.steps.iter().enumerate() {
-            if sab.registry().lookup(&step.library).is_none() {
-                return Err(WorkflowError::UnknownLibrary {
-                    step: i,
-                    library: step.library.clone(),
-                });
+            match sab.registry().methods(&step.library) {
+                None => {
+                    return Err(WorkflowError::UnknownLibrary {
+                        step: i,
+                        library: step.library.clone(),
+                    });
+                }
+                Some(methods) if !methods.is_empty() && !methods.contains(&step.method) => {
+                    return Err(WorkflowError::UnknownMethod {
+                        step: i,
+                        library: step.library.clone(),
+                        method: step.method.clone(),
+                    });
+                }
+                Some(_) => {}
             }
             let mut deps: Vec<usize> = step.dependencies().collect();
             deps.sort_unstable();

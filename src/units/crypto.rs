@@ -48,7 +48,6 @@ pub fn execute(sab: &Sab, job: &Job) -> JobOutcome {
         outcome.output_bytes = out.len() as u64;
     }
     outcome.execution_time_ns = start.elapsed().as_nanos() as u64;
-    outcome.cpu_ns = outcome.execution_time_ns;
     outcome
 }
 

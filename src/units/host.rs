@@ -228,12 +228,12 @@ impl Worker {
                     }
                     Some(&JobEntry::Immediate(execute)) => {
                         HostCounters::count(&counters.executed);
-                        let start = Instant::now();
+                        let clock = JobClock::start();
                         let outcome = run_guarded(execute, sab, job);
                         if outcome.status == JobStatus::Crashed {
                             HostCounters::count(&counters.crashed);
                         }
-                        charge(outcome, job, start.elapsed().as_nanos() as u64)
+                        charge(outcome, job, &clock)
                     }
                     None => {
                         HostCounters::count(&counters.unknown_library);
@@ -473,11 +473,43 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// Stamps the host's measurement of a job's execution time on its outcome and charges it: the
-/// cost is at least the execution time in microseconds (a unit may report more), and a job whose
-/// cost exceeds its non-zero `budget` is answered `BudgetExceeded`, without its output.
-pub(crate) fn charge(mut outcome: JobOutcome, job: &Job, execution_ns: u64) -> JobOutcome {
+/// The host's two clocks on a job: wall time, and the CPU time of the thread that runs it (what
+/// the job consumed, which a preemption does not inflate; the learning engine models it). Where
+/// the platform has no thread clock (the browser), the CPU time is the wall time.
+pub(crate) struct JobClock {
+    wall: Instant,
+    #[cfg(not(target_arch = "wasm32"))]
+    cpu: Option<cpu_time::ThreadTime>,
+}
+
+impl JobClock {
+    pub(crate) fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            #[cfg(not(target_arch = "wasm32"))]
+            cpu: cpu_time::ThreadTime::try_now().ok(),
+        }
+    }
+
+    /// (wall, CPU) nanoseconds since `start`, on the thread that started it.
+    fn elapsed_ns(&self) -> (u64, u64) {
+        let wall = self.wall.elapsed().as_nanos() as u64;
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(cpu) = self.cpu.as_ref().and_then(|c| c.try_elapsed().ok()) {
+            return (wall, cpu.as_nanos() as u64);
+        }
+        (wall, wall)
+    }
+}
+
+/// Stamps the host's measurements of a job (`clock`, started just before it ran) on its outcome
+/// and charges it: the cost is at least the execution time in microseconds (a unit may report
+/// more), and a job whose cost exceeds its non-zero `budget` is answered `BudgetExceeded`, without
+/// its output.
+pub(crate) fn charge(mut outcome: JobOutcome, job: &Job, clock: &JobClock) -> JobOutcome {
+    let (execution_ns, cpu_ns) = clock.elapsed_ns();
     outcome.execution_time_ns = execution_ns;
+    outcome.cpu_ns = cpu_ns;
     outcome.cost = outcome.cost.max(execution_ns / 1000);
     if job.budget > 0 && outcome.cost > job.budget && outcome.status == JobStatus::Success {
         let mut over = JobOutcome::failed(
@@ -485,7 +517,8 @@ pub(crate) fn charge(mut outcome: JobOutcome, job: &Job, execution_ns: u64) -> J
             JobStatus::BudgetExceeded,
             format!("the job cost {} against its budget of {}", outcome.cost, job.budget),
         );
-        (over.cost, over.execution_time_ns, over.input_bytes) = (outcome.cost, execution_ns, outcome.input_bytes);
+        (over.cost, over.execution_time_ns, over.cpu_ns, over.input_bytes) =
+            (outcome.cost, execution_ns, cpu_ns, outcome.input_bytes);
         return over;
     }
     outcome

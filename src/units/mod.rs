@@ -97,19 +97,34 @@ impl RegisterUnitExt for App {
     }
 
     fn register_unit(&mut self, spec: ModuleSpec) -> &mut Self {
-        self.init_resource::<UnitRegistrationErrors>().add_systems(
-            Startup,
-            move |sab: Res<Sab>, mut errors: ResMut<UnitRegistrationErrors>| match sab
-                .registry()
-                .register(&spec, Owner::Module)
-            {
-                Ok(slot) => info!("unit {} {:?} registered in slot {slot}", spec.id, spec.version),
-                Err(e) => {
-                    error!("unit {} could not register: {e}", spec.id);
-                    errors.0.push((spec.id.clone(), e.to_string()));
-                }
-            },
-        )
+        if !self.world().contains_resource::<PendingUnits>() {
+            self.init_resource::<PendingUnits>()
+                .init_resource::<UnitRegistrationErrors>()
+                .add_systems(Startup, register_pending_units);
+        }
+        self.world_mut().resource_mut::<PendingUnits>().0.push(spec);
+        self
+    }
+}
+
+/// Units added with `register_unit`, written into the registry at startup in the order they were
+/// added (so each lands in the same slot on every run).
+#[derive(Resource, Default)]
+struct PendingUnits(Vec<ModuleSpec>);
+
+fn register_pending_units(
+    sab: Res<Sab>,
+    mut pending: ResMut<PendingUnits>,
+    mut errors: ResMut<UnitRegistrationErrors>,
+) {
+    for spec in pending.0.drain(..) {
+        match sab.registry().register(&spec, Owner::Module) {
+            Ok(slot) => info!("unit {} {:?} registered in slot {slot}", spec.id, spec.version),
+            Err(e) => {
+                error!("unit {} could not register: {e}", spec.id);
+                errors.0.push((spec.id.clone(), e.to_string()));
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::pulse::PulseSystems;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
-use crate::units::host::{JobHostSystems, JobMailboxes, MailboxResults, charge};
+use crate::units::host::{JobClock, JobHostSystems, JobMailboxes, MailboxResults, charge};
 
 /// The orbiting ball's angular speed (rad/s) and its bobbing frequency (rad/s).
 const ORBIT_SPEED: f32 = 0.35;
@@ -95,6 +95,7 @@ impl Plugin for PhysicsPlugin {
                 (
                     (
                         follow_the_flock_world,
+                        follow_the_pulse_rate,
                         gate_rapier,
                         drive_orbiters.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
                     )
@@ -294,10 +295,20 @@ fn gate_rapier(sab: Res<Sab>, mut seen: Local<u32>, mut configs: Query<&mut Rapi
     }
 }
 
-/// Moves the kinematic orbiters along their paths, by pulse count (not wall time).
-fn drive_orbiters(time: Res<Time>, mut ticks: Local<u32>, mut orbiters: Query<(&Orbit, &mut Transform)>) {
-    *ticks += 1;
-    let t = *ticks as f32 * time.delta_secs();
+/// Rapier steps by the pulse's own period, which changes when the page is hidden (30 Hz) or shown
+/// again: the scene keeps its speed in simulated time instead of running in slow motion.
+fn follow_the_pulse_rate(time: Res<Time<Fixed>>, mut mode: ResMut<TimestepMode>) {
+    let dt = time.timestep().as_secs_f32();
+    if !matches!(*mode, TimestepMode::Fixed { dt: current, .. } if current == dt) {
+        *mode = TimestepMode::Fixed { dt, substeps: 1 };
+    }
+}
+
+/// Moves the kinematic orbiters along their paths, by simulated time: the sum of the pulses'
+/// periods (not wall time), so a change of pulse rate changes the speed of nothing.
+fn drive_orbiters(time: Res<Time<Fixed>>, mut t: Local<f32>, mut orbiters: Query<(&Orbit, &mut Transform)>) {
+    *t += time.timestep().as_secs_f32();
+    let t = *t;
     for (orbit, mut transform) in &mut orbiters {
         let angle = ORBIT_SPEED * t;
         transform.translation = Vec3::new(
@@ -369,7 +380,7 @@ fn run_physics_jobs(
     });
     let mut bodies = obstacles.iter().count();
     for job in mailboxes.take("physics") {
-        let start = bevy::platform::time::Instant::now();
+        let clock = JobClock::start();
         let outcome = match (job.method.as_str(), &job.params) {
             (
                 "spawn_body",
@@ -402,7 +413,7 @@ fn run_physics_jobs(
                 ),
             ),
         };
-        results.0.push(charge(outcome, &job, start.elapsed().as_nanos() as u64));
+        results.0.push(charge(outcome, &job, &clock));
     }
 }
 

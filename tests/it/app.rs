@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use bevy::app::RunFixedMainLoop;
 use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings, ScheduleLabel};
 use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app};
@@ -40,30 +41,53 @@ fn a_hidden_page_slows_the_pulse_to_30_hz_and_a_visible_one_restores_it() {
     assert_eq!(inos::pulse::pulse_hz(20.0, 1), 20.0);
 }
 
+/// Every schedule of the headless app, kernel alone and with the whole flock (boids, matrices,
+/// evolution, the Rapier scene), is built with ambiguity detection as an error: the settings are in
+/// place before the first update builds any schedule, and a schedule with an ambiguity panics.
 #[test]
 fn no_schedule_has_ambiguities() {
-    let mut app = build_app(HeadlessConfig::kernel());
-    let labels: Vec<_> = [
-        Startup.intern(),
-        First.intern(),
-        PreUpdate.intern(),
-        FixedUpdate.intern(),
-        Update.intern(),
-        PostUpdate.intern(),
-        Last.intern(),
-    ]
-    .into();
-    for label in labels {
-        app.edit_schedule(label, |schedule| {
-            schedule.set_build_settings(ScheduleBuildSettings {
-                ambiguity_detection: LogLevel::Error,
-                ..default()
+    use inos::headless::build_app_with;
+    let strict = |app: &mut App| {
+        for label in [
+            PreStartup.intern(),
+            Startup.intern(),
+            PostStartup.intern(),
+            First.intern(),
+            PreUpdate.intern(),
+            RunFixedMainLoop.intern(),
+            FixedFirst.intern(),
+            FixedPreUpdate.intern(),
+            FixedUpdate.intern(),
+            FixedPostUpdate.intern(),
+            FixedLast.intern(),
+            Update.intern(),
+            PostUpdate.intern(),
+            Last.intern(),
+        ] {
+            app.edit_schedule(label, |schedule| {
+                schedule.set_build_settings(ScheduleBuildSettings {
+                    ambiguity_detection: LogLevel::Error,
+                    ..default()
+                });
             });
-        });
-    }
-    // Building a schedule with an ambiguity under LogLevel::Error panics.
-    for _ in 0..3 {
-        app.update();
+        }
+    };
+    let flock = HeadlessConfig {
+        layout: SabLayout::for_tier(Tier::Light),
+        pulse_hz: 64.0,
+        flock: Some(inos::FlockPlugins {
+            birds: 500,
+            params: inos::units::boids::FlockParams::default(),
+            seed: 1,
+            evolve_every: 2,
+            obstacles: true,
+        }),
+    };
+    for config in [HeadlessConfig::kernel(), flock] {
+        let mut app = build_app_with(config, strict);
+        for _ in 0..3 {
+            app.update();
+        }
     }
 }
 
@@ -127,6 +151,84 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
     for section in ["EPOCHS", "REGIONS", "RINGS", "STREAMS", "GUARDS", "SYSTEM_PULSE"] {
         assert!(text.contains(section), "text report lacks {section}");
     }
+}
+
+/// Runs `inos` with a deadline: a run that hangs is killed and fails the test.
+fn inos_within(args: &[&str], limit: std::time::Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inos"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run inos");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait for inos").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("inos {args:?} ran past {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("inos output")
+}
+
+/// A snapshot taken while a registry entry, a supervisor header and the audit log were being
+/// written (their sequence words odd; the body hash is over those bytes, so the file is valid) is
+/// read at once: `inos inspect` names each of them as being written instead of spinning on them.
+#[test]
+fn inspect_reports_records_left_half_written_at_once() {
+    use inos::sab::generated as g;
+    use inos::sab::registry::RegistryEntry;
+    use inos::sab::{ModuleSpec, Owner, SupervisorHeader};
+
+    let sab = Sab::for_tier(Tier::Light);
+    let module = sab
+        .registry()
+        .register(&ModuleSpec::cpu_unit("stuck", 0, &[]), Owner::Kernel)
+        .unwrap();
+    let supervisor = sab.supervisors().allocate("stuck", Owner::Kernel).unwrap();
+    let odd = |offset: usize| sab.write(offset, &[0x0000_0101u32]).unwrap();
+    odd(g::REGISTRY_OFFSET as usize
+        + module * g::REGISTRY_ENTRY_SIZE as usize
+        + std::mem::offset_of!(RegistryEntry, seq));
+    odd(g::SUPERVISOR_HEADERS_OFFSET as usize
+        + supervisor.slot * size_of::<SupervisorHeader>()
+        + std::mem::offset_of!(SupervisorHeader, seq));
+    odd(g::AUDIT_LOG_OFFSET as usize);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("stuck.snap");
+    sab.write_snapshot(&snap).unwrap();
+
+    let started = std::time::Instant::now();
+    let out = inos_within(
+        &["inspect", snap.to_str().unwrap(), "--json"],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stuck: Vec<(String, String)> = report["being_written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["record"].as_str().unwrap().into(), b["at"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        stuck,
+        [
+            ("registry entry".into(), format!("slot {module}")),
+            ("supervisor header".into(), format!("slot {}", supervisor.slot)),
+            ("audit log".into(), "header".into()),
+        ]
+    );
+    assert!(report["modules"].as_array().unwrap().is_empty());
+    let out = inos_within(&["inspect", snap.to_str().unwrap()], std::time::Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BEING WRITTEN") && text.contains("supervisor header slot"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -288,14 +390,60 @@ fn bench_json_reports_every_measurement_consistently() {
     assert!(ring > 0.0 && queue > 0.0);
     assert!((r["ring_vs_array_queue"].as_f64().unwrap() - ring / queue).abs() < 1e-9);
     assert!(r["registry_lookup_ns"].as_f64().unwrap() > 0.0);
-    let naive = r["naive_2000_ms"].as_f64().unwrap();
+    // Every flock figure comes with its neighbour count, in both layouts: the dense start disk
+    // and the world's even density (about 11 within the perception radius at any bird count).
     let flock = r["flock"].as_array().unwrap();
-    let sizes: Vec<u64> = flock.iter().map(|f| f["birds"].as_u64().unwrap()).collect();
-    assert_eq!(sizes, [1_000, 10_000, 100_000]);
+    let runs: Vec<(u64, &str)> = flock
+        .iter()
+        .map(|f| (f["birds"].as_u64().unwrap(), f["layout"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (1_000, "start_disk"),
+            (1_000, "spread"),
+            (10_000, "start_disk"),
+            (10_000, "spread"),
+            (100_000, "start_disk"),
+            (100_000, "spread")
+        ]
+    );
     for f in flock {
-        let median = f["median_ms"].as_f64().unwrap();
-        assert!(median > 0.0 && median <= f["p99_ms"].as_f64().unwrap());
-        assert!((f["vs_naive_2000"].as_f64().unwrap() - median / naive).abs() < 1e-9);
+        let (median, p99) = (f["median_ms"].as_f64().unwrap(), f["p99_ms"].as_f64().unwrap());
+        assert!(median > 0.0 && median <= p99, "{f}");
+        let neighbours = f["mean_neighbours"].as_f64().unwrap();
+        match f["layout"].as_str().unwrap() {
+            "spread" => assert!((7.0..16.0).contains(&neighbours), "{f}"),
+            _ => assert!(neighbours > 20.0, "{f}"),
+        }
+    }
+    // The grid step against the O(n²) step of the same model, same birds and threads: faster at
+    // 10 000 birds, and by more there than at 1 000 (its cost grows as n, the naive one's as n²).
+    // (At 1 000 birds in this unoptimised test build the two are close.)
+    let versus = r["flock_vs_naive"].as_array().unwrap();
+    assert_eq!(versus.len(), 4);
+    for c in versus {
+        assert_eq!(c["threads"], flock[0]["threads"], "{c}");
+        if c["birds"] == 10_000 {
+            assert!(
+                c["speedup"].as_f64().unwrap() > 1.0,
+                "the grid step is slower than the naive one: {c}"
+            );
+        }
+    }
+    let speedup = |birds: u64, layout: &str| {
+        versus
+            .iter()
+            .find(|c| c["birds"] == birds && c["layout"] == layout)
+            .unwrap()["speedup"]
+            .as_f64()
+            .unwrap()
+    };
+    for layout in ["start_disk", "spread"] {
+        assert!(
+            speedup(10_000, layout) > 2.0 * speedup(1_000, layout),
+            "{layout}: {versus:?}"
+        );
     }
     let app = &r["flock_app"];
     assert_eq!((app["birds"].as_u64(), app["ticks"].as_u64()), (Some(10_000), Some(20)));
@@ -329,15 +477,22 @@ fn bench_json_reports_every_measurement_consistently() {
     assert_eq!((w["workflows"].as_u64(), w["steps"].as_u64()), (Some(100), Some(1000)));
     // A chain of 10 needs at least 11 updates (one per step, one to start).
     assert!(w["updates"].as_u64().unwrap() >= 11, "{w}");
+    // The engines at an admissible load paced in real time: at least 95 % of deadlines met (the
+    // README's target). The learning engine's target, a mean prediction error within 20 %, is
+    // met only on a quiet machine (15-21 % measured beside another busy process, once 43 %: the
+    // CPU time of a 4 KiB hash moves with what the other core does); here, among the other
+    // tests, the bound is one that a model which has learnt nothing breaks by far.
     let e = &r["engines"];
     assert_eq!(e["jobs"].as_u64(), Some(2000));
+    let error = e["learning_mean_abs_error_pct"].as_f64().unwrap();
+    assert!((0.0..=60.0).contains(&error), "learning error {error} %: {e}");
     let hit_rate = e["deadline_hit_rate"].as_f64().unwrap();
-    let within = e["learning_within_20pct"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&hit_rate) && (0.0..=1.0).contains(&within), "{e}");
-    assert!(e["learning_mean_abs_error_pct"].as_f64().unwrap() >= 0.0, "{e}");
+    assert!((0.95..=1.0).contains(&hit_rate), "deadline hit rate {hit_rate}: {e}");
+    // Coordination includes `submit` now, and is a part of the wall time.
     let coordination = w["coordination_per_step_us"].as_f64().unwrap();
+    let submit = w["submit_per_step_us"].as_f64().unwrap();
     assert!(
-        coordination > 0.0 && coordination < w["wall_per_step_us"].as_f64().unwrap(),
+        0.0 < submit && submit < coordination && coordination < w["wall_per_step_us"].as_f64().unwrap(),
         "{w}"
     );
 }
@@ -363,4 +518,29 @@ fn bench_only_runs_the_named_sections() {
     let bad = inos(&["bench", "--only", "rings,warp"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'warp'"));
+}
+
+/// A short soak: the flock, jobs every tick and a workflow a second, all answered, with one
+/// sample of resident memory at the end of its (only, partial) minute.
+#[test]
+fn a_short_soak_answers_every_job_and_reports_memory() {
+    let out = inos_within(
+        &["soak", "--minutes", "0.05", "--birds", "200", "--json"],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["passed"], true, "{r}");
+    let submitted = r["jobs_submitted"].as_u64().unwrap();
+    // 3 s at 64 Hz, 4 jobs a tick (a debug build may fall behind the pulse).
+    assert!(submitted >= 100, "{r}");
+    assert_eq!(r["jobs_answered"].as_u64(), Some(submitted), "{r}");
+    assert_eq!(r["jobs_failed"], 0);
+    assert!(r["workflows_finished"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["workflows_finished"], r["workflows_submitted"]);
+    let samples = r["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 1, "{r}");
+    assert!(samples[0]["rss_mib"].as_f64().unwrap() > 10.0, "{r}");
+    let bad = inos(&["soak", "--minutes", "0"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("from 0.01 to 10080 minutes"));
 }

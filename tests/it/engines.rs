@@ -43,10 +43,17 @@ fn app() -> App {
     app
 }
 
+/// A job on `unit`'s method (echo's echo, crypto's hash; the test unit declares none and runs
+/// any), from `source`.
 fn job(id: u64, unit: &str, source: &str, input: &[u8]) -> Job {
+    let method = match unit {
+        "echo" => "echo",
+        "crypto" => "hash",
+        _ => "run",
+    };
     Job {
         metadata: vec![(SOURCE_KEY.into(), source.into())],
-        ..Job::new(id, unit, "run", Payload::Inline(input.to_vec()))
+        ..Job::new(id, unit, method, Payload::Inline(input.to_vec()))
     }
 }
 
@@ -66,14 +73,14 @@ fn settle(app: &mut App) {
 }
 
 fn engine_metric(app: &App, engine: Engine, name: &str) -> f32 {
-    let record = app.world().resource::<Sab>().engines().read(engine);
+    let record = app.world().resource::<Sab>().engines().read(engine).unwrap();
     record
         .metric(engine, name)
         .unwrap_or_else(|| panic!("{engine:?} has no metric {name}"))
 }
 
 fn audits(app: &App, kind: AuditKind) -> usize {
-    let log = app.world().resource::<Sab>().audit_log().records();
+    let log = app.world().resource::<Sab>().audit_log().records().unwrap();
     log.iter().filter(|r| r.kind == kind as u32).count()
 }
 
@@ -157,7 +164,7 @@ fn a_decompression_bomb_is_flagged_as_a_ratio_anomaly() {
     assert_eq!(audits(&app, AuditKind::RatioAnomaly), 0);
     submit(&mut app, &job(41, "tester", "a", b"bomb")).unwrap();
     settle(&mut app);
-    let log = app.world().resource::<Sab>().audit_log().records();
+    let log = app.world().resource::<Sab>().audit_log().records().unwrap();
     let bomb = log
         .iter()
         .find(|r| r.kind == AuditKind::RatioAnomaly as u32)
@@ -236,7 +243,8 @@ fn finished(duration_us: u32, deadline_ms: u32, status: JobStatus) -> JobFinishe
             reserved: [0; 4],
         },
         status,
-        execution_us: duration_us,
+        execution_ns: u64::from(duration_us) * 1000,
+        cpu_ns: u64::from(duration_us) * 1000,
         source_hash: 0,
     }
 }
@@ -285,9 +293,61 @@ proptest! {
             (std::cmp::Reverse(priority), if deadline == 0 { u64::MAX } else { deadline })
         });
         prop_assert_eq!(order, reference);
-        let scheduling = app.world().resource::<Sab>().engines().read(Engine::Scheduling);
-        prop_assert_eq!(scheduling.named(Engine::Scheduling)[3], ("deadline_hit_rate", 1.0));
     }
+}
+
+/// The urgent jobs' (id, submission-to-result µs), in the order they were answered, after twenty
+/// bulk jobs and then five urgent ones, each 4 ms of work on 100 KiB of input: the inbox holds
+/// five such frames, so the load takes five ticks. With `deadlines`, the urgent jobs are due
+/// 60 ms after submission; without, the queue keeps all 25 in submission order (FIFO).
+fn urgent_after_bulk(deadlines: bool) -> (Vec<(u64, u32)>, f32) {
+    let mut app = app();
+    app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = true;
+    let mut input = vec![0u8; 100 << 10];
+    input[0] = b's';
+    for id in 1..=20 {
+        submit(&mut app, &job(id, "tester", "bulk", &input)).unwrap();
+    }
+    let due = inos::sab::now_ms() + 60;
+    for id in 21..=25 {
+        let mut urgent = job(id, "tester", "urgent", &input);
+        urgent.deadline_ms = if deadlines { due } else { 0 };
+        submit(&mut app, &urgent).unwrap();
+    }
+    app.world_mut().resource_mut::<inos::pulse::PulseControl>().paused = false;
+    settle(&mut app);
+    let records = app.world().resource::<Sab>().job_history().records().unwrap();
+    assert_eq!(records.len(), 25);
+    let urgent = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.job_id > 20)
+        .map(|(_, r)| (r.job_id, r.duration_us))
+        .collect();
+    (urgent, engine_metric(&app, Engine::Scheduling, "deadline_hit_rate"))
+}
+
+/// Under a load that takes several ticks, urgent jobs submitted after bulk ones meet their
+/// deadlines: the queue sends them first. In submission order (FIFO) the same jobs finish after
+/// the bulk, past their deadlines.
+#[test]
+fn deadlines_are_met_under_a_load_where_submission_order_misses_them() {
+    let (fifo, _) = urgent_after_bulk(false);
+    for &(id, us) in &fifo {
+        assert!(
+            us > 60_000,
+            "in FIFO order job {id} would have met its deadline: {us} µs"
+        );
+    }
+    let (scheduled, hit_rate) = urgent_after_bulk(true);
+    assert_eq!(
+        scheduled.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        [21, 22, 23, 24, 25]
+    );
+    for &(id, us) in &scheduled {
+        assert!(us <= 60_000, "job {id} missed its deadline: {us} µs");
+    }
+    assert_eq!(hit_rate, 1.0);
 }
 
 #[test]
@@ -298,12 +358,16 @@ fn a_unit_whose_latency_degrades_is_detected_by_cusum_and_restarted() {
         settle(&mut app);
     }
     assert_eq!(engine_metric(&app, Engine::Health, "degradations"), 0.0);
-    // 4 ms jobs against a baseline of microseconds: S is about 4 after the first, 8 > 5 after the
-    // second.
-    for id in 9..=10 {
+    // 4 ms jobs against a baseline of microseconds each count for 1.5 baselines (capped at three
+    // baselines, less the half-baseline allowance): three leave S at 4.5 baselines, the fourth
+    // takes it past 5.
+    for id in 9..=11 {
         submit(&mut app, &job(id, "tester", "a", b"slow")).unwrap();
         settle(&mut app);
     }
+    assert_eq!(engine_metric(&app, Engine::Health, "degradations"), 0.0);
+    submit(&mut app, &job(12, "tester", "a", b"slow")).unwrap();
+    settle(&mut app);
     assert_eq!(engine_metric(&app, Engine::Health, "degradations"), 1.0);
     assert_eq!(engine_metric(&app, Engine::Health, "remediations"), 1.0);
     let tree = app.world().resource::<SupervisorTree>();
@@ -371,4 +435,33 @@ fn urgency_and_credits_reorder_the_queue_as_the_seed_scores_them() {
     let order: Vec<u64> = sab.job_history().records().unwrap().iter().map(|r| r.job_id).collect();
     // Scores: urgent 100, plain 9, gold 2 × 3 = 6, plain 5.
     assert_eq!(order, [3, 1, 2, 4]);
+}
+
+/// A method the unit does not declare in its registry entry is refused at submission, with the
+/// methods it does declare, and leaves no trace in the engines' tables; a unit that declares no
+/// methods takes any.
+#[test]
+fn unknown_methods_are_refused_at_submission() {
+    let mut app = app();
+    let mut nope = job(1, "crypto", "a", b"x");
+    nope.method = "mine_bitcoin".into();
+    let refused = submit(&mut app, &nope).unwrap_err();
+    assert_eq!(
+        refused,
+        SubmitError::UnknownMethod {
+            library: "crypto".into(),
+            method: "mine_bitcoin".into(),
+            known: "hash, keyed_hash, verify".into(),
+        }
+    );
+    assert!(
+        refused.to_string().contains("has no method \"mine_bitcoin\""),
+        "{refused}"
+    );
+    submit(&mut app, &job(2, "crypto", "a", b"x")).unwrap();
+    let mut any = job(3, "tester", "a", b"x");
+    any.method = "whatever".into();
+    submit(&mut app, &any).unwrap();
+    settle(&mut app);
+    assert_eq!(engine_metric(&app, Engine::Learning, "models"), 2.0);
 }

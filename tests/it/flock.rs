@@ -245,10 +245,11 @@ fn capacity_follows_the_tier() {
     assert_eq!(writer.publish(&birds).unwrap().count, 100_000);
     assert!(inos::units::boids::check_capacity(dedicated.layout(), 100_000).is_ok());
     let light = Sab::for_tier(Tier::Light);
-    let err = inos::units::boids::check_capacity(light.layout(), 2001).unwrap_err();
+    assert!(inos::units::boids::check_capacity(light.layout(), 4999).is_ok());
+    let err = inos::units::boids::check_capacity(light.layout(), 5000).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "2001 birds exceed the light tier's maximum of 2000; choose a larger --tier"
+        "5000 birds exceed the light tier's maximum of 4999; choose a larger --tier"
     );
 }
 
@@ -421,7 +422,7 @@ fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
     assert_eq!(sab.epochs().load(EpochIndex::SYSTEM_PULSE), pulse, "paused throughout");
 
     let heavy = SabLayout::for_tier(Tier::Heavy);
-    let refused = load_flock(&path, &heavy).unwrap_err();
+    let refused = load_flock(&path, &heavy).unwrap_err().to_string();
     assert!(refused.contains("light") && refused.contains("heavy"), "{refused}");
 }
 
@@ -508,18 +509,25 @@ fn the_optimisation_engine_tunes_the_work_split_and_the_unit_follows() {
     app.update();
     let tuner = &app.world().resource::<OptimisationEngine>().tuner;
     assert!(tuner.done(), "the search ends: {tuner:?}");
-    let (best, best_us) = tuner.best().unwrap();
-    let baseline = tuner.baseline().unwrap();
-    assert!(tuner.trials() >= 6 && best_us <= baseline);
-    let record = app.world().resource::<Sab>().engines().read(Engine::Optimisation);
+    assert!(tuner.trials() >= 6);
+    // The gain is the verification's, measured side by side after the search, not the search's
+    // luckiest median against one baseline sample (the engine's own tests check that it is as
+    // often negative as positive on noise). Here: the record says what the verdict says.
+    let verdict = tuner.verdict().expect("the verification is over");
+    let record = app
+        .world()
+        .resource::<Sab>()
+        .engines()
+        .read(Engine::Optimisation)
+        .unwrap();
     let metric = |name| record.metric(Engine::Optimisation, name).unwrap();
-    assert_eq!(metric("current_value"), best as f32);
-    assert_eq!(metric("trials"), tuner.trials() as f32);
-    let gain = metric("gain_pct");
-    assert!(
-        (gain - (100.0 * (baseline - best_us) / baseline) as f32).abs() < 1e-3,
-        "{gain}"
-    );
+    assert_eq!(metric("current_value"), verdict.settled as f32);
+    assert_eq!(metric("gain_pct"), verdict.gain_pct as f32);
+    assert_eq!(metric("baseline_ms"), (verdict.baseline / 1000.0) as f32);
+    if verdict.gain_pct <= 0.0 {
+        assert_eq!(verdict.settled, inos::units::boids::DEFAULT_CHUNKS_PER_THREAD);
+    }
+    let best = verdict.settled;
     // The unit took the value from the SAB.
     assert_eq!(app.world().resource::<Flock>().params.chunks_per_thread, best);
 }

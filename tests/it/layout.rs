@@ -89,7 +89,9 @@ fn stream_buffers_hold_the_tiers_maximum_bird_count() {
         assert!(spec.arena_heap_offset >= spec.gene_buffer.end());
         assert!(spec.arena_heap_offset < spec.sab_size, "{tier} has an arena heap");
     }
-    assert!(Tier::Dedicated.spec().max_birds >= 100_000);
+    // The layout document's entity counts per tier (v2.2 section 5: < 5k, 10k, 50k, 100k+).
+    let max_birds = Tier::ALL.map(|tier| tier.spec().max_birds);
+    assert_eq!(max_birds, [4_999, 10_000, 50_000, 100_000]);
     assert_eq!(Tier::Light.spec().sab_size, 32 << 20);
     assert_eq!(Tier::Moderate.spec().sab_size, 64 << 20);
     assert_eq!(Tier::Heavy.spec().sab_size, 128 << 20);

@@ -7,6 +7,7 @@ mod codegen;
 mod engines;
 mod epochs;
 mod flock;
+mod fuzz_corpus;
 mod guards;
 mod jobs;
 mod layout;

@@ -161,6 +161,45 @@ fn rapier_moves_the_scene_on_the_pulse_and_stops_when_it_pauses() {
     assert_ne!(paused, obstacles(&mut app));
 }
 
+/// A hidden page slows the pulse to 30 Hz: Rapier then steps by 1/30 s and the orbiter moves by
+/// the simulated time, so the scene keeps its speed instead of running in slow motion, and the
+/// orbiter continues from where it was instead of jumping.
+#[test]
+fn physics_time_follows_the_pulse_rate() {
+    use bevy_rapier3d::plugin::TimestepMode;
+    let mut app = obstacle_app(200, 1);
+    let orbiter = |app: &mut App| {
+        let (_, at) = obstacles(app)
+            .into_iter()
+            .find(|(kind, _)| matches!(kind, ObstacleKind::Orbiter { .. }))
+            .expect("the scene has an orbiter");
+        at.z.atan2(at.x)
+    };
+    // Rapier's step in Hz, rounded (the fixed step is a Duration, Rapier's an f32).
+    let rapier_dt = |app: &App| match *app.world().resource::<TimestepMode>() {
+        TimestepMode::Fixed { dt, .. } => (1.0 / dt).round(),
+        ref other => panic!("{other:?}"),
+    };
+    let sab = app.world().resource::<Sab>().clone();
+    for _ in 0..64 {
+        app.update();
+    }
+    assert_eq!(rapier_dt(&app), 64.0);
+    let visible = orbiter(&mut app);
+    assert!((visible - 0.35).abs() < 1e-4, "one second at 0.35 rad/s: {visible}");
+    sab.epochs().store(inos::sab::EpochIndex::SYSTEM_VISIBILITY, 0);
+    for _ in 0..30 {
+        app.update();
+    }
+    assert_eq!(rapier_dt(&app), 30.0);
+    let hidden = orbiter(&mut app);
+    assert!((hidden - 0.70).abs() < 1e-4, "and one more second at 30 Hz: {hidden}");
+    sab.epochs().store(inos::sab::EpochIndex::SYSTEM_VISIBILITY, 1);
+    app.update();
+    assert_eq!(rapier_dt(&app), 64.0);
+    assert!((orbiter(&mut app) - (0.70 + 0.35 / 64.0)).abs() < 1e-4);
+}
+
 /// Birds inside a pillar (summed over every tick), with and without the obstacles in the scene.
 fn birds_inside_pillars(obstacles_on: bool) -> usize {
     let birds = 1000;
@@ -347,7 +386,6 @@ fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
                 max_distance: 10.0,
             },
         ),
-        ("teleport", PhysicsCall::Step { steps: 1 }),
         ("step", PhysicsCall::Step { steps: u32::MAX }),
     ];
     for (i, (method, call)) in bad.into_iter().enumerate() {
@@ -355,6 +393,15 @@ fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
         assert_eq!(outcome.status, JobStatus::InvalidParams, "{method}");
         assert!(!outcome.error.is_empty());
     }
+    // A method the unit does not declare never reaches it: the queue refuses it.
+    let sab = app.world().resource::<Sab>().clone();
+    let teleport = Job::new(99, "physics", "teleport", Payload::Inline(vec![]));
+    let refused = app
+        .world_mut()
+        .resource_mut::<JobQueue>()
+        .submit(&sab, &teleport)
+        .unwrap_err();
+    assert!(refused.to_string().contains("has no method \"teleport\""), "{refused}");
 }
 
 /// A respawn with another bird count resizes the flock's world, and the scene follows: the

@@ -230,7 +230,7 @@ fn two_threads_register_32_modules_each_while_a_third_reads() {
             let mut reads = 0u64;
             while !done.load(Ordering::Relaxed) {
                 for slot in 0..64 {
-                    let e: RegistryEntry = sab.registry().entry(slot);
+                    let e: RegistryEntry = sab.registry().entry(slot).unwrap();
                     if e.signature != 0 {
                         // A whole entry: its name hashes to its id hash and quick hash.
                         let name = String::from_utf8_lossy(&e.module_id).trim_end_matches('\0').to_owned();

@@ -83,3 +83,46 @@ fn the_simulator_draws_the_flock_and_the_inspector() {
     colours.dedup();
     assert!(colours.len() > 200, "only {} distinct colours", colours.len());
 }
+
+/// Runs the simulator with `DISPLAY` set to `display` (or unset) and no Wayland variables, and
+/// returns its exit code and what it printed on stderr.
+fn run_without_a_window(display: Option<&str>) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_inos"));
+    command
+        .args(["--frames", "1"])
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env("RUST_BACKTRACE", "1");
+    match display {
+        Some(display) => command.env("DISPLAY", display),
+        None => command.env_remove("DISPLAY"),
+    };
+    let output = command.output().expect("the inos binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Without a display the simulator says so in two lines, with what to do, and exits with code 1:
+/// no panic, no backtrace (even with RUST_BACKTRACE=1).
+#[test]
+fn without_a_display_the_simulator_says_what_to_do() {
+    for (display, says) in [
+        (None, "no display: DISPLAY is not set"),
+        // A local display number no X server listens at.
+        (Some(":7391"), "no X server listens at /tmp/.X11-unix/X7391"),
+    ] {
+        let (code, stderr) = run_without_a_window(display);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(says), "{stderr}");
+        for hint in ["--headless", "xvfb-run"] {
+            assert!(stderr.contains(hint), "no hint {hint:?} in: {stderr}");
+        }
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    }
+}

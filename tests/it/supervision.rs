@@ -81,7 +81,9 @@ fn config(strategy: Strategy, max_restarts: u32) -> SupervisionConfig {
 
 fn submit(app: &mut App, id: u64, unit: &str, input: &[u8]) -> Result<(), SubmitError> {
     let sab = app.world().resource::<Sab>().clone();
-    let job = Job::new(id, unit, "run", Payload::Inline(input.to_vec()));
+    // The test units declare no methods and take any; echo's one method is "echo".
+    let method = if unit == "echo" { "echo" } else { "run" };
+    let job = Job::new(id, unit, method, Payload::Inline(input.to_vec()));
     app.world_mut().resource_mut::<JobQueue>().submit(&sab, &job)
 }
 
@@ -389,4 +391,78 @@ fn a_bystander_the_operator_killed_stays_killed_when_a_sibling_crashes() {
     assert_eq!(restarts(&app), [0, 1, 1, 1, 1, 1]);
     assert_eq!(header(&app, "alpha").lifecycle, Lifecycle::Stopped as u8);
     assert_eq!(header(&app, "echo").lifecycle, Lifecycle::Running as u8);
+}
+
+/// Whether the `sick` unit has stopped beating.
+#[derive(Resource, Default)]
+struct Silent(bool);
+
+fn sick_beats(sab: Res<Sab>, silent: Res<Silent>) {
+    if !silent.0 {
+        sab.heartbeats().beat_unit("sick");
+    }
+}
+
+/// The core and `sick`: a job unit (jobs fail on input `f`) that promises a heartbeat every pulse
+/// and beats until `Silent` says otherwise.
+fn sick_app() -> App {
+    let mut app = build_app_with(HeadlessConfig::kernel(), |app| {
+        app.init_resource::<Silent>()
+            .register_job_unit(ModuleSpec::cpu_unit("sick", 1, &[tree::PULSE_HEARTBEAT]), faulty)
+            .add_systems(
+                FixedUpdate,
+                sick_beats
+                    .run_if(tree::unit_running("sick"))
+                    .after(inos::pulse::PulseSystems)
+                    .before(tree::SupervisorTreeSystems),
+            );
+    });
+    for _ in 0..10 {
+        app.update();
+    }
+    app
+}
+
+/// Runs `sick` for up to `pulses` pulses with `failing` jobs submitted first and beats stopped
+/// when `silent`; returns the pulse (after the first) at which the health engine restarted it.
+fn hazard_remediation(failing: u64, silent: bool, pulses: u32) -> (Option<u32>, u32, u32) {
+    use inos::engines::health::HealthEngine;
+    let mut app = sick_app();
+    let sab = app.world().resource::<Sab>().clone();
+    for id in 1..=failing {
+        let job = Job::new(id, "sick", "run", Payload::Inline(b"f".to_vec()));
+        app.world_mut().resource_mut::<JobQueue>().submit(&sab, &job).unwrap();
+    }
+    app.update();
+    app.world_mut().resource_mut::<Silent>().0 = silent;
+    let fired = (1..=pulses).find(|_| {
+        app.update();
+        app.world().resource::<HealthEngine>().remediations > 0
+    });
+    // The tree acts on the engine's command in the next tick.
+    app.update();
+    let unit = app.world().resource::<SupervisorTree>().unit("sick").unwrap();
+    (fired, unit.restarts, unit.hangs)
+}
+
+/// A unit whose jobs fail and which has stopped beating is restarted by the health engine's
+/// hazard halfway to the tree's heartbeat timeout (32 pulses), before the tree would find it a
+/// Zombie.
+#[test]
+fn the_hazard_restarts_a_unit_that_fails_while_silent() {
+    let (fired, restarts, hangs) = hazard_remediation(2, true, 40);
+    let fired = fired.expect("the hazard fired");
+    assert!((17..=18).contains(&fired), "fired after {fired} silent pulses");
+    assert_eq!((restarts, hangs), (1, 0));
+}
+
+/// Failing jobs from a unit that beats, or silence without failures, do not raise the hazard:
+/// the first is the breaker's business, the second the tree's (its Zombie restart on the 33rd
+/// silent pulse).
+#[test]
+fn the_hazard_holds_still_on_one_symptom_alone() {
+    let (fired, restarts, _) = hazard_remediation(3, false, 60);
+    assert_eq!((fired, restarts), (None, 0));
+    let (fired, restarts, hangs) = hazard_remediation(0, true, 40);
+    assert_eq!((fired, restarts, hangs), (None, 1, 1));
 }

@@ -80,7 +80,8 @@ fn a_failed_step_fails_its_dependants_and_nothing_else() {
         id: 1,
         steps: vec![
             Step::new("root", "echo", "echo", StepInput::Inline(b"x".to_vec())),
-            Step::new("bad", "crypto", "no such method", StepInput::Output(0)),
+            // Verification without the expected digest: the unit refuses the job.
+            Step::new("bad", "crypto", "verify", StepInput::Output(0)),
             Step::new("child", "echo", "echo", StepInput::Output(1)),
             Step::new("grandchild", "echo", "echo", StepInput::Inline(vec![])).after(&[2]),
             Step::new("sibling", "crypto", "hash", StepInput::Output(0)),
@@ -130,6 +131,17 @@ fn malformed_workflows_are_refused() {
             WorkflowError::UnknownLibrary {
                 step: 0,
                 library: "nobody".into(),
+            },
+        ),
+        (
+            vec![
+                step(&[]),
+                Step::new("s", "crypto", "no such method", StepInput::Output(0)),
+            ],
+            WorkflowError::UnknownMethod {
+                step: 1,
+                library: "crypto".into(),
+                method: "no such method".into(),
             },
         ),
     ];

@@ -3,7 +3,7 @@
 // The same names and values as the Rust constants in src/sab/generated/sab_layout_capnp.rs.
 // u64 values beyond Number.MAX_SAFE_INTEGER are BigInts.
 
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 export const SAB_MAGIC = 0x4241535f534f4e49n;
 export const CACHE_LINE = 64;
 export const PAGE_SIZE = 4096;
@@ -132,40 +132,40 @@ export const TIER_HEAVY = 2;
 export const TIER_DEDICATED = 3;
 export const LIGHT_SAB_SIZE = 33554432;
 export const LIGHT_RECOMMENDED_BIRDS = 1000;
-export const LIGHT_MAX_BIRDS = 2000;
+export const LIGHT_MAX_BIRDS = 4999;
 export const LIGHT_BIRD_BUFFER_A_OFFSET = 1449984;
-export const LIGHT_BIRD_BUFFER_B_OFFSET = 1925120;
-export const LIGHT_BIRD_BUFFER_SIZE = 472000;
-export const LIGHT_MATRIX_BUFFER_A_OFFSET = 2400256;
-export const LIGHT_MATRIX_BUFFER_B_OFFSET = 3424256;
-export const LIGHT_MATRIX_BUFFER_SIZE = 1024000;
-export const LIGHT_GENE_BUFFER_OFFSET = 4448256;
-export const LIGHT_GENE_BUFFER_SIZE = 376000;
-export const LIGHT_ARENA_HEAP_OFFSET = 4849664;
+export const LIGHT_BIRD_BUFFER_B_OFFSET = 2633728;
+export const LIGHT_BIRD_BUFFER_SIZE = 1179764;
+export const LIGHT_MATRIX_BUFFER_A_OFFSET = 3817472;
+export const LIGHT_MATRIX_BUFFER_B_OFFSET = 6377472;
+export const LIGHT_MATRIX_BUFFER_SIZE = 2559488;
+export const LIGHT_GENE_BUFFER_OFFSET = 8937472;
+export const LIGHT_GENE_BUFFER_SIZE = 939812;
+export const LIGHT_ARENA_HEAP_OFFSET = 9895936;
 export const MODERATE_SAB_SIZE = 67108864;
 export const MODERATE_RECOMMENDED_BIRDS = 2000;
-export const MODERATE_MAX_BIRDS = 5000;
+export const MODERATE_MAX_BIRDS = 10000;
 export const MODERATE_BIRD_BUFFER_A_OFFSET = 1449984;
-export const MODERATE_BIRD_BUFFER_B_OFFSET = 2633728;
-export const MODERATE_BIRD_BUFFER_SIZE = 1180000;
-export const MODERATE_MATRIX_BUFFER_A_OFFSET = 3817472;
-export const MODERATE_MATRIX_BUFFER_B_OFFSET = 6377472;
-export const MODERATE_MATRIX_BUFFER_SIZE = 2560000;
-export const MODERATE_GENE_BUFFER_OFFSET = 8937472;
-export const MODERATE_GENE_BUFFER_SIZE = 940000;
-export const MODERATE_ARENA_HEAP_OFFSET = 9895936;
+export const MODERATE_BIRD_BUFFER_B_OFFSET = 3813376;
+export const MODERATE_BIRD_BUFFER_SIZE = 2360000;
+export const MODERATE_MATRIX_BUFFER_A_OFFSET = 6176768;
+export const MODERATE_MATRIX_BUFFER_B_OFFSET = 11296768;
+export const MODERATE_MATRIX_BUFFER_SIZE = 5120000;
+export const MODERATE_GENE_BUFFER_OFFSET = 16416768;
+export const MODERATE_GENE_BUFFER_SIZE = 1880000;
+export const MODERATE_ARENA_HEAP_OFFSET = 18350080;
 export const HEAVY_SAB_SIZE = 134217728;
 export const HEAVY_RECOMMENDED_BIRDS = 5000;
-export const HEAVY_MAX_BIRDS = 15000;
+export const HEAVY_MAX_BIRDS = 50000;
 export const HEAVY_BIRD_BUFFER_A_OFFSET = 1449984;
-export const HEAVY_BIRD_BUFFER_B_OFFSET = 4993024;
-export const HEAVY_BIRD_BUFFER_SIZE = 3540000;
-export const HEAVY_MATRIX_BUFFER_A_OFFSET = 8536064;
-export const HEAVY_MATRIX_BUFFER_B_OFFSET = 16216064;
-export const HEAVY_MATRIX_BUFFER_SIZE = 7680000;
-export const HEAVY_GENE_BUFFER_OFFSET = 23896064;
-export const HEAVY_GENE_BUFFER_SIZE = 2820000;
-export const HEAVY_ARENA_HEAP_OFFSET = 26738688;
+export const HEAVY_BIRD_BUFFER_B_OFFSET = 13250560;
+export const HEAVY_BIRD_BUFFER_SIZE = 11800000;
+export const HEAVY_MATRIX_BUFFER_A_OFFSET = 25051136;
+export const HEAVY_MATRIX_BUFFER_B_OFFSET = 50651136;
+export const HEAVY_MATRIX_BUFFER_SIZE = 25600000;
+export const HEAVY_GENE_BUFFER_OFFSET = 76251136;
+export const HEAVY_GENE_BUFFER_SIZE = 9400000;
+export const HEAVY_ARENA_HEAP_OFFSET = 85655552;
 export const DEDICATED_SAB_SIZE = 268435456;
 export const DEDICATED_RECOMMENDED_BIRDS = 15000;
 export const DEDICATED_MAX_BIRDS = 100000;
@@ -194,37 +194,37 @@ export const EPOCH_ACTOR = 5;
 export const EPOCH_STORAGE = 6;
 /** master heartbeat: every stream publish -> health engine */
 export const EPOCH_SYSTEM = 7;
-/** fixed tick (64 Hz default) -> boids unit, supervisors */
+/** fixed tick (64 Hz default) -> boids unit, supervisors  DEVIATION (2.1: 8 is the arena allocator) */
 export const EPOCH_SYSTEM_PULSE = 8;
-/** value: JS host, 1 visible / 0 hidden -> pulse */
+/** value: JS host, 1 visible / 0 hidden -> pulse  DEVIATION (2.1: 9 is a mutex) */
 export const EPOCH_SYSTEM_VISIBILITY = 9;
-/** value: host, 0 low / 1 normal / 2 high -> scheduler 11-15: reserved for further pulse sources. */
+/** value: host, 0 low / 1 normal / 2 high -> scheduler  DEVIATION (2.1: 10 is a mutex) 11-15: reserved for further pulse sources. */
 export const EPOCH_SYSTEM_POWER_STATE = 10;
-/** arena allocator after each alloc/free -> inspect, units DEVIATION: no longer the bump pointer itself */
+/** arena allocator after each alloc/free -> inspect, units  DEVIATION (2.1: 8) DEVIATION: no longer the bump pointer itself */
 export const EPOCH_ARENA_ALLOCATOR = 16;
-/** retired: the rings reserve by CAS and need no mutex */
+/** retired: the rings reserve by CAS and need no mutex  DEVIATION (2.1: 9 or 10) */
 export const EPOCH_OUTBOX_MUTEX = 17;
-/** retired: see 17 */
+/** retired: see 17  DEVIATION (2.1: 9 or 10) */
 export const EPOCH_INBOX_MUTEX = 18;
 /** bridge/mesh metrics writers -> inspector */
 export const EPOCH_METRICS = 19;
-/** boids unit after each bird-stream publish -> matrix unit */
+/** boids unit after each bird-stream publish -> matrix unit  DEVIATION (2.1: 12) */
 export const EPOCH_BIRD = 20;
-/** matrix unit after each matrix publish -> renderer, JS */
+/** matrix unit after each matrix publish -> renderer, JS  DEVIATION (2.1: 13) */
 export const EPOCH_MATRIX = 21;
-/** retired: DEVIATION, each stream has its own active word */
+/** retired: DEVIATION, each stream has its own active word  DEVIATION (2.1: 14) */
 export const EPOCH_PINGPONG_ACTIVE = 22;
-/** registry after each register/unregister -> supervisors */
+/** registry after each register/unregister -> supervisors  DEVIATION (2.1: 15) */
 export const EPOCH_REGISTRY = 23;
-/** boids supervisor after a GA generation -> boids unit */
+/** boids supervisor after a GA generation -> boids unit  DEVIATION (2.1: 16) */
 export const EPOCH_EVOLUTION = 24;
-/** health engine after each assessment -> root supervisor */
+/** health engine after each assessment -> root supervisor  DEVIATION (2.1: 17) */
 export const EPOCH_HEALTH = 25;
-/** learning engine after a model update -> scheduler */
+/** learning engine after a model update -> scheduler  DEVIATION (2.1: 18) */
 export const EPOCH_LEARNING = 26;
-/** economics writers -> inspector */
+/** economics writers -> inspector  DEVIATION (2.1: 19) */
 export const EPOCH_ECONOMY = 27;
-/** value: boids unit, live bird count -> JS host, inspect */
+/** value: boids unit, live bird count -> JS host, inspect  DEVIATION (2.1: 20) */
 export const EPOCH_BIRD_COUNT = 28;
 /** analytics writer -> inspector */
 export const EPOCH_GLOBAL_METRICS = 29;

@@ -4,7 +4,10 @@
 Usage: browser.py URL SCREENSHOT.png
 
 Talks the Chrome DevTools Protocol over a WebSocket with nothing but the standard library, and:
-  1. waits until the JS host's HUD shows the bird epoch advancing (read from the SAB in wasm memory);
+  0. loads the page once as a browser without WebGL2 and checks that it says so, in words;
+  1. waits until the JS host's HUD shows the bird epoch advancing (read from the SAB in wasm memory),
+     and reports the time from navigation to the first bird epoch (the loading indicator stays
+     until then);
   2. checks `window.__INOS_SAB__`: the SAB magic at the header, the bird count, live epochs;
   3. takes a screenshot and checks the canvas is not blank (many colours, no colour dominating);
   4. hides the page and checks the visibility word goes to 0 and the pulse drops to 30 Hz.
@@ -188,6 +191,32 @@ def hud(devtools):
     return devtools.eval("JSON.stringify(document.getElementById('hud')?.dataset ?? {})")
 
 
+# Makes the page believe it has no WebGL2 (run before any of its own scripts).
+NO_WEBGL2 = """
+const getContext = HTMLCanvasElement.prototype.getContext;
+HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+  return kind === "webgl2" ? null : getContext.call(this, kind, ...rest);
+};
+"""
+
+
+def check_without_webgl2(devtools, url):
+    """The page, in a browser without WebGL2, says so instead of failing silently or panicking."""
+    script = devtools.call("Page.addScriptToEvaluateOnNewDocument", source=NO_WEBGL2)["identifier"]
+    devtools.call("Page.navigate", url=url)
+    text = wait_for(
+        devtools,
+        "the page to say that WebGL2 is missing",
+        "(() => { const l = document.getElementById('loading');"
+        " return l && l.classList.contains('error') && l.innerText.includes('WebGL2') ? l.innerText : ''; })()",
+        60,
+        every_s=0.2,
+    )
+    print(f"without WebGL2 the page says: {text!r}", flush=True)
+    devtools.call("Page.removeScriptToEvaluateOnNewDocument", identifier=script)
+    devtools.call("Page.navigate", url="about:blank")
+
+
 def pulse_rate(devtools, seconds):
     """Pulses per second over `seconds`, from the SAB's pulse epoch."""
     read = "window.__INOS_SAB__.epochs()[window.__INOS_SAB__.layout.EPOCH_SYSTEM_PULSE]"
@@ -222,11 +251,22 @@ def main():
         page = next(t for t in targets if t["type"] == "page")
         devtools = DevTools(page["webSocketDebuggerUrl"])
         devtools.call("Page.enable")
+        check_without_webgl2(devtools, url)
         devtools.call("Page.navigate", url=url)
         started = time.monotonic()
 
         wait_for(devtools, "the JS host's HUD", "document.getElementById('hud')?.dataset.birdEpoch !== undefined", 600)
         print(f"the JS host found the SAB after {time.monotonic() - started:.1f} s", flush=True)
+        first_bird_ms = wait_for(devtools, "the first bird epoch", "window.__INOS_FIRST_BIRD_MS__", 300, every_s=0.2)
+        if devtools.eval("document.getElementById('loading') !== null"):
+            fail("the loading indicator is still shown after the first bird epoch")
+        print(f"first frame: the first bird epoch {first_bird_ms / 1000:.2f} s after navigation", flush=True)
+        wasm = devtools.eval(
+            "JSON.stringify(performance.getEntriesByType('resource').filter(e => e.name.endsWith('.wasm'))"
+            ".map(e => [e.encodedBodySize, e.decodedBodySize]))"
+        )
+        for encoded, decoded in json.loads(wasm):
+            print(f"the module crossed the wire as {encoded / 1048576:.1f} MiB ({decoded / 1048576:.1f} MiB decoded)", flush=True)
         first = json.loads(hud(devtools))
         print(f"HUD: {first}", flush=True)
         target = int(first["birdEpoch"]) + 20
