@@ -61,12 +61,7 @@ pub enum Command {
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
-    let minutes: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if minutes.is_finite() && (0.01..=10_080.0).contains(&minutes) {
-        Ok(minutes)
-    } else {
-        Err(format!("the soak runs from 0.01 to 10080 minutes, not {s}"))
-    }
+    number_in(s, 0.01..=10_080.0, "the soak's length", " minutes")
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,20 +122,24 @@ pub struct RunArgs {
 }
 
 fn parse_scale(s: &str) -> Result<f32, String> {
-    let scale: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if scale.is_finite() && (0.1..=100.0).contains(&scale) {
-        Ok(scale)
-    } else {
-        Err(format!("the world scale must be between 0.1 and 100, not {s}"))
-    }
+    number_in(s, 0.1..=100.0, "the world scale", "").map(|scale| scale as f32)
 }
 
 fn parse_hz(s: &str) -> Result<f64, String> {
-    let hz: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if hz.is_finite() && (1.0..=10_000.0).contains(&hz) {
-        Ok(hz)
+    number_in(s, 1.0..=10_000.0, "the pulse rate", " Hz")
+}
+
+/// A finite number within `range`, or a message naming `what` and the range (with its `unit`).
+fn number_in(s: &str, range: std::ops::RangeInclusive<f64>, what: &str, unit: &str) -> Result<f64, String> {
+    let value: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if value.is_finite() && range.contains(&value) {
+        Ok(value)
     } else {
-        Err(format!("the pulse rate must be between 1 and 10000 Hz, not {s}"))
+        Err(format!(
+            "{what} must be between {} and {}{unit}, not {s}",
+            range.start(),
+            range.end()
+        ))
     }
 }
 

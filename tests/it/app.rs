@@ -542,5 +542,5 @@ fn a_short_soak_answers_every_job_and_reports_memory() {
     assert_eq!(samples.len(), 1, "{r}");
     assert!(samples[0]["rss_mib"].as_f64().unwrap() > 10.0, "{r}");
     let bad = inos(&["soak", "--minutes", "0"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("from 0.01 to 10080 minutes"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("between 0.01 and 10080 minutes"));
 }
