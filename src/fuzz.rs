@@ -19,10 +19,11 @@ use std::sync::OnceLock;
 use crate::inspect::SabReport;
 use crate::protocol::{Job, JobOutcome, OutboxFrame, Syscall, SyscallResponse};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
+use crate::sab::generated as g;
 use crate::sab::genes::GeneRecord;
 use crate::sab::snapshot::SNAPSHOT_HEADER_SIZE;
 use crate::sab::{JobRecord, ModuleSpec, Owner, PatternRecord, Sab, SabLayout, Tier};
-use crate::units::boids::{Flock, FlockParams};
+use crate::units::boids::{Flock, FlockParams, check_records};
 
 /// The fuzz targets, by the name of their file in `fuzz/fuzz_targets/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,20 +94,13 @@ impl Target {
                 vec![[header.as_slice(), &[1]].concat(), short, header]
             }
             Self::SabRecords => {
-                let layout = baseline().layout();
-                let region = |offset: u64| offset as u32;
+                let metrics = std::mem::offset_of!(crate::sab::engines::EngineRecord, metric_count) as u32;
                 vec![
-                    patch(region(crate::sab::generated::REGISTRY_OFFSET.into()), &[1; 8]),
-                    patch(
-                        region(crate::sab::generated::SUPERVISOR_HEADERS_OFFSET.into()),
-                        &[0xff; 16],
-                    ),
-                    patch(region(crate::sab::generated::AUDIT_LOG_OFFSET.into()), &[3, 0, 0, 0]),
-                    patch(
-                        region(crate::sab::generated::ENGINE_STATE_OFFSET.into()) + 12,
-                        &[200, 0, 0, 0],
-                    ),
-                    patch(layout.spec().bird_buffers[0].offset as u32 - 0x800, &[7; 32]),
+                    patch(g::REGISTRY_OFFSET, &[1; 8]),
+                    patch(g::SUPERVISOR_HEADERS_OFFSET, &[0xff; 16]),
+                    patch(g::AUDIT_LOG_OFFSET, &[3, 0, 0, 0]),
+                    patch(g::ENGINE_STATE_OFFSET + metrics, &[200, 0, 0, 0]),
+                    patch(g::OBSTACLE_TABLE_OFFSET, &[7; 32]),
                 ]
             }
             Self::GeneRecords => {
@@ -119,7 +113,7 @@ impl Target {
                 nan.genes[7] = f32::NAN;
                 vec![
                     patch(0, bytemuck::bytes_of(&record)),
-                    patch(188 * 2, bytemuck::bytes_of(&nan)),
+                    patch(2 * g::GENE_RECORD_SIZE, bytemuck::bytes_of(&nan)),
                     patch(5, &[0x7f; 40]),
                 ]
             }
@@ -133,19 +127,14 @@ pub fn patch(offset: u32, bytes: &[u8]) -> Vec<u8> {
     [&offset.to_le_bytes()[..], &[len], bytes].concat()
 }
 
-/// Applies `data`'s patches to `sab` inside `offset..offset + size` (both multiples of 4: the SAB
-/// is written in whole words).
-fn apply_patches(sab: &Sab, offset: usize, size: usize, mut data: &[u8]) {
-    let mut region = vec![0u8; size];
-    sab.copy_out(offset, &mut region)
-        .expect("the patched region lies in the SAB");
+/// Applies `data`'s patches to `bytes` (each offset taken modulo its length).
+fn apply_patches(bytes: &mut [u8], mut data: &[u8]) {
     while data.len() >= 5 {
-        let at = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize % size;
-        let len = usize::from(data[4]).min(data.len() - 5).min(size - at);
-        region[at..at + len].copy_from_slice(&data[5..5 + len]);
+        let at = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize % bytes.len();
+        let len = usize::from(data[4]).min(data.len() - 5).min(bytes.len() - at);
+        bytes[at..at + len].copy_from_slice(&data[5..5 + len]);
         data = &data[5 + len..];
     }
-    sab.write(offset, &region).expect("the patched region lies in the SAB");
 }
 
 /// Decoding, then encoding what was decoded, must reach a fixed point: the encoding of a decoded
@@ -257,11 +246,11 @@ fn sab_records(data: &[u8]) {
 /// flock stays finite.
 fn gene_records(data: &[u8]) {
     let sab = Sab::for_tier(Tier::Light);
-    let region = sab.layout().spec().gene_buffer;
     let birds = 64;
-    sab.write(region.offset, &baseline_genes(birds))
+    let mut genes = bytemuck::cast_slice::<GeneRecord, u8>(&baseline_genes(birds)).to_vec();
+    apply_patches(&mut genes, data);
+    sab.write(sab.layout().spec().gene_buffer.offset, &genes)
         .expect("the gene buffer");
-    apply_patches(&sab, region.offset, birds * size_of::<GeneRecord>(), data);
     let mut flock = Flock::new(
         birds,
         FlockParams {
@@ -273,12 +262,8 @@ fn gene_records(data: &[u8]) {
         for _ in 0..2 {
             flock.step(1.0 / 64.0, &[]);
         }
-        for (i, b) in flock.birds().iter().enumerate() {
-            let numbers = b.position.iter().chain(&b.velocity).chain(&b.orientation);
-            assert!(
-                numbers.into_iter().all(|v| v.is_finite()),
-                "bird {i} is not finite: {b:?}"
-            );
+        if let Err(e) = check_records(flock.birds()) {
+            panic!("merged genes made the flock diverge: {e}");
         }
     }
 }
@@ -342,11 +327,11 @@ pub fn baseline() -> &'static Sab {
 fn patched_baseline(data: &[u8]) -> Sab {
     let base = baseline();
     let fixed = SabLayout::for_tier(Tier::Light).spec().bird_buffers[0].offset;
-    let sab = Sab::for_tier(Tier::Light);
     let mut bytes = vec![0u8; fixed];
     base.copy_out(0, &mut bytes).expect("the fixed regions");
+    apply_patches(&mut bytes, data);
+    let sab = Sab::for_tier(Tier::Light);
     sab.write(0, &bytes).expect("the fixed regions");
-    apply_patches(&sab, 0, fixed, data);
     sab
 }
 
@@ -405,7 +390,7 @@ fn seed_syscalls() -> Vec<Syscall> {
     .enumerate()
     .map(|(i, body)| Syscall {
         flags: 0,
-        source_module: 0xC0FFEE,
+        source_module: crate::sab::registry::id_hash("echo"),
         call_id: i as u64 + 1,
         body,
     })

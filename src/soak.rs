@@ -5,7 +5,7 @@
 //! time, takes every tick a few echo and BLAKE3 jobs from two sources and, every second, a
 //! workflow (a diamond across echo and crypto with data passed through the arena). Every result
 //! and every workflow outcome is taken as it arrives. Each minute the run prints its resident
-//! memory (`/proc/self/statm`) and counts; at the end it waits for what is in flight and checks
+//! memory (`VmRSS` of `/proc/self/status`) and counts; at the end it waits for what is in flight and checks
 //! that every job and every workflow was answered, and that resident memory stayed within
 //! `RSS_TOLERANCE` of its value after the first minute (runs of two minutes or more).
 
@@ -56,11 +56,19 @@ pub struct SoakReport {
     pub passed: bool,
 }
 
-/// Resident memory of this process in MiB (Linux), or `None` elsewhere.
+/// Resident memory of this process in MiB (Linux: `VmRSS`, in kB, with no page size assumed), or
+/// `None` elsewhere.
 pub fn resident_mib() -> Option<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096.0 / f64::from(1 << 20))
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// What is submitted and not yet answered.
