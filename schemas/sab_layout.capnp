@@ -22,7 +22,7 @@
 # Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marked
 # this project's corrected map (the deviations below change offsets, so readers must not mix them);
 # 4 sizes the tiers' streams for the layout document's entity counts.
-const layoutVersion :UInt32 = 4;
+const layoutVersion :UInt32 = 5;
 
 # "INOS_SAB" read as a little-endian u64; the first word of the SAB header region.
 const sabMagic :UInt64 = 0x4241535f534f4e49;
@@ -141,6 +141,13 @@ const engineStateSize :UInt32 = 0x500;
 const engineRecordSize :UInt32 = 256;
 const engineCount :UInt32 = 5;
 const engineMetricSlots :UInt32 = 56;
+
+# DEVIATION (new, layout 5): the job pipeline's record, after the engine records: the kernel's
+# counters (submitted, dispatched, resolved, timed out, ...) and its queue depth and jobs in
+# flight, rewritten under its seqlock word at the end of every pipeline stage, so the scheduling
+# engine and the inspector read them here instead of the kernel's memory.
+const pipelineStateOffset :UInt32 = 0x040500;
+const pipelineStateSize :UInt32 = 0x100;
 
 # DEVIATION (new): the security engine's audit log: a 64-byte header (seqlock word, head, count,
 # total) and then 64-byte records, oldest overwritten first.
@@ -481,5 +488,10 @@ const dependencyFlagHasAlternatives :UInt32 = 2;
 # Pattern record magic, "PAT_EX-P" (reference 2.8).
 const patternMagic :UInt64 = 0x5041545F45582D50;
 # Job history: a 64 B header, then 64 B records, oldest overwritten first.
+# DEVIATION (new, layout 5): the record's reserved words now carry what the engines learn from
+# (the submitter's source hash, the unit's execution and CPU time), and status and priority are
+# u16 each, so that every engine reads finished jobs here and nowhere else. Readers follow the
+# header's `total` (records ever written) with a cursor of their own and learn how many records
+# the ring overwrote before they read them.
 const jobHistoryHeaderSize :UInt32 = 64;
 const jobRecordSize :UInt32 = 64;

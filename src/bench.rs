@@ -153,7 +153,7 @@ impl FlockLayout {
         let mut birds = initial_population(count);
         if self == Self::Spread {
             let bounds = World::new(count, None).bounds;
-            let mut rng = crate::supervisors::evolution::SplitMix64::new(count as u64);
+            let mut rng = crate::sab::genes::SplitMix64::new(count as u64);
             for b in &mut birds {
                 b.position = [0, 1, 2].map(|axis| rng.range(-bounds[axis], bounds[axis]));
             }

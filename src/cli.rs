@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::sab::{SabLayout, Tier};
 use crate::units::boids::{FlockParams, check_capacity};
-use crate::{FlockPlugins, RunError};
+use crate::units::host::JobHostMode;
+use crate::{FlockPlugins, RunConfig, RunError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -144,20 +145,15 @@ fn number_in(s: &str, range: std::ops::RangeInclusive<f64>, what: &str, unit: &s
 }
 
 impl RunArgs {
-    /// Where the job host runs.
-    pub fn job_host(&self) -> crate::units::host::JobHostMode {
-        use crate::units::host::JobHostMode;
-        if self.job_host_thread {
-            JobHostMode::Thread
-        } else {
-            JobHostMode::Tick
-        }
-    }
-
-    /// The flock these arguments ask for, its bird count checked against the tier.
-    pub fn flock(&self, layout: &SabLayout) -> Result<FlockPlugins, RunError> {
+    /// The run these arguments ask for: the SAB's layout, the flock (its bird count checked
+    /// against the tier) and the rest.
+    pub fn config(&self) -> Result<RunConfig, RunError> {
+        let layout = match self.sab_mib {
+            None => SabLayout::for_tier(self.tier),
+            Some(mib) => SabLayout::with_size(self.tier, mib as usize * (1 << 20))?,
+        };
         let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);
-        check_capacity(layout, birds)?;
+        check_capacity(&layout, birds)?;
         let mut params = FlockParams {
             faithful: self.faithful,
             world_scale: self.world_scale,
@@ -166,21 +162,26 @@ impl RunArgs {
         if let Some(threads) = self.threads {
             params.threads = usize::from(threads);
         }
-        Ok(FlockPlugins {
-            birds,
-            params,
-            seed: self.seed,
-            evolve_every: self.evolve_every,
-            obstacles: !self.no_obstacles,
+        Ok(RunConfig {
+            layout,
+            pulse_hz: self.hz,
+            flock: FlockPlugins {
+                birds,
+                params,
+                seed: self.seed,
+                evolve_every: self.evolve_every,
+                obstacles: !self.no_obstacles,
+            },
+            job_host: if self.job_host_thread {
+                JobHostMode::Thread
+            } else {
+                JobHostMode::Tick
+            },
+            ticks: self.ticks,
+            snapshot: self.snapshot.clone(),
+            json: self.json,
+            screenshot: self.screenshot.clone().map(|path| (path, self.frames)),
         })
-    }
-
-    /// The SAB layout these arguments ask for.
-    pub fn layout(&self) -> Result<SabLayout, RunError> {
-        match self.sab_mib {
-            None => Ok(SabLayout::for_tier(self.tier)),
-            Some(mib) => Ok(SabLayout::with_size(self.tier, mib as usize * (1 << 20))?),
-        }
     }
 }
 
@@ -192,8 +193,8 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect { file, json }) => crate::inspect::run(&file, json),
         Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
         Some(Command::Soak { minutes, birds, json }) => crate::soak::run(minutes, usize::from(birds), json),
-        None if cli.run.headless => crate::headless::run(&cli.run),
-        None => run_visual(&cli.run),
+        None if cli.run.headless => cli.run.config().and_then(|config| crate::headless::run(&config)),
+        None => cli.run.config().and_then(run_visual),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -219,7 +220,7 @@ pub fn main() -> ExitCode {
                 RunError::Usage("--headless, --screenshot and --snapshot need the native build".into()),
             ),
             None if !crate::web::has_webgl2() => Err(RunError::NoWebGl2),
-            None => run_visual(&cli.run),
+            None => cli.run.config().and_then(run_visual),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -274,12 +275,12 @@ fn url_decode(text: &str) -> String {
 }
 
 #[cfg(feature = "render")]
-fn run_visual(args: &RunArgs) -> Result<(), RunError> {
-    crate::render::run(args)
+fn run_visual(config: RunConfig) -> Result<(), RunError> {
+    crate::window::run(config)
 }
 
 #[cfg(not(feature = "render"))]
-fn run_visual(_args: &RunArgs) -> Result<(), RunError> {
+fn run_visual(_config: RunConfig) -> Result<(), RunError> {
     Err(RunError::NoRenderer)
 }
 

@@ -9,12 +9,11 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use serde::Serialize;
 
-use crate::cli::RunArgs;
 use crate::sab::{BirdRecord, EpochIndex, Sab, SabLayout, StreamId, Tier};
 use crate::supervisors::evolution::{Evolution, GenerationStats};
 use crate::timing::{StageSummary, StageTimes};
 use crate::units::boids::Flock;
-use crate::{CorePlugins, FlockPlugins};
+use crate::{CorePlugins, FlockPlugins, RunConfig};
 
 /// What a headless app runs.
 #[derive(Clone, Copy, Debug)]
@@ -146,26 +145,26 @@ pub fn bird_stream_hash(sab: &Sab) -> String {
     blake3::hash(bytemuck::cast_slice(&birds[..count])).to_hex().to_string()
 }
 
-pub fn run(args: &RunArgs) -> Result<(), crate::RunError> {
-    let layout = args.layout()?;
-    let flock = args.flock(&layout)?;
+/// `inos --headless`: runs `config.ticks` fixed ticks as fast as possible and prints a report.
+pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
+    let (layout, flock) = (config.layout, config.flock);
     let (birds, params) = (flock.birds, flock.params);
-    let config = HeadlessConfig {
+    let headless = HeadlessConfig {
         layout,
-        pulse_hz: args.hz,
+        pulse_hz: config.pulse_hz,
         flock: Some(flock),
     };
-    let mut app = build_app_with(config, |app| {
-        app.insert_resource(args.job_host());
+    let mut app = build_app_with(headless, |app| {
+        app.insert_resource(config.job_host);
     });
-    let wall = run_ticks(&mut app, args.ticks);
+    let wall = run_ticks(&mut app, config.ticks);
     let sab = app.world().resource::<Sab>().clone();
     let flock = app.world().resource::<Flock>();
     let (mean_fitness, best_fitness) = (flock.mean_fitness(), flock.best_fitness());
     let stages = app.world().resource::<StageTimes>().summaries();
     let generations = app.world().resource::<Evolution>().history.clone();
 
-    let snapshot = match &args.snapshot {
+    let snapshot = match &config.snapshot {
         Some(path) => {
             let header = sab.write_snapshot(path)?;
             Some(SnapshotInfo {
@@ -179,24 +178,24 @@ pub fn run(args: &RunArgs) -> Result<(), crate::RunError> {
     let report = HeadlessReport {
         tier: layout.tier,
         sab_size: layout.sab_size,
-        ticks: args.ticks,
-        pulse_hz: args.hz,
+        ticks: config.ticks,
+        pulse_hz: config.pulse_hz,
         birds,
         faithful: params.faithful,
         threads: params.threads,
         wall_seconds: seconds,
-        ticks_per_second: args.ticks as f64 / seconds.max(f64::MIN_POSITIVE),
-        bird_updates_per_second: (args.ticks as f64 * birds as f64) / seconds.max(f64::MIN_POSITIVE),
+        ticks_per_second: config.ticks as f64 / seconds.max(f64::MIN_POSITIVE),
+        bird_updates_per_second: (config.ticks as f64 * birds as f64) / seconds.max(f64::MIN_POSITIVE),
         stages,
         mean_fitness,
         best_fitness,
         bird_stream_blake3: bird_stream_hash(&sab),
-        seed: args.seed,
+        seed: config.flock.seed,
         generations,
         epochs: nonzero_epochs(&sab),
         snapshot,
     };
-    if args.json {
+    if config.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);

@@ -10,6 +10,7 @@ use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::guard::{GuardEntry, GuardPolicy};
 use crate::sab::layout::RegionNode;
 use crate::sab::patterns::JobHistoryHeader;
+use crate::sab::pipeline::PipelineRecord;
 use crate::sab::registry::ModuleRecord;
 use crate::sab::ring::RingStats;
 use crate::sab::snapshot::SnapshotHeader;
@@ -92,6 +93,8 @@ pub struct SabReport {
     pub arena: ArenaStats,
     pub live_patterns: usize,
     pub job_history: JobHistoryHeader,
+    /// The job pipeline's counters (none while being written).
+    pub pipeline: Option<PipelineRecord>,
     pub engines: Vec<EngineReport>,
     /// Audit records ever written, and the newest ones kept.
     pub audit_total: u64,
@@ -173,6 +176,13 @@ impl SabReport {
             });
             Vec::new()
         });
+        let pipeline = sab.pipeline().read().ok();
+        if pipeline.is_none() {
+            being_written.push(BeingWrittenReport {
+                record: "pipeline record",
+                at: "coordination".to_owned(),
+            });
+        }
         Self {
             tier: layout.tier,
             sab_size: layout.sab_size,
@@ -211,6 +221,7 @@ impl SabReport {
             arena: sab.arena().stats(),
             live_patterns: sab.patterns().count(),
             job_history: sab.job_history().header(),
+            pipeline,
             engines,
             audit_total: sab.audit_log().total(),
             audit,
@@ -402,6 +413,13 @@ impl SabReport {
             "\nPATTERNS AND JOB HISTORY\n  {} live patterns; job history holds {} of {} records ({} written in all)",
             self.live_patterns, self.job_history.count, self.job_history.capacity, self.job_history.total
         );
+        if let Some(p) = &self.pipeline {
+            let _ = writeln!(
+                w,
+                "\nJOB PIPELINE\n  {} submitted, {} dispatched, {} resolved ({} timed out); {} queued, {} in flight; {} unmatched results, {} malformed frames",
+                p.submitted, p.dispatched, p.resolved, p.timed_out, p.queued, p.in_flight, p.unmatched, p.malformed
+            );
+        }
         let _ = writeln!(w, "\nENGINES");
         for e in &self.engines {
             let metrics: Vec<String> = e

@@ -2,8 +2,9 @@
 //! (the SAB, `sab`) and atomic epoch counters.
 //!
 //! - `CorePlugins`: the headless core (the SAB and the pulse); runs anywhere, no window or GPU.
-//! - `render::VisualPlugins` (feature `render`): the window and what is drawn in it.
-//! - `cli`, `bench` and `inspect` assemble these into the `inos` command.
+//! - `render::VisualPlugins` (feature `render`): what is drawn in the window, and the inspector.
+//! - The entry points assemble these from a typed [`RunConfig`] that `cli` builds from the command
+//!   line: `headless` (no window), `window` (the simulator's window), `bench`, `soak`, `inspect`.
 
 pub mod bench;
 pub mod cli;
@@ -26,6 +27,8 @@ pub mod timing;
 pub mod units;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+#[cfg(feature = "render")]
+pub mod window;
 
 use std::path::PathBuf;
 
@@ -44,7 +47,7 @@ use crate::supervisors::workflows::WorkflowPlugin;
 use crate::units::boids::{BoidsPlugin, BoidsSystems, FlockParams, World};
 use crate::units::crypto::CryptoPlugin;
 use crate::units::echo::EchoPlugin;
-use crate::units::host::{JobHostPlugin, JobHostSystems};
+use crate::units::host::{JobHostMode, JobHostPlugin, JobHostSystems};
 use crate::units::matrices::{MatricesPlugin, MatricesSystems};
 use crate::units::physics::{PhysicsPlugin, PhysicsSystems};
 
@@ -76,6 +79,23 @@ pub enum RunError {
     Usage(String),
 }
 
+/// A run of the simulator, headless or in a window, as the command line asked for it.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub layout: SabLayout,
+    pub pulse_hz: f64,
+    pub flock: FlockPlugins,
+    pub job_host: JobHostMode,
+    /// Fixed ticks of a headless run.
+    pub ticks: u64,
+    /// Where to write a snapshot of the whole SAB when the run ends.
+    pub snapshot: Option<PathBuf>,
+    /// Print the headless report as JSON.
+    pub json: bool,
+    /// Render this many frames, save a screenshot to the path, and exit.
+    pub screenshot: Option<(PathBuf, u32)>,
+}
+
 /// The headless core of INOS: the SAB resource, the pulse that drives everything else, the
 /// supervisors' discovery of registered units, and the job pipeline with the units that take jobs
 /// (crypto, echo).
@@ -99,15 +119,17 @@ impl PluginGroup for CorePlugins {
             .add(JobHostPlugin)
             .add(CryptoPlugin)
             .add(EchoPlugin)
-            .add(JobOrderPlugin)
+            .add(KernelOrderPlugin)
     }
 }
 
-/// A job's round trip within one tick: the kernel dispatches, the units' host runs the jobs, the
-/// kernel resolves their results.
-struct JobOrderPlugin;
+/// The order of the kernel's parts in one tick, which meet only in the SAB and so do not order
+/// themselves: a job's round trip (the kernel dispatches, the units' host runs the jobs, the kernel
+/// resolves their results), then the supervisor tree, then the engines, so that the jobs resolved
+/// in a tick reach both in the same tick.
+struct KernelOrderPlugin;
 
-impl Plugin for JobOrderPlugin {
+impl Plugin for KernelOrderPlugin {
     fn build(&self, app: &mut App) {
         app.configure_sets(
             FixedUpdate,
@@ -115,6 +137,7 @@ impl Plugin for JobOrderPlugin {
                 JobHostSystems::Run.after(JobPipelineSystems::Dispatch),
                 JobHostSystems::Send.before(JobPipelineSystems::Resolve),
                 JobHostSystems::Stats.after(JobPipelineSystems::Resolve),
+                EngineSystems.after(SupervisorTreeSystems),
             ),
         );
     }

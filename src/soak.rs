@@ -16,9 +16,9 @@ use bevy::prelude::App;
 use serde::Serialize;
 
 use crate::headless::{HeadlessConfig, build_app};
-use crate::protocol::{Job, JobStatus, Payload};
+use crate::protocol::{Job, JobStatus, Payload, SOURCE_KEY};
 use crate::sab::{Sab, SabLayout, Tier};
-use crate::supervisors::jobs::{JobQueue, SOURCE_KEY};
+use crate::supervisors::jobs::JobQueue;
 use crate::supervisors::workflows::{Step, StepInput, Workflow, WorkflowEngine};
 use crate::units::boids::FlockParams;
 use crate::{FlockPlugins, RunError};

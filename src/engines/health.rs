@@ -28,8 +28,7 @@ use bevy::prelude::*;
 
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, Sab, SupervisorStatus};
-use crate::supervisors::jobs::JobFinished;
+use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab, SupervisorStatus};
 use crate::supervisors::tree::{LifecycleAction, SupervisionConfig, SupervisorCommand, SupervisorTree};
 
 /// Jobs whose mean latency is the CUSUM baseline.
@@ -92,6 +91,8 @@ struct UnitHealth {
 
 #[derive(Resource, Default, Debug)]
 pub struct HealthEngine {
+    /// Where the engine stands in the job history.
+    pub history: HistoryReader,
     units: HashMap<u32, UnitHealth>,
     pub degradations: u64,
     pub remediations: u64,
@@ -99,12 +100,15 @@ pub struct HealthEngine {
 
 impl HealthEngine {
     /// Folds in a finished job; true when its unit has just degraded.
-    pub fn observe(&mut self, job: &JobFinished) -> bool {
-        if job.status == JobStatus::Rejected {
+    pub fn observe(&mut self, job: &JobRecord) -> bool {
+        let Some(status) = JobStatus::from_code(job.status) else {
+            return false;
+        };
+        if status == JobStatus::Rejected {
             return false; // refused before running: says nothing about the unit
         }
-        let unit = self.units.entry(job.record.unit_hash).or_default();
-        let failed = !matches!(job.status, JobStatus::Success | JobStatus::InvalidParams);
+        let unit = self.units.entry(job.unit_hash).or_default();
+        let failed = !matches!(status, JobStatus::Success | JobStatus::InvalidParams);
         unit.error_rate += 0.1 * (f64::from(u8::from(failed)) - unit.error_rate);
         if failed {
             return false;
@@ -122,14 +126,16 @@ pub(crate) fn run_health(
     tree: Res<SupervisorTree>,
     config: Res<SupervisionConfig>,
     mut engine: ResMut<HealthEngine>,
-    mut finished: MessageReader<JobFinished>,
     mut commands: MessageWriter<SupervisorCommand>,
 ) {
-    let mut remediate: Vec<u32> = finished
-        .read()
+    let mut history = std::mem::take(&mut engine.history);
+    let mut remediate: Vec<u32> = history
+        .read(&sab)
+        .iter()
         .filter(|job| engine.observe(job))
-        .map(|job| job.record.unit_hash)
+        .map(|job| job.unit_hash)
         .collect();
+    engine.history = history;
     let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
     let (mut healthy, mut degraded, mut zombie) = (0u32, 0u32, 0u32);
     for unit in &tree.units {
@@ -176,6 +182,7 @@ pub(crate) fn run_health(
             max_cusum as f32,
             engine.degradations as f32,
             engine.remediations as f32,
+            engine.history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::HEALTH);

@@ -25,10 +25,9 @@ use bevy::platform::collections::hash_map::Entry;
 
 use bevy::prelude::*;
 
-use crate::protocol::JobStatus;
+use crate::protocol::{JobStatus, MAX_SOURCES};
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, Owner, PatternRecord, Sab};
-use crate::supervisors::jobs::{JobFinished, MAX_SOURCES};
+use crate::sab::{EpochIndex, HistoryReader, JobRecord, Owner, PatternRecord, Sab};
 
 /// Weight of the previous fit after each job.
 pub const FORGET: f64 = 0.98;
@@ -144,6 +143,8 @@ struct Transitions {
 /// The engine's models and scores.
 #[derive(Resource, Debug)]
 pub struct LearningEngine {
+    /// Where the engine stands in the job history.
+    pub history: HistoryReader,
     models: Bounded<Key, LineFit>,
     /// The last job's key per source.
     last: HashMap<u32, Key>,
@@ -165,6 +166,7 @@ pub struct LearningEngine {
 impl Default for LearningEngine {
     fn default() -> Self {
         Self {
+            history: HistoryReader::default(),
             models: Bounded::new(MAX_MODELS),
             last: HashMap::default(),
             transitions: Bounded::new(MAX_TRANSITIONS),
@@ -197,17 +199,17 @@ impl LearningEngine {
     }
 
     /// Learns from one finished job; returns a sequence pattern to publish, if one is due.
-    pub fn learn(&mut self, job: &JobFinished) -> Option<PatternRecord> {
-        let r = &job.record;
-        if job.status == JobStatus::Rejected {
+    pub fn learn(&mut self, r: &JobRecord) -> Option<PatternRecord> {
+        let status = JobStatus::from_code(r.status)?;
+        if status == JobStatus::Rejected {
             return None; // never ran: nothing to learn about its latency
         }
         let key = (r.unit_hash, r.method_hash);
-        if job.status == JobStatus::Success {
+        if status == JobStatus::Success {
             // The CPU time the job took, which a preemption does not inflate (the resource it
             // needs), in µs with the nanoseconds kept: whole microseconds would be a third off
             // for a 3 µs job.
-            let (x, actual) = (f64::from(r.input_bytes), (job.cpu_ns as f64 / 1e3).max(0.1));
+            let (x, actual) = (f64::from(r.input_bytes), (r.cpu_ns as f64 / 1e3).max(0.1));
             let fit = self.models.touch(key);
             // Huber's weight: a job far off the line (a preempted one, typically) moves it less.
             let mut weight = 1.0;
@@ -229,16 +231,16 @@ impl LearningEngine {
         }
 
         // Sources name themselves: bound what is kept per source.
-        if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&job.source_hash) {
+        if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&r.source_hash) {
             self.last.clear();
         }
-        let previous = self.last.insert(job.source_hash, key)?;
+        let previous = self.last.insert(r.source_hash, key)?;
         let followed = self.followed.touch(previous);
         *followed += 1;
         let followed = *followed;
         let t = self.transitions.touch((previous, key));
         t.count += 1;
-        t.succeeded += u32::from(job.status == JobStatus::Success);
+        t.succeeded += u32::from(status == JobStatus::Success);
         let t = *t;
         // `followed` may have been forgotten and started again after the transition: the
         // confidence is at most 1.
@@ -250,7 +252,7 @@ impl LearningEngine {
             (u64::from(key_bits(previous)) << 32) | u64::from(key_bits(key)),
             SEQUENCE_KIND,
         );
-        pattern.source_hash = job.source_hash;
+        pattern.source_hash = r.source_hash;
         pattern.weight = t.count as f32;
         pattern.access_count = t.count;
         pattern.success_rate = t.succeeded as f32 / t.count as f32;
@@ -259,19 +261,15 @@ impl LearningEngine {
     }
 }
 
-pub(crate) fn run_learning(
-    sab: Res<Sab>,
-    mut engine: ResMut<LearningEngine>,
-    mut finished: MessageReader<JobFinished>,
-) {
-    if finished.is_empty() {
-        return;
-    }
+pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>) {
+    let mut history = std::mem::take(&mut engine.history);
+    let jobs = history.read(&sab);
+    let learned = !jobs.is_empty();
     // A batch repeats its sequences (a stream of A→B jobs updates one record once per job): only
     // each sequence's last state, which holds its counts so far, goes to the exchange.
     let mut patterns: Vec<PatternRecord> = Vec::new();
     let mut index = HashMap::<u64, usize>::new();
-    for pattern in finished.read().filter_map(|job| engine.learn(job)) {
+    for pattern in jobs.iter().filter_map(|job| engine.learn(job)) {
         match index.entry(pattern.pattern_id) {
             Entry::Occupied(k) => patterns[*k.get()] = pattern,
             Entry::Vacant(k) => {
@@ -279,6 +277,10 @@ pub(crate) fn run_learning(
                 patterns.push(pattern);
             }
         }
+    }
+    engine.history = history;
+    if !learned {
+        return;
     }
     if !patterns.is_empty() {
         match sab.patterns().writer(Owner::Kernel) {
@@ -304,6 +306,7 @@ pub(crate) fn run_learning(
             engine.last_prediction_us as f32,
             engine.last_actual_us as f32,
             engine.sequences_written as f32,
+            engine.history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::LEARNING);
@@ -312,27 +315,18 @@ pub(crate) fn run_learning(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sab::JobRecord;
 
-    fn finished(source: u32, unit: u32, input: u32, duration: u32) -> JobFinished {
-        JobFinished {
-            record: JobRecord {
-                job_id: 0,
-                unit_hash: unit,
-                method_hash: 7,
-                submitted_ms: 0,
-                duration_us: duration,
-                input_bytes: input,
-                output_bytes: 0,
-                status: 0,
-                priority: 0,
-                deadline_ms: 0,
-                reserved: [0; 4],
-            },
-            status: JobStatus::Success,
+    fn finished(source: u32, unit: u32, input: u32, duration: u32) -> JobRecord {
+        JobRecord {
+            unit_hash: unit,
+            method_hash: 7,
+            duration_us: duration,
+            input_bytes: input,
+            status: JobStatus::Success.code(),
+            source_hash: source,
             execution_ns: u64::from(duration) * 1000,
             cpu_ns: u64::from(duration) * 1000,
-            source_hash: source,
+            ..JobRecord::default()
         }
     }
 
@@ -396,8 +390,8 @@ mod tests {
     fn failed_jobs_teach_no_latency() {
         let mut engine = LearningEngine::default();
         for status in [JobStatus::InvalidParams, JobStatus::Failed, JobStatus::Rejected] {
-            engine.learn(&JobFinished {
-                status,
+            engine.learn(&JobRecord {
+                status: status.code(),
                 ..finished(1, 9, 10, 10)
             });
         }

@@ -1,7 +1,10 @@
 //! The kernel's engines. Each is a system gated on an epoch that publishes its figures to the SAB
 //! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
-//! read them. Their working state (models, buckets, baselines) still lives in Bevy resources; moving
-//! it into the SAB is the work of the issue "Parts meet only in the SAB".
+//! read them. They learn what happened from the SAB alone: the job history, each engine from its
+//! own cursor (a `HistoryReader`: an engine that falls behind the ring counts what it lost, its
+//! `history_lost` metric), and the pipeline's record. Their working state (models, buckets,
+//! baselines) still lives in Bevy resources; moving it into the SAB is the rest of the issue
+//! "Parts meet only in the SAB".
 //!
 //! - `security`: the gate in `JobQueue::submit` (per-unit input limits, token buckets per source),
 //!   anomaly detection on finished jobs, the audit log;
@@ -12,8 +15,8 @@
 //! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree;
 //! - `optimisation`: a small GA tuning the boids unit's work split against its measured step time.
 //!
-//! They run after the supervisor tree, on the jobs the pipeline resolved in the same tick
-//! (`JobFinished` messages).
+//! They run after the supervisor tree, so the jobs the pipeline resolved in a tick reach them in
+//! the same tick.
 
 pub mod health;
 pub mod learning;
@@ -25,11 +28,10 @@ use bevy::prelude::*;
 
 use crate::sab::{EpochIndex, epoch_changed};
 use crate::supervisors::jobs::JobQueue;
-use crate::supervisors::tree::SupervisorTreeSystems;
 
 pub struct EnginesPlugin;
 
-/// The engines' place in `FixedUpdate`: after the supervisor tree.
+/// The engines' place in `FixedUpdate` (after the supervisor tree: `CorePlugins` orders them).
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EngineSystems;
 
@@ -40,7 +42,6 @@ impl Plugin for EnginesPlugin {
             .init_resource::<scheduling::SchedulingEngine>()
             .init_resource::<health::HealthEngine>()
             .init_resource::<optimisation::OptimisationEngine>()
-            .configure_sets(FixedUpdate, EngineSystems.after(SupervisorTreeSystems))
             .add_systems(
                 FixedUpdate,
                 (

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 
 use bevy::prelude::*;
 
-use crate::sab::engines::Engine;
+use crate::sab::engines::{DEFAULT_CHUNKS_PER_THREAD, Engine};
+use crate::sab::genes::SplitMix64;
 use crate::sab::{EpochIndex, Sab};
-use crate::supervisors::evolution::SplitMix64;
 use crate::timing::{StageTimes, quantile};
 
 /// Boids steps measured per value (the first step after a change is not counted).
@@ -242,7 +242,7 @@ pub struct OptimisationEngine {
 impl Default for OptimisationEngine {
     fn default() -> Self {
         Self {
-            tuner: Tuner::new(crate::units::boids::DEFAULT_CHUNKS_PER_THREAD, 0x0971),
+            tuner: Tuner::new(DEFAULT_CHUNKS_PER_THREAD, 0x0971),
             published: None,
             seen: 0,
             samples: Vec::new(),

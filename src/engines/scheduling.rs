@@ -4,19 +4,21 @@
 //! runs, one per score and deadline), popped on every pulse: the scheduling
 //! score first (`SchedulingPolicy`: priority plus deadline urgency, times the source's credit
 //! multiplier), then earliest deadline (EDF), then submission order. This engine measures it from the
-//! finished jobs: jobs dispatched, jobs with a deadline and how many finished by it (the
-//! deadline-hit rate; the target is ≥ 95 % under admissible load), the queue's depth and the mean
-//! time from submission to result. It publishes its state record and signals `EPOCH_SCHEDULING`.
+//! SAB alone: from the job history (read from its own cursor), jobs with a deadline and how many
+//! finished by it (the deadline-hit rate; the target is ≥ 95 % under admissible load) and the mean
+//! time from submission to result; from the pipeline record, jobs dispatched and the queue's depth.
+//! It publishes its state record and signals `EPOCH_SCHEDULING`.
 
 use bevy::prelude::*;
 
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, Sab};
-use crate::supervisors::jobs::{JobFinished, JobQueue};
+use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab};
 
-#[derive(Resource, Default, Debug, Clone, Copy, PartialEq)]
+#[derive(Resource, Default, Debug)]
 pub struct SchedulingEngine {
+    /// Where the engine stands in the job history.
+    pub history: HistoryReader,
     pub finished: u64,
     pub with_deadline: u64,
     pub deadline_met: u64,
@@ -25,15 +27,14 @@ pub struct SchedulingEngine {
 }
 
 impl SchedulingEngine {
-    pub fn observe(&mut self, job: &JobFinished) {
-        let r = &job.record;
+    pub fn observe(&mut self, r: &JobRecord) {
         self.finished += 1;
         self.mean_wait_us += (f64::from(r.duration_us) - self.mean_wait_us) / (self.finished.min(100) as f64);
         // `deadline_ms` is relative to submission; 0 = none.
         if r.deadline_ms > 0 {
             self.with_deadline += 1;
             let on_time = u64::from(r.duration_us) <= u64::from(r.deadline_ms) * 1000;
-            self.deadline_met += u64::from(on_time && job.status == JobStatus::Success);
+            self.deadline_met += u64::from(on_time && r.status == JobStatus::Success.code());
         }
     }
 
@@ -47,24 +48,24 @@ impl SchedulingEngine {
     }
 }
 
-pub(crate) fn run_scheduling(
-    sab: Res<Sab>,
-    queue: Res<JobQueue>,
-    mut engine: ResMut<SchedulingEngine>,
-    mut finished: MessageReader<JobFinished>,
-) {
-    for job in finished.read() {
+pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>) {
+    let mut history = std::mem::take(&mut engine.history);
+    for job in history.read(&sab) {
         engine.observe(job);
     }
+    engine.history = history;
+    // The pipeline's counters as the kernel last published them (zero until it has).
+    let pipeline = sab.pipeline().read().unwrap_or_default();
     sab.engines().publish(
         Engine::Scheduling,
         &[
-            queue.stats.dispatched as f32,
+            pipeline.dispatched as f32,
             engine.with_deadline as f32,
             engine.deadline_met as f32,
             engine.hit_rate() as f32,
-            queue.queued() as f32,
+            pipeline.queued as f32,
             engine.mean_wait_us as f32,
+            engine.history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::SCHEDULING);

@@ -16,10 +16,10 @@ use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 
-use crate::protocol::{Job, JobStatus};
+use crate::protocol::{Job, JobStatus, MAX_SOURCES, source_of};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
-use crate::sab::{EpochIndex, Sab, now_ms};
-use crate::supervisors::jobs::{JobFinished, JobQueue, MAX_SOURCES, source_of};
+use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab, now_ms};
+use crate::supervisors::jobs::JobQueue;
 
 const NANOS: u64 = 1_000_000_000;
 
@@ -216,6 +216,8 @@ impl SecurityGate {
 /// The detector's state and counters.
 #[derive(Resource, Default, Debug)]
 pub struct SecurityEngine {
+    /// Where the engine stands in the job history.
+    pub history: HistoryReader,
     baselines: HashMap<u32, Baseline>,
     pub duration_anomalies: u64,
     pub ratio_anomalies: u64,
@@ -223,20 +225,19 @@ pub struct SecurityEngine {
 
 impl SecurityEngine {
     /// Checks one finished job against its unit's baselines; returns the anomalies found.
-    pub fn observe(&mut self, job: &JobFinished, config: &SecurityConfig) -> Vec<AuditRecord> {
-        let record = &job.record;
+    pub fn observe(&mut self, record: &JobRecord, config: &SecurityConfig) -> Vec<AuditRecord> {
         // A job that never ran (refused, timed out) has no execution to judge.
-        if matches!(job.status, JobStatus::Rejected | JobStatus::Timeout) {
+        if JobStatus::from_code(record.status).is_none_or(|s| matches!(s, JobStatus::Rejected | JobStatus::Timeout)) {
             return Vec::new();
         }
         let baseline = self.baselines.entry(record.unit_hash).or_default();
-        let log_duration = (job.execution_ns as f64 / 1e3).max(1.0).ln();
+        let log_duration = (record.execution_ns as f64 / 1e3).max(1.0).ln();
         let log_ratio = ((f64::from(record.output_bytes) + 1.0) / (f64::from(record.input_bytes) + 1.0)).log2();
         let audit = |kind: AuditKind, z: f64| AuditRecord {
             time_ms: now_ms(),
             job_id: record.job_id,
             kind: kind as u32,
-            source_hash: job.source_hash,
+            source_hash: record.source_hash,
             unit_hash: record.unit_hash,
             value: z as f32,
             limit: config.z_limit as f32,
@@ -265,17 +266,14 @@ impl SecurityEngine {
 }
 
 /// Runs the detector over the tick's finished jobs, writes the audit log and the engine record.
-pub(crate) fn run_security(
-    sab: Res<Sab>,
-    mut engine: ResMut<SecurityEngine>,
-    mut queue: ResMut<JobQueue>,
-    mut finished: MessageReader<JobFinished>,
-) {
+pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mut queue: ResMut<JobQueue>) {
     let gate = queue.gate_mut();
     let mut records = std::mem::take(&mut gate.pending);
-    for job in finished.read() {
+    let mut history = std::mem::take(&mut engine.history);
+    for job in history.read(&sab) {
         records.extend(engine.observe(job, &gate.config));
     }
+    engine.history = history;
     let log = sab.audit_log();
     if !records.is_empty() {
         log.append(&records);
@@ -289,6 +287,7 @@ pub(crate) fn run_security(
             engine.duration_anomalies as f32,
             engine.ratio_anomalies as f32,
             log.total() as f32,
+            engine.history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::SECURITY);

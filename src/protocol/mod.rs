@@ -491,6 +491,22 @@ fn decode_physics(p: physics_params::Reader<'_>) -> Result<PhysicsCall, FrameErr
     })
 }
 
+/// The metadata key naming who submitted a job (the security engine's rate limits are per source).
+pub const SOURCE_KEY: &str = "source";
+
+/// Sources an engine keeps state for at once: sources name themselves, so what is kept per
+/// source is bounded (the security gate shares one bucket among later ones, the learning engine
+/// starts its map over).
+pub const MAX_SOURCES: usize = 4096;
+
+/// The source of `job`: its `source` metadata, or `"local"`.
+pub fn source_of(job: &Job) -> &str {
+    job.metadata
+        .iter()
+        .find(|(key, _)| key == SOURCE_KEY)
+        .map_or("local", |(_, value)| value.as_str())
+}
+
 /// How a job ended (`JobResult.Status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobStatus {
@@ -513,6 +529,20 @@ const JOB_STATUSES: [(JobStatus, job_result::Status); 7] = [
     (JobStatus::Rejected, job_result::Status::Rejected),
     (JobStatus::Crashed, job_result::Status::Crashed),
 ];
+
+impl JobStatus {
+    /// The status's code in the job history (`JobRecord::status`): its wire value.
+    pub fn code(self) -> u16 {
+        to_wire(&JOB_STATUSES, self) as u16
+    }
+
+    /// The status a history code names (`None` for a code no status has: bytes from elsewhere).
+    pub fn from_code(code: u16) -> Option<Self> {
+        job_result::Status::try_from(code)
+            .ok()
+            .map(|wire| from_wire(&JOB_STATUSES, wire))
+    }
+}
 
 /// The wire value of `ours` in a (ours, wire) table that lists every value of both enums.
 fn to_wire<A: PartialEq + Copy, B: Copy>(table: &[(A, B)], ours: A) -> B {

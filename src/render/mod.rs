@@ -1,24 +1,16 @@
 //! The visual simulator (feature `render`): the flock, drawn by WGSL instancing straight from the
 //! SAB's matrix stream (`birds`), the physics unit's Rapier obstacles in a lit scene with an orbit
-//! camera (`scene`); with the egui inspector and the FPS overlay (`crate::inspector`).
+//! camera (`scene`); with the egui inspector and the FPS overlay (`crate::inspector`). The window
+//! itself is opened by `crate::window`, which assembles the app.
 
 pub mod birds;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod display;
 pub mod scene;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-use bevy::asset::AssetMetaCheck;
 use bevy::diagnostic::FrameTimeDiagnosticsPlugin;
 use bevy::prelude::*;
-use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy_egui::EguiPlugin;
-
-use crate::cli::RunArgs;
-use crate::sab::Sab;
-use crate::{CorePlugins, RunError};
 
 /// Everything drawn in the window, and the inspector.
 pub struct VisualPlugins;
@@ -33,114 +25,4 @@ impl Plugin for VisualPlugins {
             crate::inspector::InspectorPlugin,
         ));
     }
-}
-
-/// Runs the simulator window until it is closed (or, with `--screenshot`, until the PNG is saved).
-/// Natively, a missing display or GPU is an error with a hint, not a panic (see [`display`]).
-pub fn run(args: &RunArgs) -> Result<(), RunError> {
-    let layout = args.layout()?;
-    let flock = args.flock(&layout)?;
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        display::preflight()?;
-        display::SetupFailureHook::install();
-    }
-    let mut app = App::new();
-    // No `.meta` files are served next to assets (the browser build would fetch each and get 404s).
-    let assets = AssetPlugin {
-        meta_check: AssetMetaCheck::Never,
-        ..default()
-    };
-    app.add_plugins(DefaultPlugins.set(assets).set(WindowPlugin {
-        primary_window: Some(primary_window()),
-        ..default()
-    }))
-    .add_plugins(CorePlugins {
-        layout,
-        pulse_hz: args.hz,
-    })
-    .insert_resource(args.job_host())
-    .add_plugins(flock)
-    .add_plugins(VisualPlugins);
-    // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
-    let sab = app.world().resource::<Sab>().clone();
-    #[cfg(target_arch = "wasm32")]
-    crate::web::expose(&sab);
-    let screenshot_error = Arc::new(Mutex::new(None));
-    if let Some(path) = &args.screenshot {
-        app.insert_resource(ScreenshotRequest {
-            path: path.clone(),
-            after_frames: args.frames,
-            error: Arc::clone(&screenshot_error),
-        })
-        .add_systems(Last, request_screenshot);
-    }
-    let exit = app.run();
-    if let Some(error) = screenshot_error.lock().map_or(None, |mut e| e.take()) {
-        return Err(error);
-    }
-    if let Some(path) = &args.snapshot {
-        sab.write_snapshot(path)?;
-        info!("snapshot written to {}", path.display());
-    }
-    match exit {
-        AppExit::Success => Ok(()),
-        AppExit::Error(code) => Err(RunError::Exited(code)),
-    }
-}
-
-/// The window: 1280 × 720 natively; in the browser, the page's canvas, sized by its parent.
-fn primary_window() -> Window {
-    Window {
-        title: "INOS on Bevy".into(),
-        #[cfg(not(target_arch = "wasm32"))]
-        resolution: bevy::window::WindowResolution::new(1280, 720),
-        #[cfg(target_arch = "wasm32")]
-        canvas: Some("#inos-canvas".into()),
-        #[cfg(target_arch = "wasm32")]
-        fit_canvas_to_parent: true,
-        ..default()
-    }
-}
-
-/// `--screenshot FILE --frames N`: after N frames, capture the window, save it, and exit.
-#[derive(Resource)]
-struct ScreenshotRequest {
-    path: PathBuf,
-    after_frames: u32,
-    /// Why saving failed, read by `run` after the event loop has ended.
-    error: Arc<Mutex<Option<RunError>>>,
-}
-
-fn request_screenshot(mut commands: Commands, request: Res<ScreenshotRequest>, mut frames: Local<u32>) {
-    *frames += 1;
-    if *frames != request.after_frames {
-        return;
-    }
-    let path = request.path.clone();
-    commands.spawn(Screenshot::primary_window()).observe(
-        move |captured: On<ScreenshotCaptured>, request: Res<ScreenshotRequest>, mut exit: MessageWriter<AppExit>| {
-            let saved = captured
-                .image
-                .clone()
-                .try_into_dynamic()
-                .map_err(|e| e.to_string())
-                .and_then(|image| image.to_rgb8().save(&path).map_err(|e| e.to_string()));
-            match saved {
-                Ok(()) => {
-                    info!("screenshot saved to {}", path.display());
-                    exit.write(AppExit::Success);
-                }
-                Err(e) => {
-                    if let Ok(mut error) = request.error.lock() {
-                        *error = Some(RunError::Screenshot {
-                            path: path.clone(),
-                            reason: e,
-                        });
-                    }
-                    exit.write(AppExit::error());
-                }
-            }
-        },
-    );
 }

@@ -57,6 +57,7 @@ impl Engine {
                 "last_prediction_us",
                 "last_actual_us",
                 "sequences_written",
+                "history_lost",
             ],
             Engine::Scheduling => &[
                 "dispatched",
@@ -65,6 +66,7 @@ impl Engine {
                 "deadline_hit_rate",
                 "queue_depth",
                 "mean_wait_us",
+                "history_lost",
             ],
             Engine::Security => &[
                 "admitted",
@@ -73,6 +75,7 @@ impl Engine {
                 "duration_anomalies",
                 "ratio_anomalies",
                 "audit_records",
+                "history_lost",
             ],
             Engine::Health => &[
                 "units_healthy",
@@ -82,6 +85,7 @@ impl Engine {
                 "max_cusum",
                 "degradations",
                 "remediations",
+                "history_lost",
             ],
             Engine::Optimisation => &[
                 "trials",
@@ -94,6 +98,10 @@ impl Engine {
         }
     }
 }
+
+/// The boids unit's work items per thread before the optimisation engine has tuned them: the
+/// parameter the engine hands the unit in its record's `current_value`.
+pub const DEFAULT_CHUNKS_PER_THREAD: usize = 4;
 
 /// Metric slots per engine record.
 pub const METRIC_SLOTS: usize = g::ENGINE_METRIC_SLOTS as usize;

@@ -13,6 +13,11 @@ use super::generated as g;
 use super::layout::regions;
 use super::{AccessError, Sab};
 
+/// The capability of a unit that beats its heartbeat on every pulse it runs. A unit driven by
+/// another epoch (the matrices unit runs on the bird epoch) does not promise it, since it is idle
+/// whenever its input is.
+pub const PULSE_HEARTBEAT: &str = "heartbeat:pulse";
+
 /// Slots in the region: one per registry slot.
 pub const HEARTBEAT_SLOTS: usize = (g::DIAGNOSTICS_SIZE / g::HEARTBEAT_SLOT_SIZE) as usize;
 

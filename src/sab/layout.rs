@@ -68,6 +68,7 @@ pub mod regions {
     pub const JOB_HISTORY: Region = Region::new("job_history", g::JOB_HISTORY_OFFSET, g::JOB_HISTORY_SIZE);
     pub const COORDINATION: Region = Region::new("coordination", g::COORDINATION_OFFSET, g::COORDINATION_SIZE);
     pub const ENGINE_STATE: Region = Region::new("engine_state", g::ENGINE_STATE_OFFSET, g::ENGINE_STATE_SIZE);
+    pub const PIPELINE_STATE: Region = Region::new("pipeline_state", g::PIPELINE_STATE_OFFSET, g::PIPELINE_STATE_SIZE);
     pub const AUDIT_LOG: Region = Region::new("audit_log", g::AUDIT_LOG_OFFSET, g::AUDIT_LOG_SIZE);
     pub const RING_CONTROL: Region = Region::new("ring_control", g::RING_CONTROL_OFFSET, g::RING_CONTROL_REGION_SIZE);
     pub const INBOX_CONTROL: Region = Region::new("inbox_control", g::INBOX_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
@@ -429,7 +430,9 @@ impl SabLayout {
         );
         nodes
             .extend([regions::BIRD_STREAM_CONTROL, regions::MATRIX_STREAM_CONTROL].map(under(regions::STREAM_CONTROL)));
-        nodes.extend([regions::ENGINE_STATE, regions::AUDIT_LOG].map(under(regions::COORDINATION)));
+        nodes.extend(
+            [regions::ENGINE_STATE, regions::PIPELINE_STATE, regions::AUDIT_LOG].map(under(regions::COORDINATION)),
+        );
         nodes
     }
 

@@ -31,6 +31,7 @@ pub mod layout;
 mod memory;
 pub mod obstacles;
 pub mod patterns;
+pub mod pipeline;
 pub mod registry;
 pub mod ring;
 mod seqlock;
@@ -51,7 +52,7 @@ pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
 pub use layout::{Region, SabLayout, Tier};
 pub use memory::AccessError;
 pub use obstacles::{ObstacleRecord, ObstacleShape, ObstacleTable};
-pub use patterns::{JobHistory, JobRecord, PatternExchange, PatternRecord};
+pub use patterns::{HistoryCursor, HistoryReader, JobHistory, JobRecord, PatternExchange, PatternRecord};
 pub use registry::{Capability, Dependency, ModuleSpec, Registry, RegistryError};
 pub use ring::{Ring, RingError, RingId};
 pub use seqlock::BeingWritten;
@@ -212,6 +213,10 @@ impl Sab {
 
     pub fn engines(&self) -> engines::EngineTable<'_> {
         engines::EngineTable::new(self)
+    }
+
+    pub fn pipeline(&self) -> pipeline::PipelineState<'_> {
+        pipeline::PipelineState::new(self)
     }
 
     pub fn audit_log(&self) -> engines::AuditLog<'_> {

@@ -215,24 +215,30 @@ impl<'a> PatternExchange<'a> {
     }
 }
 
-/// One job-history record.
+/// One job-history record: everything the supervisors and the engines know of a finished job.
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
 #[repr(C)]
 pub struct JobRecord {
     pub job_id: u64,
-    /// CRC32C of the unit's id.
+    /// CRC32C of the unit's id (the job's library).
     pub unit_hash: u32,
     /// CRC32C of the method name.
     pub method_hash: u32,
     pub submitted_ms: u64,
+    /// From submission to the answer, as the kernel saw it.
     pub duration_us: u32,
     pub input_bytes: u32,
     pub output_bytes: u32,
-    /// 0 ok, 1 failed, 2 timed out, 3 refused, 4 crashed (the unit panicked).
-    pub status: u32,
-    pub priority: u32,
+    /// How the job ended: the protocol's status code (`protocol::JobStatus::code`).
+    pub status: u16,
+    pub priority: u16,
     pub deadline_ms: u32,
-    pub reserved: [u32; 4],
+    /// CRC32C of the job's `source` metadata (`"local"` when it has none).
+    pub source_hash: u32,
+    /// How long the unit ran it, as the job host measured (0 if it never ran).
+    pub execution_ns: u64,
+    /// The CPU time it took (the wall time where the host has no thread clock).
+    pub cpu_ns: u64,
 }
 const _: () = assert!(size_of::<JobRecord>() == g::JOB_RECORD_SIZE as usize);
 
@@ -252,6 +258,37 @@ pub struct JobHistoryHeader {
 const _: () = assert!(size_of::<JobHistoryHeader>() == g::JOB_HISTORY_HEADER_SIZE as usize);
 const CAPACITY: usize = offset_of!(JobHistoryHeader, capacity) / 4;
 const RECORD_SIZE: usize = offset_of!(JobHistoryHeader, record_size) / 4;
+
+/// Where one reader of the job history stands: the sequence number of the next record it reads
+/// (records are numbered from 0 in the order written; the header's `total` is the next number),
+/// and how many records the ring overwrote before this reader read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub next: u64,
+    pub lost: u64,
+}
+
+/// A reader of the job history that keeps its place and its buffer: one per consumer.
+#[derive(Debug, Default)]
+pub struct HistoryReader {
+    pub cursor: HistoryCursor,
+    records: Vec<JobRecord>,
+}
+
+impl HistoryReader {
+    /// The records written since the last read, oldest first. None when writers kept disturbing
+    /// the copy: the cursor stays, and they come with the next read.
+    pub fn read(&mut self, sab: &Sab) -> &[JobRecord] {
+        if sab
+            .job_history()
+            .read_since(&mut self.cursor, &mut self.records)
+            .is_none()
+        {
+            self.records.clear();
+        }
+        &self.records
+    }
+}
 
 /// The job history of one SAB.
 pub struct JobHistory<'a> {
@@ -327,6 +364,40 @@ impl<'a> JobHistory<'a> {
         copy_words_in(h, bytemuck::bytes_of(&new));
         self.sab.epochs().signal(EpochIndex::JOB_HISTORY);
         session.check_advanced()
+    }
+
+    /// Copies the records written since `cursor` into `out` (cleared first; oldest first) and
+    /// moves the cursor past them. Records the ring overwrote before this reader got to them are
+    /// counted in `cursor.lost` and returned. `None` if writers kept disturbing the copy; the
+    /// cursor then stays where it was. A cursor ahead of the history (the SAB was replaced, say
+    /// by a resumed snapshot) starts over at the oldest record.
+    pub fn read_since(&self, cursor: &mut HistoryCursor, out: &mut Vec<JobRecord>) -> Option<u64> {
+        let (next, lost) = self.sab.guards().read_consistent(GuardRegion::JobHistory, 1024, || {
+            out.clear();
+            let header = self.header();
+            let (head, count) = Self::head_and_count(&header);
+            let oldest = header.total.saturating_sub(count as u64);
+            let from = if cursor.next > header.total {
+                oldest
+            } else {
+                cursor.next.max(oldest)
+            };
+            let lost = if cursor.next > header.total {
+                0
+            } else {
+                from - cursor.next
+            };
+            out.extend((from..header.total).map(|sequence| {
+                let index = (head + (sequence - oldest) as usize) % JOB_HISTORY_CAPACITY;
+                self.sab
+                    .read::<JobRecord>(Self::record_offset(index))
+                    .expect("history records lie inside every SAB")
+            }));
+            (header.total, lost)
+        })?;
+        cursor.next = next;
+        cursor.lost += lost;
+        Some(lost)
     }
 
     /// A consistent copy of the history, oldest first (`None` if writers kept disturbing it).

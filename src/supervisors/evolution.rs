@@ -14,47 +14,8 @@
 use bevy::prelude::*;
 use serde::Serialize;
 
-use crate::sab::genes::GeneRecord;
+use crate::sab::genes::{GeneRecord, SplitMix64, breed, elite_count};
 use crate::sab::{BirdRecord, EpochIndex, Owner, Sab, StreamId, epoch_changed};
-
-/// SplitMix64: small, fast and good enough for a GA; reproducible from its seed.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn gaussian(&mut self) -> f32 {
-        let u1 = self.unit().max(f32::MIN_POSITIVE);
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-}
 
 /// One generation's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -65,51 +26,6 @@ pub struct GenerationStats {
     pub best_fitness: f32,
     pub elites: usize,
     pub micros: f32,
-}
-
-/// How many of `n` birds are kept as elites: the top 25 %, at least 2.
-pub fn elite_count(n: usize) -> usize {
-    (n / 4).max(2).min(n)
-}
-
-/// Breeds the next generation's genomes from `population` (any order).
-pub fn breed(population: &[BirdRecord], rng: &mut SplitMix64) -> Vec<[f32; 44]> {
-    let mut ranked: Vec<&BirdRecord> = population.iter().collect();
-    ranked.sort_by(|a, b| b.fitness.total_cmp(&a.fitness));
-    let n = ranked.len();
-    let elites = elite_count(n);
-    let mut next: Vec<[f32; 44]> = ranked[..elites].iter().map(|b| b.genes).collect();
-    let survivors = &ranked[..elites];
-    let top = (survivors.len() / 10).max(1);
-    let pick = |rng: &mut SplitMix64| -> &BirdRecord {
-        if survivors.len() > 20 && rng.unit() < 0.3 {
-            survivors[rng.below(top)]
-        } else {
-            (0..3)
-                .map(|_| survivors[rng.below(survivors.len())])
-                .max_by(|a, b| a.fitness.total_cmp(&b.fitness))
-                .expect("a tournament has entrants")
-        }
-    };
-    while next.len() < n {
-        let (a, b) = (pick(rng).genes, pick(rng).genes);
-        let mut child: [f32; 44] = std::array::from_fn(|g| if rng.unit() < 0.7 { a[g] } else { b[g] });
-        let roll = rng.unit();
-        if roll < 0.10 {
-            child.iter_mut().for_each(|g| *g = rng.range(-10.0, 10.0));
-        } else if roll < 0.10 + 0.90 * 0.15 {
-            let g = rng.below(44);
-            child[g] = rng.range(-8.0, 8.0);
-        } else {
-            for g in &mut child {
-                if rng.unit() < 0.6 {
-                    *g = (*g + 0.8 * rng.gaussian()).clamp(-10.0, 10.0);
-                }
-            }
-        }
-        next.push(child);
-    }
-    next
 }
 
 /// The supervisor's state between generations.

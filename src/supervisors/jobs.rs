@@ -28,8 +28,9 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::engines::security::{GateError, SecurityGate};
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, OutboxFrame};
+use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, OutboxFrame, source_of};
 use crate::pulse::PulseSystems;
+use crate::sab::pipeline::PipelineRecord;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
 use crate::supervisors::syscalls::SyscallInbox;
@@ -72,36 +73,6 @@ pub enum Admission {
     CircuitOpen,
     /// The same, for a stopped unit.
     Refuse,
-}
-
-/// A resolved job, for the supervisors and the engines: its job-history record, how it ended,
-/// and who submitted it.
-#[derive(Message, Clone, Copy, Debug, PartialEq)]
-pub struct JobFinished {
-    pub record: JobRecord,
-    pub status: JobStatus,
-    /// How long the unit ran it, as the job host measured (0 if it never ran).
-    pub execution_ns: u64,
-    /// The CPU time it took (the wall time where the host has no thread clock).
-    pub cpu_ns: u64,
-    /// CRC32C of the job's `source` metadata (`"local"` when it has none).
-    pub source_hash: u32,
-}
-
-/// The metadata key naming who submitted a job (the security engine's rate limits are per source).
-pub const SOURCE_KEY: &str = "source";
-
-/// Sources an engine keeps state for at once: sources name themselves, so what is kept per
-/// source is bounded (the security gate shares one bucket among later ones, the learning engine
-/// starts its map over).
-pub const MAX_SOURCES: usize = 4096;
-
-/// The source of `job`: its `source` metadata, or `"local"`.
-pub fn source_of(job: &Job) -> &str {
-    job.metadata
-        .iter()
-        .find(|(key, _)| key == SOURCE_KEY)
-        .map_or("local", |(_, value)| value.as_str())
 }
 
 /// Counters of the pipeline.
@@ -316,8 +287,6 @@ pub struct JobQueue {
     admission: HashMap<u32, Admission>,
     /// Jobs in flight per unit.
     unit_in_flight: HashMap<u32, u32>,
-    /// Resolved since `publish_finished` last ran.
-    finished: Vec<JobFinished>,
     /// The security engine's gate, run by `submit`.
     gate: SecurityGate,
     scheduling: SchedulingPolicy,
@@ -490,25 +459,14 @@ impl JobQueue {
             duration_us: clamp(now.saturating_duration_since(job.submitted).as_micros() as u64),
             input_bytes: clamp(outcome.input_bytes),
             output_bytes: clamp(outcome.output_bytes),
-            status: match outcome.status {
-                JobStatus::Success => 0,
-                JobStatus::Timeout => 2,
-                JobStatus::Rejected => 3,
-                JobStatus::Crashed => 4,
-                _ => 1,
-            },
-            priority: u32::from(job.priority),
+            status: outcome.status.code(),
+            priority: u16::from(job.priority),
             deadline_ms: clamp(job.deadline_ms.saturating_sub(job.submitted_ms)),
-            reserved: [0; 4],
-        };
-        history.push(record);
-        self.finished.push(JobFinished {
-            record,
-            status: outcome.status,
+            source_hash: job.source_hash,
             execution_ns: outcome.execution_time_ns,
             cpu_ns: outcome.cpu_ns,
-            source_hash: job.source_hash,
-        });
+        };
+        history.push(record);
         self.stats.resolved += 1;
         self.calls.insert(job.id, Call::Done(Box::new(outcome)));
     }
@@ -536,48 +494,42 @@ impl Plugin for JobPipelinePlugin {
                 .expect("the kernel is the outbox-kernel's only consumer"),
             inbox: inbox.producer(Owner::Kernel).expect("the kernel writes the inbox"),
         });
-        app.add_message::<JobFinished>()
-            .insert_resource(JobQueue {
-                queue: ReadyQueue::default(),
-                in_flight: InFlightTable::default(),
-                calls: HashMap::new(),
-                libraries: Vec::new(),
-                registry_epoch: sab.epochs().load(EpochIndex::REGISTRY),
-                timeouts: BinaryHeap::new(),
-                sequence: 0,
-                max_frame: inbox.max_payload(),
-                admission: HashMap::new(),
-                unit_in_flight: HashMap::new(),
-                finished: Vec::new(),
-                gate: SecurityGate::default(),
-                scheduling: SchedulingPolicy::default(),
-                clock: Instant::now(),
-                wall_anchor: (Instant::now(), now_ms()),
-                spare_frames: Vec::new(),
-                stats: PipelineStats::default(),
-                ends,
-            })
-            .configure_sets(
-                FixedUpdate,
-                (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
+        app.insert_resource(JobQueue {
+            queue: ReadyQueue::default(),
+            in_flight: InFlightTable::default(),
+            calls: HashMap::new(),
+            libraries: Vec::new(),
+            registry_epoch: sab.epochs().load(EpochIndex::REGISTRY),
+            timeouts: BinaryHeap::new(),
+            sequence: 0,
+            max_frame: inbox.max_payload(),
+            admission: HashMap::new(),
+            unit_in_flight: HashMap::new(),
+            gate: SecurityGate::default(),
+            scheduling: SchedulingPolicy::default(),
+            clock: Instant::now(),
+            wall_anchor: (Instant::now(), now_ms()),
+            spare_frames: Vec::new(),
+            stats: PipelineStats::default(),
+            ends,
+        })
+        .configure_sets(
+            FixedUpdate,
+            (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
+                .chain()
+                .after(PulseSystems),
+        )
+        .add_systems(
+            FixedUpdate,
+            (
+                dispatch
+                    .in_set(JobPipelineSystems::Dispatch)
+                    .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                (resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)), expire)
                     .chain()
-                    .after(PulseSystems),
-            )
-            .add_systems(
-                FixedUpdate,
-                (
-                    dispatch
-                        .in_set(JobPipelineSystems::Dispatch)
-                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
-                    (
-                        resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)),
-                        expire,
-                        publish_finished,
-                    )
-                        .chain()
-                        .in_set(JobPipelineSystems::Resolve),
-                ),
-            );
+                    .in_set(JobPipelineSystems::Resolve),
+            ),
+        );
     }
 }
 
@@ -644,6 +596,7 @@ fn dispatch(
         }
     }
     record(&sab, &history);
+    publish(&sab, queue);
 }
 
 /// Reads the outbox-kernel ring: job results, and syscalls (told apart by the envelope's magic)
@@ -676,13 +629,6 @@ fn resolve(
     record(&sab, &history);
 }
 
-/// Tells the supervisors and engines which jobs were resolved (by dispatch, resolve or expire).
-fn publish_finished(mut queue: ResMut<JobQueue>, mut finished: MessageWriter<JobFinished>) {
-    if !queue.finished.is_empty() {
-        finished.write_batch(queue.finished.drain(..));
-    }
-}
-
 /// Resolves jobs past their timeout.
 fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<JobRecord>>) {
     let now = Instant::now();
@@ -701,6 +647,23 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
         queue.resolve(outcome, now, &mut history);
     }
     record(&sab, &history);
+    publish(&sab, &queue);
+}
+
+/// Rewrites the pipeline's record in the SAB (the end of each stage).
+fn publish(sab: &Sab, queue: &JobQueue) {
+    let stats = queue.stats;
+    sab.pipeline().publish(&PipelineRecord {
+        queued: queue.queued() as u32,
+        submitted: stats.submitted,
+        dispatched: stats.dispatched,
+        resolved: stats.resolved,
+        timed_out: stats.timed_out,
+        unmatched: stats.unmatched,
+        malformed: stats.malformed,
+        in_flight: queue.in_flight() as u32,
+        ..PipelineRecord::default()
+    });
 }
 
 fn record(sab: &Sab, history: &[JobRecord]) {

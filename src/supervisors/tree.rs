@@ -33,11 +33,12 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::protocol::JobStatus;
+use crate::sab::heartbeats;
 pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
 use crate::sab::supervisors::{SupervisorHeader, SupervisorSlot};
-use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus, now_ms};
+use crate::sab::{EpochIndex, HistoryReader, Owner, Sab, SupervisorStatus, now_ms};
 use crate::supervisors::DiscoveredModules;
-use crate::supervisors::jobs::{Admission, JobFinished, JobPipelineSystems, JobQueue};
+use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
 
 /// Which children restart when one fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -346,11 +347,6 @@ impl SupervisorTree {
     }
 }
 
-/// The capability of a unit that beats its heartbeat on every pulse it runs. A unit driven by
-/// another epoch (the matrices unit runs on the bird epoch) does not promise it, since it is idle
-/// whenever its input is.
-pub const PULSE_HEARTBEAT: &str = "heartbeat:pulse";
-
 /// Unit snapshots kept (the oldest goes first).
 pub const MAX_SNAPSHOTS: usize = 64;
 
@@ -452,7 +448,7 @@ fn adopt_units(
             policy,
             slot,
             registry_slot: module.slot,
-            beats_on_pulse: module.capabilities.iter().any(|c| c.id == PULSE_HEARTBEAT),
+            beats_on_pulse: module.capabilities.iter().any(|c| c.id == heartbeats::PULSE_HEARTBEAT),
             lifecycle: Lifecycle::Running,
             status: SupervisorStatus::Starting,
             breaker: Breaker::default(),
@@ -478,7 +474,7 @@ fn supervise(
     time: Res<Time>,
     mut tree: ResMut<SupervisorTree>,
     mut queue: ResMut<JobQueue>,
-    mut finished: MessageReader<JobFinished>,
+    mut history: Local<HistoryReader>,
     mut commands: MessageReader<SupervisorCommand>,
     mut restarted: MessageWriter<UnitRestarted>,
 ) {
@@ -489,26 +485,29 @@ fn supervise(
     tree.root.strategy = config.strategy;
     tree.root.intensity = config.intensity;
 
-    // Finished jobs: counters, breakers, crashes.
-    for finished in finished.read() {
+    // Finished jobs (the job history): counters, breakers, crashes.
+    for record in history.read(&sab) {
+        let Some(status) = JobStatus::from_code(record.status) else {
+            continue;
+        };
         // Refused before running (by the kernel or the host): says nothing about the unit.
-        if finished.status == JobStatus::Rejected {
+        if status == JobStatus::Rejected {
             continue;
         }
-        let Some(i) = tree.index_of_hash(finished.record.unit_hash) else {
+        let Some(i) = tree.index_of_hash(record.unit_hash) else {
             continue;
         };
         let unit = &mut tree.units[i];
         let failed = matches!(
-            finished.status,
+            status,
             JobStatus::Failed | JobStatus::Crashed | JobStatus::Timeout | JobStatus::BudgetExceeded
         );
         unit.jobs_processed += 1;
         unit.jobs_failed += u32::from(failed);
-        unit.avg_job_time_us += 0.1 * (finished.record.duration_us as f32 - unit.avg_job_time_us);
+        unit.avg_job_time_us += 0.1 * (record.duration_us as f32 - unit.avg_job_time_us);
         unit.health_score += 0.1 * (f32::from(u8::from(!failed)) - unit.health_score);
         unit.breaker.record(failed, config.breaker_threshold, now);
-        if finished.status == JobStatus::Crashed {
+        if status == JobStatus::Crashed {
             unit.crashes += 1;
             if unit.lifecycle == Lifecycle::Running {
                 fail(tree, i, Exit::Crashed, &config, now);

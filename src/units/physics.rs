@@ -123,7 +123,7 @@ pub fn spec() -> ModuleSpec {
             "physics:step",
             "physics:raycast",
             "physics:obstacle_table",
-            crate::supervisors::tree::PULSE_HEARTBEAT,
+            crate::sab::heartbeats::PULSE_HEARTBEAT,
         ],
     )
 }

@@ -525,7 +525,7 @@ fn the_optimisation_engine_tunes_the_work_split_and_the_unit_follows() {
     assert_eq!(metric("gain_pct"), verdict.gain_pct as f32);
     assert_eq!(metric("baseline_ms"), (verdict.baseline / 1000.0) as f32);
     if verdict.gain_pct <= 0.0 {
-        assert_eq!(verdict.settled, inos::units::boids::DEFAULT_CHUNKS_PER_THREAD);
+        assert_eq!(verdict.settled, inos::sab::engines::DEFAULT_CHUNKS_PER_THREAD);
     }
     let best = verdict.settled;
     // The unit took the value from the SAB.

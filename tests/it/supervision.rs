@@ -52,7 +52,11 @@ fn app(config: SupervisionConfig, policies: &[(&str, RestartPolicy)]) -> App {
         app.insert_resource(config)
             .insert_resource(policies)
             .init_resource::<Hang>()
-            .register_unit(ModuleSpec::cpu_unit("beater", 1, &[tree::PULSE_HEARTBEAT]))
+            .register_unit(ModuleSpec::cpu_unit(
+                "beater",
+                1,
+                &[inos::sab::heartbeats::PULSE_HEARTBEAT],
+            ))
             .add_systems(
                 FixedUpdate,
                 (cure, beater.run_if(tree::unit_running("beater")))
@@ -360,7 +364,11 @@ fn only_units_that_promise_a_beat_every_pulse_can_be_found_hung() {
     // would; only the one with `heartbeat:pulse` has broken a promise.
     let mut app = build_app_with(headless, |app| {
         app.register_unit(ModuleSpec::cpu_unit("idler", 1, &[]))
-            .register_unit(ModuleSpec::cpu_unit("promiser", 1, &[tree::PULSE_HEARTBEAT]))
+            .register_unit(ModuleSpec::cpu_unit(
+                "promiser",
+                1,
+                &[inos::sab::heartbeats::PULSE_HEARTBEAT],
+            ))
             .add_systems(FixedUpdate, |sab: Res<Sab>| {
                 if sab.epochs().load(inos::sab::EpochIndex::SYSTEM_PULSE) < 5 {
                     sab.heartbeats().beat_unit("idler");
@@ -408,7 +416,10 @@ fn sick_beats(sab: Res<Sab>, silent: Res<Silent>) {
 fn sick_app() -> App {
     let mut app = build_app_with(HeadlessConfig::kernel(), |app| {
         app.init_resource::<Silent>()
-            .register_job_unit(ModuleSpec::cpu_unit("sick", 1, &[tree::PULSE_HEARTBEAT]), faulty)
+            .register_job_unit(
+                ModuleSpec::cpu_unit("sick", 1, &[inos::sab::heartbeats::PULSE_HEARTBEAT]),
+                faulty,
+            )
             .add_systems(
                 FixedUpdate,
                 sick_beats

@@ -6,7 +6,9 @@ use inos::sab::layout::regions;
 use inos::sab::patterns::{JOB_HISTORY_CAPACITY, Upsert};
 use inos::sab::registry::id_hash;
 use inos::sab::supervisors::{SupervisorError, SupervisorStatus};
-use inos::sab::{EpochIndex, JobRecord, Owner, PatternRecord, Sab, SupervisorHeader, Tier};
+use inos::sab::{
+    EpochIndex, HistoryCursor, HistoryReader, JobRecord, Owner, PatternRecord, Sab, SupervisorHeader, Tier,
+};
 
 #[test]
 fn every_pool_slot_can_be_allocated_with_its_own_epoch() {
@@ -128,4 +130,46 @@ fn the_job_history_keeps_the_newest_records_oldest_first() {
         history.append(&records[..1], Owner::Module).is_err(),
         "only the kernel writes history"
     );
+}
+
+/// A history reader that keeps up sees every record once, in order; one that was paused while the
+/// ring wrapped reads what is left and says exactly how many it lost.
+#[test]
+fn a_history_reader_sees_every_record_once_or_counts_what_it_lost() {
+    let sab = Sab::for_tier(Tier::Light);
+    let history = sab.job_history();
+    let record = |i: u64| JobRecord {
+        job_id: i,
+        ..JobRecord::default()
+    };
+    let (mut eager, mut paused) = (HistoryReader::default(), HistoryReader::default());
+    assert!(eager.read(&sab).is_empty());
+    let mut next = 0u64;
+    let mut seen = Vec::new();
+    // Batches of 300 jobs; the eager reader reads after each, the paused one only at the end.
+    for _ in 0..10 {
+        let batch: Vec<JobRecord> = (next..next + 300).map(record).collect();
+        history.append(&batch, Owner::Kernel).unwrap();
+        next += 300;
+        seen.extend(eager.read(&sab).iter().map(|r| r.job_id));
+    }
+    assert_eq!(seen, (0..3000).collect::<Vec<_>>(), "every record once, in order");
+    assert_eq!(eager.cursor, HistoryCursor { next: 3000, lost: 0 });
+
+    let late: Vec<u64> = paused.read(&sab).iter().map(|r| r.job_id).collect();
+    let lost = 3000 - JOB_HISTORY_CAPACITY as u64;
+    assert_eq!(
+        late,
+        (lost..3000).collect::<Vec<_>>(),
+        "the newest records, oldest first"
+    );
+    assert_eq!(paused.cursor, HistoryCursor { next: 3000, lost });
+    assert!(paused.read(&sab).is_empty(), "nothing new");
+
+    // A cursor ahead of the history (the SAB was replaced by an older one) starts again at its
+    // oldest record, losing nothing.
+    let mut ahead = HistoryReader::default();
+    ahead.cursor.next = 1_000_000;
+    assert_eq!(ahead.read(&sab).len(), JOB_HISTORY_CAPACITY);
+    assert_eq!(ahead.cursor, HistoryCursor { next: 3000, lost: 0 });
 }

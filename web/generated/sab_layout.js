@@ -3,7 +3,7 @@
 // The same names and values as the Rust constants in src/sab/generated/sab_layout_capnp.rs.
 // u64 values beyond Number.MAX_SAFE_INTEGER are BigInts.
 
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 export const SAB_MAGIC = 0x4241535f534f4e49n;
 export const CACHE_LINE = 64;
 export const PAGE_SIZE = 4096;
@@ -79,6 +79,8 @@ export const ENGINE_STATE_SIZE = 1280;
 export const ENGINE_RECORD_SIZE = 256;
 export const ENGINE_COUNT = 5;
 export const ENGINE_METRIC_SLOTS = 56;
+export const PIPELINE_STATE_OFFSET = 263424;
+export const PIPELINE_STATE_SIZE = 256;
 export const AUDIT_LOG_OFFSET = 264192;
 export const AUDIT_LOG_SIZE = 8192;
 export const AUDIT_RECORD_SIZE = 64;
@@ -357,7 +359,7 @@ export const CAPABILITY_FLAG_REQUIRES_GPU = 1;
 export const DEPENDENCY_FLAG_OPTIONAL = 1;
 /** Pattern record magic, "PAT_EX-P" (reference 2.8). */
 export const DEPENDENCY_FLAG_HAS_ALTERNATIVES = 2;
-/** Job history: a 64 B header, then 64 B records, oldest overwritten first. */
+/** Job history: a 64 B header, then 64 B records, oldest overwritten first. DEVIATION (new, layout 5): the record's reserved words now carry what the engines learn from (the submitter's source hash, the unit's execution and CPU time), and status and priority are u16 each, so that every engine reads finished jobs here and nowhere else. Readers follow the header's `total` (records ever written) with a cursor of their own and learn how many records the ring overwrote before they read them. */
 export const PATTERN_MAGIC = 0x5041545f45582d50n;
 export const JOB_HISTORY_HEADER_SIZE = 64;
 export const JOB_RECORD_SIZE = 64;

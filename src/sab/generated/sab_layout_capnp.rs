@@ -4,7 +4,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 pub const SAB_MAGIC: u64 = 4774188748874141257;
 pub const CACHE_LINE: u32 = 64;
 pub const PAGE_SIZE: u32 = 4096;
@@ -72,6 +72,8 @@ pub const ENGINE_STATE_SIZE: u32 = 1280;
 pub const ENGINE_RECORD_SIZE: u32 = 256;
 pub const ENGINE_COUNT: u32 = 5;
 pub const ENGINE_METRIC_SLOTS: u32 = 56;
+pub const PIPELINE_STATE_OFFSET: u32 = 263424;
+pub const PIPELINE_STATE_SIZE: u32 = 256;
 pub const AUDIT_LOG_OFFSET: u32 = 264192;
 pub const AUDIT_LOG_SIZE: u32 = 8192;
 pub const AUDIT_RECORD_SIZE: u32 = 64;

@@ -2,8 +2,8 @@
 //! records.
 
 use crate::sab::genes::{GENE_LIMIT, GeneRecord};
+use crate::sab::genes::{SplitMix64, breed};
 use crate::sab::{BirdRecord, Sab};
-use crate::supervisors::evolution::{SplitMix64, breed};
 
 /// The most gene records one `evolve_batch` job may carry.
 pub const MAX_BATCH: usize = 100_000;

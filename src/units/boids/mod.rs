@@ -48,7 +48,7 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::pulse::PulseSystems;
-use crate::sab::engines::Engine;
+use crate::sab::engines::{DEFAULT_CHUNKS_PER_THREAD, Engine};
 use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, StreamId, epoch_changed};
@@ -89,9 +89,6 @@ pub struct FlockParams {
     /// tunes it (`EPOCH_OPTIMIZATION`).
     pub chunks_per_thread: usize,
 }
-
-/// The default work items per thread, before the optimisation engine has tuned it.
-pub const DEFAULT_CHUNKS_PER_THREAD: usize = 4;
 
 impl Default for FlockParams {
     fn default() -> Self {
@@ -168,7 +165,7 @@ pub fn spec() -> ModuleSpec {
             "boids:step_physics",
             "boids:init_population",
             "boids:evolve_batch",
-            crate::supervisors::tree::PULSE_HEARTBEAT,
+            crate::sab::heartbeats::PULSE_HEARTBEAT,
         ],
     )
 }
