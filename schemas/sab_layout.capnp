@@ -149,6 +149,27 @@ const engineMetricSlots :UInt32 = 56;
 const pipelineStateOffset :UInt32 = 0x040500;
 const pipelineStateSize :UInt32 = 0x100;
 
+# DEVIATION (new, layout 5): the lifecycle ring, a fourth ring (control block at 0x04FF80): requests
+# to the supervisor tree (spawn, kill, pause, resume, snapshot, restart a unit) from the health
+# engine, the inspector's buttons and the spawnThread/killThread syscalls, as 8-byte frames
+# (unit hash, action). The tree is its only consumer; no part calls another to restart a unit.
+const lifecycleOffset :UInt32 = 0x043000;
+const lifecycleSize :UInt32 = 0x1000;
+
+# DEVIATION (new, layout 5): the admission table, which the kernel reads for every submitted job:
+# a 256-byte header (the rate limit's burst and refill, the counters), 64 input limits of 16 bytes
+# (unit hash, maximum input bytes), then 1 024 token buckets of 32 bytes, one per source (the job's
+# `source` metadata, by CRC32C; the last bucket is shared by sources that find no free one). The
+# security engine's settings and the kernel's buckets live here, so the gate is not a call and a
+# resumed snapshot keeps every source's tokens.
+const admissionOffset :UInt32 = 0x044000;
+const admissionSize :UInt32 = 0x8800;
+const admissionHeaderSize :UInt32 = 0x100;
+const admissionLimitSize :UInt32 = 16;
+const admissionLimits :UInt32 = 64;
+const admissionBucketSize :UInt32 = 32;
+const admissionBuckets :UInt32 = 1024;
+
 # DEVIATION (new): the security engine's audit log: a 64-byte header (seqlock word, head, count,
 # total) and then 64-byte records, oldest overwritten first.
 const auditLogOffset :UInt32 = 0x040800;
@@ -164,6 +185,7 @@ const ringControlRegionSize :UInt32 = 0x200;
 const inboxControlOffset :UInt32 = 0x04FE00;
 const outboxHostControlOffset :UInt32 = 0x04FE80;
 const outboxKernelControlOffset :UInt32 = 0x04FF00;
+const lifecycleControlOffset :UInt32 = 0x04FF80;
 
 # Rings: frame data only (see ring.rs), each a power of two in size.
 # Inbox: kernel -> units (job requests).
@@ -372,6 +394,7 @@ const epochDroneSensor :UInt32 = 48;
 const epochDroneControl :UInt32 = 49;
 const epochDronePhysics :UInt32 = 50;
 const epochDroneRaceState :UInt32 = 51;
+const epochLifecycleDirty :UInt32 = 52;    # DEVIATION (new): lifecycle requesters after a push -> supervisor tree
 # Supervisor pool: one epoch per supervisor pool slot, written by that supervisor -> its children.
 # DEVIATION: 64..127 (64 slots, one per inline header). The original's pool 64..191 overlapped its
 # "reserved" 128..255 and ran past its 128-bit bitmap.
@@ -471,7 +494,14 @@ const guardObstacleTableMode :UInt32 = .guardModeSingleWriter;
 const guardObstacleTableWriters :UInt32 = .ownerModule;  # the physics unit
 const guardObstacleTableEpoch :UInt32 = .epochPhysics;
 
-const guardCount :UInt32 = 15;
+# DEVIATION (new, layout 5): the lifecycle ring's guard: the kernel (health engine, syscalls) and the
+# host (the inspector, the JS host) ask; the supervisor tree consumes.
+const guardLifecycle :UInt32 = 15;
+const guardLifecycleMode :UInt32 = .guardModeMultiWriter;
+const guardLifecycleWriters :UInt32 = 5;  # kernel | host
+const guardLifecycleEpoch :UInt32 = .epochLifecycleDirty;
+
+const guardCount :UInt32 = 16;
 
 # ---------------------------------------------------------------------------------------------
 # Record magics and flag bits

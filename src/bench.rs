@@ -655,13 +655,11 @@ fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
     }
 }
 
-/// A kernel app whose security gate lets one source flood the pipeline: the benchmark measures
-/// the pipeline, not the rate limit that a deployment keeps (`SecurityConfig::default`).
+/// A kernel app whose admission table lets one source flood the pipeline: the benchmark measures
+/// the pipeline, not the rate limit that a deployment keeps (`protocol::DEFAULT_BURST`).
 fn flood_app(setup: impl FnOnce(&mut bevy::app::App)) -> bevy::app::App {
-    let mut app = build_app_with(HeadlessConfig::kernel(), setup);
-    let mut queue = app.world_mut().resource_mut::<JobQueue>();
-    let config = &mut queue.gate_mut().config;
-    (config.burst, config.per_second) = (u32::MAX, u32::MAX);
+    let app = build_app_with(HeadlessConfig::kernel(), setup);
+    app.world().resource::<Sab>().admission().configure(u32::MAX, u32::MAX);
     app
 }
 

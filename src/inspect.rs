@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::sab::admission::AdmissionStats;
 use crate::sab::arena::ArenaStats;
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::guard::{GuardEntry, GuardPolicy};
@@ -95,6 +96,8 @@ pub struct SabReport {
     pub job_history: JobHistoryHeader,
     /// The job pipeline's counters (none while being written).
     pub pipeline: Option<PipelineRecord>,
+    /// The admission table's settings and counters.
+    pub admission: AdmissionStats,
     pub engines: Vec<EngineReport>,
     /// Audit records ever written, and the newest ones kept.
     pub audit_total: u64,
@@ -222,6 +225,7 @@ impl SabReport {
             live_patterns: sab.patterns().count(),
             job_history: sab.job_history().header(),
             pipeline,
+            admission: sab.admission().stats(),
             engines,
             audit_total: sab.audit_log().total(),
             audit,
@@ -420,6 +424,12 @@ impl SabReport {
                 p.submitted, p.dispatched, p.resolved, p.timed_out, p.queued, p.in_flight, p.unmatched, p.malformed
             );
         }
+        let a = &self.admission;
+        let _ = writeln!(
+            w,
+            "\nADMISSION\n  burst {}, {} per second per source; {} admitted, {} rate limited, {} too large, {} malformed; {} sources",
+            a.burst, a.per_second, a.admitted, a.rate_limited, a.too_large, a.malformed, a.sources
+        );
         let _ = writeln!(w, "\nENGINES");
         for e in &self.engines {
             let metrics: Vec<String> = e

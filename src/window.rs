@@ -9,6 +9,7 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 
+use crate::inspector::InspectorPlugin;
 use crate::render::VisualPlugins;
 use crate::sab::Sab;
 use crate::{CorePlugins, RunConfig, RunError};
@@ -37,7 +38,7 @@ pub fn run(config: RunConfig) -> Result<(), RunError> {
     })
     .insert_resource(config.job_host)
     .add_plugins(config.flock)
-    .add_plugins(VisualPlugins);
+    .add_plugins((VisualPlugins, InspectorPlugin));
     // `App::run` hands the app to the window's event loop, so keep what is needed afterwards.
     let sab = app.world().resource::<Sab>().clone();
     #[cfg(target_arch = "wasm32")]

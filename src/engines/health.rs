@@ -16,11 +16,13 @@
 //!   not enough. The original's CPU (0.3) and memory (0.4) terms had placeholder inputs; the
 //!   overdue heartbeat, a unit starved of either, takes their combined weight. Its latency term was
 //!   an absolute second, which a unit that runs in microseconds never reached.
-//! - **Remediation.** A degradation or an unhealthy hazard restarts the unit through its
-//!   supervisor (`LifecycleAction::Restart`), and the unit's CUSUM starts again.
+//! - **Remediation.** A degradation or an unhealthy hazard asks the unit's supervisor for a restart
+//!   (a `LifecycleAction::Restart` request on the SAB's lifecycle ring), and the unit's CUSUM starts
+//!   again.
 //!
-//! It runs on every pulse (heartbeats age by pulses), publishes its state record and signals
-//! `EPOCH_HEALTH`.
+//! It reads the SAB alone: the job history from its own cursor, and the unit supervisors' headers
+//! (status, pulses since the unit's last beat, the tree's heartbeat timeout). It runs on every pulse
+//! (heartbeats age by pulses), publishes its state record and signals `EPOCH_HEALTH`.
 
 use bevy::platform::collections::HashMap;
 
@@ -28,8 +30,9 @@ use bevy::prelude::*;
 
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab, SupervisorStatus};
-use crate::supervisors::tree::{LifecycleAction, SupervisionConfig, SupervisorCommand, SupervisorTree};
+use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
+use crate::sab::supervisors::{NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader};
+use crate::sab::{EpochIndex, HistoryReader, JobRecord, Owner, Sab, SupervisorStatus};
 
 /// Jobs whose mean latency is the CUSUM baseline.
 pub const CUSUM_WARMUP: u32 = 8;
@@ -121,13 +124,7 @@ impl HealthEngine {
     }
 }
 
-pub(crate) fn run_health(
-    sab: Res<Sab>,
-    tree: Res<SupervisorTree>,
-    config: Res<SupervisionConfig>,
-    mut engine: ResMut<HealthEngine>,
-    mut commands: MessageWriter<SupervisorCommand>,
-) {
+pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>) {
     let mut history = std::mem::take(&mut engine.history);
     let mut remediate: Vec<u32> = history
         .read(&sab)
@@ -136,17 +133,23 @@ pub(crate) fn run_health(
         .map(|job| job.unit_hash)
         .collect();
     engine.history = history;
-    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    // The unit supervisors' headers: status, and pulses since the unit's last beat. One being
+    // written is read on the next pulse.
+    let table = sab.supervisors();
+    let units: Vec<SupervisorHeader> = table
+        .allocated()
+        .into_iter()
+        .filter_map(|slot| table.header(slot.slot).ok())
+        .filter(|header| header.role == ROLE_UNIT)
+        .collect();
     let (mut healthy, mut degraded, mut zombie) = (0u32, 0u32, 0u32);
-    for unit in &tree.units {
-        match unit.status {
-            SupervisorStatus::Healthy => healthy += 1,
-            SupervisorStatus::Zombie => zombie += 1,
+    for unit in &units {
+        match SupervisorStatus::from_u8(unit.status) {
+            Some(SupervisorStatus::Healthy) => healthy += 1,
+            Some(SupervisorStatus::Zombie) => zombie += 1,
             _ => degraded += 1,
         }
-        let overdue = unit
-            .pulses_without_beat(&sab, pulse)
-            .is_some_and(|silent| silent > config.heartbeat_timeout / 2);
+        let overdue = unit.silent_pulses != NO_BEAT_PROMISED && unit.silent_pulses > unit.heartbeat_limit / 2;
         let health = engine.units.entry(unit.unit_hash).or_default();
         let slow = health.cusum.baseline.is_some_and(|b| health.latency_ms > SLOW * b);
         let (h, p_fail) = hazard(health.error_rate, slow, overdue);
@@ -156,19 +159,23 @@ pub(crate) fn run_health(
         }
     }
     for unit_hash in remediate {
-        let Some(unit) = tree.index_of_hash(unit_hash).map(|i| &tree.units[i]) else {
+        // Only units with a supervisor can be restarted.
+        let Some(unit) = units.iter().find(|u| u.unit_hash == unit_hash) else {
             continue;
         };
         if let Some(health) = engine.units.get_mut(&unit_hash) {
             health.cusum.s = 0.0;
             health.error_rate = 0.0;
         }
-        warn!("health: unit {} is degraded; restarting it", unit.unit);
-        engine.remediations += 1;
-        commands.write(SupervisorCommand {
-            unit: unit.unit.clone(),
-            action: LifecycleAction::Restart,
-        });
+        warn!(
+            "health: unit {} is degraded; asking its supervisor to restart it",
+            unit.name()
+        );
+        let request = LifecycleRequest::for_hash(unit_hash, LifecycleAction::Restart);
+        match sab.request_lifecycle(Owner::Kernel, request) {
+            Ok(()) => engine.remediations += 1,
+            Err(e) => error!("health: the restart of {} was not requested: {e}", unit.name()),
+        }
     }
     let max_hazard = engine.units.values().map(|u| u.hazard).fold(0.0, f64::max);
     let max_cusum = engine.units.values().map(|u| u.cusum.s).fold(0.0, f64::max);

@@ -2,17 +2,18 @@
 //! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
 //! read them. They learn what happened from the SAB alone: the job history, each engine from its
 //! own cursor (a `HistoryReader`: an engine that falls behind the ring counts what it lost, its
-//! `history_lost` metric), and the pipeline's record. Their working state (models, buckets,
-//! baselines) still lives in Bevy resources; moving it into the SAB is the rest of the issue
-//! "Parts meet only in the SAB".
+//! `history_lost` metric), and the pipeline's record; they act through it too (the admission table,
+//! lifecycle requests). Their models and baselines still live in Bevy resources; moving them into
+//! the SAB is the rest of the issue "Parts meet only in the SAB".
 //!
-//! - `security`: the gate in `JobQueue::submit` (per-unit input limits, token buckets per source),
-//!   anomaly detection on finished jobs, the audit log;
+//! - `security`: the settings of the SAB's admission table, which the kernel checks every job
+//!   against (per-unit input limits, token buckets per source), anomaly detection on finished jobs,
+//!   the audit log of refusals and anomalies;
 //! - `learning`: an online latency model per unit and method, scored on every job, and job
 //!   sequences written to the pattern exchange;
 //! - `scheduling`: the deadline-hit rate and waiting times of the job queue's order (score, then
 //!   earliest deadline);
-//! - `health`: CUSUM and hazard rate per unit, remediation through the supervisor tree;
+//! - `health`: CUSUM and hazard rate per unit, remediation by lifecycle requests to the tree;
 //! - `optimisation`: a small GA tuning the boids unit's work split against its measured step time.
 //!
 //! They run after the supervisor tree, so the jobs the pipeline resolved in a tick reach them in
@@ -26,8 +27,7 @@ pub mod security;
 
 use bevy::prelude::*;
 
-use crate::sab::{EpochIndex, epoch_changed};
-use crate::supervisors::jobs::JobQueue;
+use crate::sab::{EpochIndex, Sab, epoch_changed};
 
 pub struct EnginesPlugin;
 
@@ -37,6 +37,7 @@ pub struct EngineSystems;
 
 impl Plugin for EnginesPlugin {
     fn build(&self, app: &mut App) {
+        security::configure_admission(app.world().resource::<Sab>());
         app.init_resource::<security::SecurityEngine>()
             .init_resource::<learning::LearningEngine>()
             .init_resource::<scheduling::SchedulingEngine>()
@@ -45,7 +46,7 @@ impl Plugin for EnginesPlugin {
             .add_systems(
                 FixedUpdate,
                 (
-                    security::run_security.run_if(epoch_changed(EpochIndex::JOB_HISTORY).or_else(audits_pending)),
+                    security::run_security.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
                     learning::run_learning.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
                     scheduling::run_scheduling.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
                     health::run_health.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
@@ -55,8 +56,4 @@ impl Plugin for EnginesPlugin {
                     .in_set(EngineSystems),
             );
     }
-}
-
-fn audits_pending(queue: Res<JobQueue>) -> bool {
-    queue.gate().has_pending()
 }

@@ -28,6 +28,9 @@ pub struct SchedulingEngine {
 
 impl SchedulingEngine {
     pub fn observe(&mut self, r: &JobRecord) {
+        if r.refusal != 0 {
+            return; // refused at submission: never queued
+        }
         self.finished += 1;
         self.mean_wait_us += (f64::from(r.duration_us) - self.mean_wait_us) / (self.finished.min(100) as f64);
         // `deadline_ms` is relative to submission; 0 = none.

@@ -16,9 +16,10 @@ use egui_plot::{Legend, Line, Plot};
 use crate::inspect::SabReport;
 use crate::pulse::PulseControl;
 use crate::render::birds::UploadStats;
-use crate::sab::{EpochIndex, Sab, SupervisorStatus};
+use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
+use crate::sab::supervisors::{BreakerState, Lifecycle};
+use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus};
 use crate::supervisors::evolution::Evolution;
-use crate::supervisors::tree::{BreakerState, Lifecycle, LifecycleAction, SupervisorCommand};
 use crate::timing::StageTimes;
 use crate::units::boids::{Flock, FlockCommand, FlockCommands, load_flock};
 
@@ -173,7 +174,6 @@ fn inspector(
     mut commands: ResMut<FlockCommands>,
     mut evolution: ResMut<Evolution>,
     times: Res<StageTimes>,
-    mut lifecycle: MessageWriter<SupervisorCommand>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
     let state = &mut *state;
@@ -270,12 +270,12 @@ fn inspector(
                     }
                     ui.horizontal(|ui| {
                         ui.add_space(16.0);
-                        let mut button = |ui: &mut egui::Ui, label: &str, action, enabled: bool| {
-                            if ui.add_enabled(enabled, egui::Button::new(label).small()).clicked() {
-                                lifecycle.write(SupervisorCommand {
-                                    unit: s.name.clone(),
-                                    action,
-                                });
+                        let button = |ui: &mut egui::Ui, label: &str, action, enabled: bool| {
+                            if ui.add_enabled(enabled, egui::Button::new(label).small()).clicked()
+                                && let Err(e) =
+                                    sab.request_lifecycle(Owner::Host, LifecycleRequest::new(&s.name, action))
+                            {
+                                error!("the inspector could not ask for {action:?} of {}: {e}", s.name);
                             }
                         };
                         let running = state == Some(Lifecycle::Running);

@@ -494,10 +494,30 @@ fn decode_physics(p: physics_params::Reader<'_>) -> Result<PhysicsCall, FrameErr
 /// The metadata key naming who submitted a job (the security engine's rate limits are per source).
 pub const SOURCE_KEY: &str = "source";
 
-/// Sources an engine keeps state for at once: sources name themselves, so what is kept per
-/// source is bounded (the security gate shares one bucket among later ones, the learning engine
-/// starts its map over).
+/// Sources the learning engine keeps a last job for at once: sources name themselves, so what is
+/// kept per source is bounded (the engine starts its map over; the admission table has its own
+/// bound, `sab::admission::BUCKETS`).
 pub const MAX_SOURCES: usize = 4096;
+
+/// The name given for the sources that share the admission table's last bucket (`sab::admission`).
+pub const OVERFLOW_SOURCE: &str = "(other sources)";
+
+/// The admission table's rate limit on a new node: one source may submit a burst of 4 096 jobs (the
+/// pipeline's in-flight window), then 1 000 jobs a second: well above what the node's own parts
+/// submit (a GA generation every few seconds, workflow steps, an operator's jobs), well below what
+/// would let one caller starve the others. The benchmark, which floods the pipeline on purpose,
+/// sets its own.
+pub const DEFAULT_BURST: u32 = 4_096;
+pub const DEFAULT_PER_SECOND: u32 = 1_000;
+
+/// Why the kernel's admission refused a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("source {0:?} is over its rate limit")]
+    RateLimited(String),
+    #[error("the job's input is {len} bytes; unit {unit:?} takes at most {max}")]
+    InputTooLarge { unit: String, len: u64, max: u64 },
+}
 
 /// The source of `job`: its `source` metadata, or `"local"`.
 pub fn source_of(job: &Job) -> &str {

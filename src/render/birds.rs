@@ -42,8 +42,8 @@ use bevy::render::view::ExtractedView;
 use bevy::render::{Render, RenderApp, RenderStartup, RenderSystems};
 use bevy::shader::ShaderDefVal;
 
+use crate::sab::stream::PARTS_PER_BIRD as PARTS;
 use crate::sab::{EpochIndex, MatrixPart, Sab, StreamId};
-use crate::units::matrices::PARTS;
 
 const BIRD_SHADER: Handle<Shader> = uuid_handle!("6f1d2f8e-5a0b-4c43-9b3e-2f7d1c9a8b01");
 

@@ -1,7 +1,7 @@
 //! The visual simulator (feature `render`): the flock, drawn by WGSL instancing straight from the
 //! SAB's matrix stream (`birds`), the physics unit's Rapier obstacles in a lit scene with an orbit
-//! camera (`scene`); with the egui inspector and the FPS overlay (`crate::inspector`). The window
-//! itself is opened by `crate::window`, which assembles the app.
+//! camera (`scene`). The window itself is opened by the `window` module, which assembles the app and
+//! adds the egui inspector and the FPS overlay (the `inspector` module).
 
 pub mod birds;
 #[cfg(not(target_arch = "wasm32"))]
@@ -12,7 +12,7 @@ use bevy::diagnostic::FrameTimeDiagnosticsPlugin;
 use bevy::prelude::*;
 use bevy_egui::EguiPlugin;
 
-/// Everything drawn in the window, and the inspector.
+/// Everything drawn in the window (the `window` module adds the inspector beside it).
 pub struct VisualPlugins;
 
 impl Plugin for VisualPlugins {
@@ -22,7 +22,6 @@ impl Plugin for VisualPlugins {
             EguiPlugin::default(),
             scene::ScenePlugin,
             birds::BirdRenderPlugin,
-            crate::inspector::InspectorPlugin,
         ));
     }
 }

@@ -76,6 +76,8 @@ impl Engine {
                 "ratio_anomalies",
                 "audit_records",
                 "history_lost",
+                "malformed",
+                "sources",
             ],
             Engine::Health => &[
                 "units_healthy",

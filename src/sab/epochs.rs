@@ -93,6 +93,7 @@ named_epochs! {
     DRONE_CONTROL = g::EPOCH_DRONE_CONTROL, Retired;
     DRONE_PHYSICS = g::EPOCH_DRONE_PHYSICS, Retired;
     DRONE_RACE_STATE = g::EPOCH_DRONE_RACE_STATE, Retired;
+    LIFECYCLE_DIRTY = g::EPOCH_LIFECYCLE_DIRTY, Counter;
 }
 
 impl EpochIndex {

@@ -79,6 +79,7 @@ pub enum GuardRegion {
     SupervisorTable,
     GeneBuffer,
     ObstacleTable,
+    Lifecycle,
 }
 
 /// What the schema says about one guarded region.
@@ -122,6 +123,7 @@ impl GuardRegion {
         GuardRegion::SupervisorTable,
         GuardRegion::GeneBuffer,
         GuardRegion::ObstacleTable,
+        GuardRegion::Lifecycle,
     ];
 
     pub const fn policy(self) -> GuardPolicy {
@@ -231,6 +233,13 @@ impl GuardRegion {
                 g::GUARD_OBSTACLE_TABLE_MODE,
                 g::GUARD_OBSTACLE_TABLE_WRITERS,
                 g::GUARD_OBSTACLE_TABLE_EPOCH,
+            ),
+            R::Lifecycle => policy(
+                self,
+                g::GUARD_LIFECYCLE,
+                g::GUARD_LIFECYCLE_MODE,
+                g::GUARD_LIFECYCLE_WRITERS,
+                g::GUARD_LIFECYCLE_EPOCH,
             ),
         }
     }

@@ -70,6 +70,7 @@ pub mod regions {
     pub const ENGINE_STATE: Region = Region::new("engine_state", g::ENGINE_STATE_OFFSET, g::ENGINE_STATE_SIZE);
     pub const PIPELINE_STATE: Region = Region::new("pipeline_state", g::PIPELINE_STATE_OFFSET, g::PIPELINE_STATE_SIZE);
     pub const AUDIT_LOG: Region = Region::new("audit_log", g::AUDIT_LOG_OFFSET, g::AUDIT_LOG_SIZE);
+    pub const ADMISSION: Region = Region::new("admission", g::ADMISSION_OFFSET, g::ADMISSION_SIZE);
     pub const RING_CONTROL: Region = Region::new("ring_control", g::RING_CONTROL_OFFSET, g::RING_CONTROL_REGION_SIZE);
     pub const INBOX_CONTROL: Region = Region::new("inbox_control", g::INBOX_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
     pub const OUTBOX_HOST_CONTROL: Region = Region::new(
@@ -82,6 +83,9 @@ pub mod regions {
         g::OUTBOX_KERNEL_CONTROL_OFFSET,
         g::RING_CONTROL_SIZE,
     );
+    pub const LIFECYCLE_CONTROL: Region =
+        Region::new("lifecycle_control", g::LIFECYCLE_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
+    pub const LIFECYCLE: Region = Region::new("lifecycle", g::LIFECYCLE_OFFSET, g::LIFECYCLE_SIZE);
     pub const INBOX: Region = Region::new("inbox", g::INBOX_OFFSET, g::INBOX_SIZE);
     pub const OUTBOX_HOST: Region = Region::new("outbox_host", g::OUTBOX_HOST_OFFSET, g::OUTBOX_HOST_SIZE);
     pub const OUTBOX_KERNEL: Region = Region::new("outbox_kernel", g::OUTBOX_KERNEL_OFFSET, g::OUTBOX_KERNEL_SIZE);
@@ -425,13 +429,21 @@ impl SabLayout {
                 regions::INBOX_CONTROL,
                 regions::OUTBOX_HOST_CONTROL,
                 regions::OUTBOX_KERNEL_CONTROL,
+                regions::LIFECYCLE_CONTROL,
             ]
             .map(under(regions::RING_CONTROL)),
         );
         nodes
             .extend([regions::BIRD_STREAM_CONTROL, regions::MATRIX_STREAM_CONTROL].map(under(regions::STREAM_CONTROL)));
         nodes.extend(
-            [regions::ENGINE_STATE, regions::PIPELINE_STATE, regions::AUDIT_LOG].map(under(regions::COORDINATION)),
+            [
+                regions::ENGINE_STATE,
+                regions::PIPELINE_STATE,
+                regions::AUDIT_LOG,
+                regions::LIFECYCLE,
+                regions::ADMISSION,
+            ]
+            .map(under(regions::COORDINATION)),
         );
         nodes
     }

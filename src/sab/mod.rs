@@ -17,6 +17,7 @@
 //! This module uses nothing else of the project. Its only `unsafe` code is in `memory` (the atomic
 //! views of the allocation) and `epochs` (parking-lot calls), each block with a `// SAFETY:` note.
 
+pub mod admission;
 pub mod arena;
 pub mod engines;
 pub mod epochs;
@@ -28,6 +29,7 @@ pub mod generated;
 pub mod guard;
 pub mod heartbeats;
 pub mod layout;
+pub mod lifecycle;
 mod memory;
 pub mod obstacles;
 pub mod patterns;
@@ -213,6 +215,10 @@ impl Sab {
 
     pub fn engines(&self) -> engines::EngineTable<'_> {
         engines::EngineTable::new(self)
+    }
+
+    pub fn admission(&self) -> admission::AdmissionTable<'_> {
+        admission::AdmissionTable::new(self)
     }
 
     pub fn pipeline(&self) -> pipeline::PipelineState<'_> {

@@ -231,7 +231,10 @@ pub struct JobRecord {
     pub output_bytes: u32,
     /// How the job ended: the protocol's status code (`protocol::JobStatus::code`).
     pub status: u16,
-    pub priority: u16,
+    pub priority: u8,
+    /// Why the kernel refused the job at submission (`Refused`; 0 if it did not), for the
+    /// security engine's audit log.
+    pub refusal: u8,
     pub deadline_ms: u32,
     /// CRC32C of the job's `source` metadata (`"local"` when it has none).
     pub source_hash: u32,
@@ -266,6 +269,22 @@ const RECORD_SIZE: usize = offset_of!(JobHistoryHeader, record_size) / 4;
 pub struct HistoryCursor {
     pub next: u64,
     pub lost: u64,
+}
+
+/// `JobRecord::refusal`: why the kernel refused a job at submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Refused {
+    RateLimited = 1,
+    TooLarge = 2,
+    Malformed = 3,
+}
+
+impl Refused {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        [Self::RateLimited, Self::TooLarge, Self::Malformed]
+            .into_iter()
+            .find(|r| *r as u8 == value)
+    }
 }
 
 /// A reader of the job history that keeps its place and its buffer: one per consumer.

@@ -433,10 +433,17 @@ pub enum RingId {
     Inbox,
     OutboxHost,
     OutboxKernel,
+    /// Requests to the supervisor tree (`sab::lifecycle`).
+    Lifecycle,
 }
 
 impl RingId {
-    pub const ALL: [RingId; 3] = [RingId::Inbox, RingId::OutboxHost, RingId::OutboxKernel];
+    pub const ALL: [RingId; 4] = [
+        RingId::Inbox,
+        RingId::OutboxHost,
+        RingId::OutboxKernel,
+        RingId::Lifecycle,
+    ];
 
     /// The ring's data area.
     pub const fn region(self) -> Region {
@@ -444,6 +451,7 @@ impl RingId {
             RingId::Inbox => regions::INBOX,
             RingId::OutboxHost => regions::OUTBOX_HOST,
             RingId::OutboxKernel => regions::OUTBOX_KERNEL,
+            RingId::Lifecycle => regions::LIFECYCLE,
         }
     }
 
@@ -453,6 +461,7 @@ impl RingId {
             RingId::Inbox => regions::INBOX_CONTROL,
             RingId::OutboxHost => regions::OUTBOX_HOST_CONTROL,
             RingId::OutboxKernel => regions::OUTBOX_KERNEL_CONTROL,
+            RingId::Lifecycle => regions::LIFECYCLE_CONTROL,
         }
     }
 
@@ -461,6 +470,7 @@ impl RingId {
             RingId::Inbox => GuardRegion::Inbox,
             RingId::OutboxHost => GuardRegion::OutboxHost,
             RingId::OutboxKernel => GuardRegion::OutboxKernel,
+            RingId::Lifecycle => GuardRegion::Lifecycle,
         }
     }
 
@@ -470,6 +480,7 @@ impl RingId {
             RingId::Inbox => EpochIndex::INBOX_DIRTY,
             RingId::OutboxHost => EpochIndex::OUTBOX_HOST_DIRTY,
             RingId::OutboxKernel => EpochIndex::OUTBOX_KERNEL_DIRTY,
+            RingId::Lifecycle => EpochIndex::LIFECYCLE_DIRTY,
         }
     }
 }

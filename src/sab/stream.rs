@@ -28,6 +28,10 @@ use super::layout::{Region, regions};
 use super::memory::{AccessError, bytes_of_mut, copy_words_in, copy_words_out};
 use super::{Sab, seqlock};
 
+/// Parts per bird in the matrix stream, in stream order: body, head, beak, left wing, left tip,
+/// right wing, right tip, tail (the matrix unit writes them, the renderer draws them).
+pub const PARTS_PER_BIRD: usize = g::MATRIX_PARTS_PER_BIRD as usize;
+
 /// One bird: 59 × f32 (reference §2.14).
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
 #[repr(C)]

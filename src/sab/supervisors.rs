@@ -60,6 +60,24 @@ impl SupervisorStatus {
     }
 }
 
+/// A unit's circuit breaker state (the header's `breaker` byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum BreakerState {
+    #[default]
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl BreakerState {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        [Self::Closed, Self::Open, Self::HalfOpen]
+            .into_iter()
+            .find(|b| *b as u8 == v)
+    }
+}
+
 /// Whether a unit runs (the header's `lifecycle` byte; 0 = running, so a unit without a
 /// supervisor runs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -97,7 +115,7 @@ pub struct SupervisorHeader {
     pub epoch_index: u8,
     /// [5] a `SupervisorStatus`.
     pub status: u8,
-    /// [6] the unit's circuit breaker (`tree::BreakerState`), [7] its `Lifecycle`.
+    /// [6] the unit's circuit breaker (`BreakerState`), [7] its `Lifecycle`.
     pub breaker: u8,
     pub lifecycle: u8,
     /// [8..16) dynamic state in the arena.
@@ -121,8 +139,22 @@ pub struct SupervisorHeader {
     pub seq: u32,
     /// [68..92) the supervisor's name, NUL-terminated (for the inspector).
     pub name: [u8; 24],
-    pub reserved: [u32; 9],
+    /// [92..108) DEVIATION (layout 5): what the health engine reads of a unit supervisor: its role
+    /// (`ROLE_UNIT` for a unit's supervisor, 0 for the others), the unit's id hash, the pulses since
+    /// the unit last beat (`NO_BEAT_PROMISED` when it does not beat on the pulse or is not
+    /// running) and the tree's heartbeat timeout, in pulses.
+    pub role: u32,
+    pub unit_hash: u32,
+    pub silent_pulses: u32,
+    pub heartbeat_limit: u32,
+    pub reserved: [u32; 5],
 }
+
+/// `SupervisorHeader::role` of a unit's supervisor.
+pub const ROLE_UNIT: u32 = 1;
+/// `SupervisorHeader::silent_pulses` of a unit that does not promise a beat on every pulse (or
+/// does not run).
+pub const NO_BEAT_PROMISED: u32 = u32::MAX;
 const _: () = assert!(size_of::<SupervisorHeader>() == g::SUPERVISOR_HEADER_SIZE as usize);
 const _: () = assert!(offset_of!(SupervisorHeader, jobs_processed) == 16);
 const _: () = assert!(offset_of!(SupervisorHeader, memory_mb) == 32);

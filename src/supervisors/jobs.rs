@@ -10,7 +10,9 @@
 //!   deadline, then submission order) as frames on the inbox ring until the ring is full, and
 //!   signals the inbox epoch; the rest wait for the next pulse. Jobs of a paused or restarting
 //!   unit wait in the queue; those of a stopped unit or an open breaker are refused.
-//! - `submit` also runs the security gate (input limits, rate limits; `engines::security`).
+//! - `submit` also checks the job against the SAB's admission table (per-unit input limits, a token
+//!   bucket per source; `sab::admission`), which the security engine configures; a refusal goes to
+//!   the job history, where the engine audits it.
 //! - When the outbox-kernel epoch moves, results are read, matched to their job, kept until
 //!   taken (`take_result`), and recorded in the SAB's job history.
 //! - A job still unanswered after its timeout (a monotonic clock) is resolved `Timeout`; if it was
@@ -27,9 +29,10 @@ use bevy::platform::cell::SyncCell;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use crate::engines::security::{GateError, SecurityGate};
-use crate::protocol::{FrameError, Job, JobOutcome, JobStatus, OutboxFrame, source_of};
+use crate::protocol::{FrameError, GateError, Job, JobOutcome, JobStatus, OVERFLOW_SOURCE, OutboxFrame, source_of};
 use crate::pulse::PulseSystems;
+use crate::sab::admission::Refusal;
+use crate::sab::patterns::{JOB_HISTORY_CAPACITY, Refused};
 use crate::sab::pipeline::PipelineRecord;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
@@ -287,11 +290,9 @@ pub struct JobQueue {
     admission: HashMap<u32, Admission>,
     /// Jobs in flight per unit.
     unit_in_flight: HashMap<u32, u32>,
-    /// The security engine's gate, run by `submit`.
-    gate: SecurityGate,
+    /// History records of jobs refused at submission, written on the next dispatch.
+    refused: Vec<JobRecord>,
     scheduling: SchedulingPolicy,
-    /// The gate's clock origin.
-    clock: Instant,
     /// A monotonic instant and the wall clock (ms since the Unix epoch) then, re-read on every
     /// dispatch so that submission times follow the wall clock (suspend, NTP) while `submit`
     /// reads one clock only.
@@ -318,8 +319,17 @@ impl JobQueue {
             return Err(SubmitError::DuplicateId(job.id));
         }
         // What the job host will decode: refused here, not lost there.
+        let submitted = Instant::now();
+        let (anchor, anchor_ms) = self.wall_anchor;
+        // Wall-clock nanoseconds, monotonic between two dispatches: the admission table's clock,
+        // which another process (or a resumed snapshot) shares.
+        let now_ns = anchor_ms * 1_000_000 + submitted.saturating_duration_since(anchor).as_nanos() as u64;
+        let submitted_ms = now_ns / 1_000_000;
+        let source = source_of(job);
+        let source_hash = crc32c::crc32c(source.as_bytes());
         if let Err(e) = job.check() {
-            self.gate.malformed(job);
+            sab.admission().count_malformed();
+            self.refuse(job, unit_hash, source_hash, submitted_ms, Refused::Malformed);
             return Err(e.into());
         }
         let wire = self.sequence + 1;
@@ -331,11 +341,23 @@ impl JobQueue {
                 max: self.max_frame,
             });
         }
-        let submitted = Instant::now();
-        let since_origin = submitted.duration_since(self.clock);
-        self.gate.admit(job, job.input.len(), since_origin.as_nanos() as u64)?;
-        let (anchor, anchor_ms) = self.wall_anchor;
-        let submitted_ms = anchor_ms + submitted.saturating_duration_since(anchor).as_millis() as u64;
+        match sab.admission().admit(source_hash, unit_hash, job.input.len(), now_ns) {
+            Ok(()) => {}
+            Err(Refusal::TooLarge { max }) => {
+                self.refuse(job, unit_hash, source_hash, submitted_ms, Refused::TooLarge);
+                return Err(GateError::InputTooLarge {
+                    unit: job.library.clone(),
+                    len: job.input.len(),
+                    max,
+                }
+                .into());
+            }
+            Err(Refusal::RateLimited { shared }) => {
+                self.refuse(job, unit_hash, source_hash, submitted_ms, Refused::RateLimited);
+                let source = if shared { OVERFLOW_SOURCE } else { source };
+                return Err(GateError::RateLimited(source.to_owned()).into());
+            }
+        }
         self.sequence = wire;
         let deadline = if job.deadline_ms == 0 {
             u64::MAX
@@ -351,7 +373,7 @@ impl JobQueue {
                 id: job.id,
                 unit_hash,
                 method_hash: crc32c::crc32c(job.method.as_bytes()),
-                source_hash: crc32c::crc32c(source_of(job).as_bytes()),
+                source_hash,
                 priority: job.priority,
                 submitted,
                 submitted_ms,
@@ -421,23 +443,34 @@ impl JobQueue {
         self.queue.len
     }
 
-    pub fn gate(&self) -> &SecurityGate {
-        &self.gate
-    }
-
     /// The scheduling policy (urgency bonuses and credit multipliers).
     pub fn scheduling_mut(&mut self) -> &mut SchedulingPolicy {
         &mut self.scheduling
     }
 
-    /// The security gate (its settings are `gate_mut().config`).
-    pub fn gate_mut(&mut self) -> &mut SecurityGate {
-        &mut self.gate
-    }
-
     /// Sets what happens to the jobs of unit `unit_hash` (CRC32C of its id).
     pub fn set_admission(&mut self, unit_hash: u32, admission: Admission) {
         self.admission.insert(unit_hash, admission);
+    }
+
+    /// Keeps the history record of a job refused at submission (the security engine audits it).
+    fn refuse(&mut self, job: &Job, unit_hash: u32, source_hash: u32, submitted_ms: u64, why: Refused) {
+        // While the pulse is paused nothing is dispatched: keep what the history ring would.
+        if self.refused.len() >= JOB_HISTORY_CAPACITY {
+            self.refused.drain(..JOB_HISTORY_CAPACITY / 2);
+        }
+        self.refused.push(JobRecord {
+            job_id: job.id,
+            unit_hash,
+            method_hash: crc32c::crc32c(job.method.as_bytes()),
+            submitted_ms,
+            input_bytes: job.input.len().min(u64::from(u32::MAX)) as u32,
+            status: JobStatus::Rejected.code(),
+            priority: job.priority,
+            refusal: why as u8,
+            source_hash,
+            ..JobRecord::default()
+        });
     }
 
     /// Matches a result (carrying its wire id) to its job; `now` is when it came in.
@@ -460,7 +493,8 @@ impl JobQueue {
             input_bytes: clamp(outcome.input_bytes),
             output_bytes: clamp(outcome.output_bytes),
             status: outcome.status.code(),
-            priority: u16::from(job.priority),
+            priority: job.priority,
+            refusal: 0,
             deadline_ms: clamp(job.deadline_ms.saturating_sub(job.submitted_ms)),
             source_hash: job.source_hash,
             execution_ns: outcome.execution_time_ns,
@@ -505,9 +539,8 @@ impl Plugin for JobPipelinePlugin {
             max_frame: inbox.max_payload(),
             admission: HashMap::new(),
             unit_in_flight: HashMap::new(),
-            gate: SecurityGate::default(),
+            refused: Vec::new(),
             scheduling: SchedulingPolicy::default(),
-            clock: Instant::now(),
             wall_anchor: (Instant::now(), now_ms()),
             spare_frames: Vec::new(),
             stats: PipelineStats::default(),
@@ -585,6 +618,7 @@ fn dispatch(
         queue.queue.unpop(key, job);
     }
     history.clear();
+    history.append(&mut queue.refused);
     let now = Instant::now();
     for outcome in refused {
         queue.resolve(outcome, now, &mut history);

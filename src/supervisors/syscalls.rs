@@ -4,7 +4,8 @@
 //!
 //! - The source module must be registered (`sourceModuleId` = CRC32C of its id).
 //! - `storeChunk` / `fetchChunk` go to the chunk store (BLAKE3-keyed, ranges checked at both ends).
-//! - `spawnThread` / `killThread` become lifecycle commands for the named unit's supervisor.
+//! - `spawnThread` / `killThread` become lifecycle requests (the SAB's lifecycle ring) for the
+//!   named unit's supervisor.
 //! - `sendMessage` delivers the payload to the target module's mailbox (`ModuleMessages`).
 //! - `noop` succeeds; `hostCall` has no host services natively and is refused with a reason.
 
@@ -14,11 +15,12 @@ use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;
 
 use crate::protocol::{Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
+use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
 use crate::sab::ring::RingProducer;
 use crate::sab::{Owner, RingId, Sab, now_ms};
 use crate::supervisors::chunks::ChunkStore;
 use crate::supervisors::jobs::JobPipelineSystems;
-use crate::supervisors::tree::{LifecycleAction, SupervisorCommand, SupervisorTreeSystems};
+use crate::supervisors::tree::SupervisorTreeSystems;
 
 /// Syscalls read from the outbox-kernel ring, waiting to be served.
 #[derive(Resource, Default, Debug)]
@@ -80,11 +82,10 @@ fn serve(
     mut chunks: ResMut<ChunkStore>,
     mut messages: ResMut<ModuleMessages>,
     mut ring: ResMut<ResponseRing>,
-    mut commands: MessageWriter<SupervisorCommand>,
 ) {
     let now = now_ms();
     for call in std::mem::take(&mut inbox.0) {
-        let response = answer(&sab, &call, now, &mut chunks, &mut messages, &mut commands);
+        let response = answer(&sab, &call, now, &mut chunks, &mut messages);
         ring.waiting.push(response.encode());
     }
     let ring = &mut *ring;
@@ -98,7 +99,6 @@ fn answer(
     now: u64,
     chunks: &mut ChunkStore,
     messages: &mut ModuleMessages,
-    commands: &mut MessageWriter<SupervisorCommand>,
 ) -> SyscallResponse {
     let respond = |status, result, error: String| SyscallResponse {
         call_id: call.call_id,
@@ -125,11 +125,14 @@ fn answer(
                 SyscallBody::SpawnThread { .. } => LifecycleAction::Spawn,
                 _ => LifecycleAction::Kill,
             };
-            commands.write(SupervisorCommand {
-                unit: unit.clone(),
-                action,
-            });
-            respond(SyscallStatus::Success, SyscallResult::None, String::new())
+            match sab.request_lifecycle(Owner::Kernel, LifecycleRequest::new(unit, action)) {
+                Ok(()) => respond(SyscallStatus::Success, SyscallResult::None, String::new()),
+                Err(e) => respond(
+                    SyscallStatus::InternalError,
+                    SyscallResult::None,
+                    format!("the lifecycle request was not made: {e}"),
+                ),
+            }
         }
         SyscallBody::SendMessage { target, payload, .. } => {
             if sab.registry().lookup_hash(*target).is_none() {

@@ -20,8 +20,9 @@
 //! - **Circuit breaker** per unit: `breaker_threshold` consecutive failed jobs open it (jobs are
 //!   refused with `SubmitError::CircuitOpen`), `breaker_cooldown` later it half-opens and lets one
 //!   probe job through; the probe's result closes it or opens it again.
-//! - **Lifecycle commands** (`SupervisorCommand`): spawn, kill, pause, resume and snapshot of a
-//!   unit, from the inspector or from anything else that writes the message.
+//! - **Lifecycle requests** (`sab::lifecycle`): spawn, kill, pause, resume, snapshot and restart of
+//!   a unit, read from the SAB's lifecycle ring, where the health engine, the inspector's buttons
+//!   and the `spawnThread`/`killThread` syscalls write them.
 //!
 //! The decisions live in plain structs (`Supervision`, `Breaker`), tested without an app; the
 //! systems apply them and keep the SAB headers and the job queue's admission in step.
@@ -29,13 +30,16 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bevy::platform::cell::SyncCell;
 use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::protocol::JobStatus;
 use crate::sab::heartbeats;
+use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
+use crate::sab::ring::{RingConsumer, RingId};
+use crate::sab::supervisors::{BreakerState, NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader, SupervisorSlot};
 pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
-use crate::sab::supervisors::{SupervisorHeader, SupervisorSlot};
 use crate::sab::{EpochIndex, HistoryReader, Owner, Sab, SupervisorStatus, now_ms};
 use crate::supervisors::DiscoveredModules;
 use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
@@ -146,24 +150,6 @@ impl Supervision {
     }
 }
 
-/// A unit's circuit breaker state (the header's `breaker` byte).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[repr(u8)]
-pub enum BreakerState {
-    #[default]
-    Closed = 0,
-    Open = 1,
-    HalfOpen = 2,
-}
-
-impl BreakerState {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        [Self::Closed, Self::Open, Self::HalfOpen]
-            .into_iter()
-            .find(|b| *b as u8 == v)
-    }
-}
-
 /// The circuit breaker of one unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Breaker {
@@ -228,27 +214,15 @@ impl Default for SupervisionConfig {
     }
 }
 
-/// A lifecycle command for a unit (seed 000's BaseSupervisor lifecycle).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct SupervisorCommand {
-    pub unit: String,
-    pub action: LifecycleAction,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum LifecycleAction {
-    /// Start a stopped unit (after a kill or an escalation).
-    Spawn,
-    /// Stop a unit; it is not restarted. Its queued jobs are refused.
-    Kill,
-    /// Hold a unit: its systems and its jobs wait.
-    Pause,
-    Resume,
-    /// Log the unit's supervisor state and keep it in `SupervisorTree::snapshots`.
-    Snapshot,
-    /// Restart a running or paused unit now (the health engine's remediation); not counted
-    /// against the restart intensity.
-    Restart,
+/// The tree's end of the lifecycle ring (`sab::lifecycle`): requests from the health engine, the
+/// inspector and the syscalls.
+#[derive(Resource)]
+pub struct LifecycleRequests {
+    consumer: SyncCell<RingConsumer>,
+    /// A frame's bytes (as large as the ring's largest frame, so no frame can stop the reading).
+    frame: Vec<u8>,
+    /// Frames on the ring that were no request (bytes from a broken writer).
+    pub malformed: u64,
 }
 
 /// Sent when a unit starts again after a restart or a spawn, for units that keep state outside
@@ -368,9 +342,18 @@ impl Plugin for SupervisorTreePlugin {
     fn build(&self, app: &mut App) {
         // `supervise` takes the strategy and intensity from the config on every run.
         let config = SupervisionConfig::default();
+        let sab = app.world().resource::<Sab>().clone();
         app.init_resource::<SupervisionConfig>()
             .init_resource::<RestartPolicies>()
-            .add_message::<SupervisorCommand>()
+            .insert_resource(LifecycleRequests {
+                consumer: SyncCell::new(
+                    sab.ring(RingId::Lifecycle)
+                        .consumer()
+                        .expect("the supervisor tree is the lifecycle ring's only consumer"),
+                ),
+                frame: vec![0; sab.ring(RingId::Lifecycle).max_payload()],
+                malformed: 0,
+            })
             .add_message::<UnitRestarted>()
             .insert_resource(SupervisorTree {
                 root: Supervision::new(config.strategy, config.intensity),
@@ -475,7 +458,7 @@ fn supervise(
     mut tree: ResMut<SupervisorTree>,
     mut queue: ResMut<JobQueue>,
     mut history: Local<HistoryReader>,
-    mut commands: MessageReader<SupervisorCommand>,
+    mut requests: ResMut<LifecycleRequests>,
     mut restarted: MessageWriter<UnitRestarted>,
 ) {
     let now = time.elapsed();
@@ -528,18 +511,30 @@ fn supervise(
         }
     }
 
-    // Lifecycle commands.
-    for command in commands.read() {
-        let Some(i) = tree.units.iter().position(|u| u.unit == command.unit) else {
-            warn!(
-                "lifecycle command {:?} for unknown unit {}",
-                command.action, command.unit
-            );
+    // Lifecycle requests, in the order they were made.
+    let mut asked = Vec::new();
+    let LifecycleRequests {
+        consumer,
+        frame,
+        malformed,
+    } = &mut *requests;
+    consumer
+        .get()
+        .drain(frame, |bytes| match LifecycleRequest::decode(bytes) {
+            Ok(request) => asked.push(request),
+            Err(e) => {
+                *malformed += 1;
+                warn!("the lifecycle ring held a frame that is no request: {e}");
+            }
+        });
+    for (unit_hash, action) in asked {
+        let Some(i) = tree.index_of_hash(unit_hash) else {
+            warn!("lifecycle request {action:?} for unknown unit {unit_hash:#010x}");
             continue;
         };
         let unit = &mut tree.units[i];
-        info!("unit {}: {:?}", unit.unit, command.action);
-        match command.action {
+        info!("unit {}: {action:?}", unit.unit);
+        match action {
             LifecycleAction::Spawn if unit.lifecycle == Lifecycle::Stopped => {
                 unit.lifecycle = Lifecycle::Restarting;
                 unit.restart_at = now;
@@ -560,7 +555,12 @@ fn supervise(
             LifecycleAction::Snapshot => {
                 let snapshot = UnitSnapshot {
                     unit: unit.unit.clone(),
-                    header: header_of(unit, tree.runs),
+                    header: header_of(
+                        unit,
+                        tree.runs,
+                        unit.pulses_without_beat(&sab, pulse),
+                        config.heartbeat_timeout,
+                    ),
                     at: now,
                 };
                 info!("snapshot of unit {}: {:?}", unit.unit, snapshot.header);
@@ -569,10 +569,7 @@ fn supervise(
                 }
                 tree.snapshots.push(snapshot);
             }
-            _ => warn!(
-                "unit {} is {:?}; {:?} does nothing",
-                unit.unit, unit.lifecycle, command.action
-            ),
+            _ => warn!("unit {} is {:?}; {action:?} does nothing", unit.unit, unit.lifecycle),
         }
     }
 
@@ -606,7 +603,7 @@ fn supervise(
         queue.set_admission(unit.unit_hash, admission(unit));
     }
 
-    write_headers(&sab, tree);
+    write_headers(&sab, tree, pulse, config.heartbeat_timeout);
 }
 
 /// What the job queue does with a unit's jobs.
@@ -670,7 +667,7 @@ fn fail(tree: &mut SupervisorTree, i: usize, exit: Exit, config: &SupervisionCon
     }
 }
 
-fn header_of(unit: &UnitSupervisor, runs: u32) -> SupervisorHeader {
+fn header_of(unit: &UnitSupervisor, runs: u32, silence: Option<u32>, heartbeat_limit: u32) -> SupervisorHeader {
     let mut header = SupervisorHeader {
         supervisor_id: unit.slot.id_hash,
         epoch_index: unit.slot.epoch.get() as u8,
@@ -684,6 +681,10 @@ fn header_of(unit: &UnitSupervisor, runs: u32) -> SupervisorHeader {
         health_score: unit.health_score,
         runs,
         last_heartbeat_ms: now_ms(),
+        role: ROLE_UNIT,
+        unit_hash: unit.unit_hash,
+        silent_pulses: silence.unwrap_or(NO_BEAT_PROMISED),
+        heartbeat_limit,
         ..SupervisorHeader::default()
     };
     header.set_name(&unit.unit);
@@ -691,10 +692,11 @@ fn header_of(unit: &UnitSupervisor, runs: u32) -> SupervisorHeader {
 }
 
 /// Every supervisor rewrites its header and signals its epoch.
-fn write_headers(sab: &Sab, tree: &SupervisorTree) {
+fn write_headers(sab: &Sab, tree: &SupervisorTree, pulse: u32, heartbeat_limit: u32) {
     let table = sab.supervisors();
     for unit in &tree.units {
-        if let Err(e) = table.write_header(unit.slot.slot, &header_of(unit, tree.runs)) {
+        let header = header_of(unit, tree.runs, unit.pulses_without_beat(sab, pulse), heartbeat_limit);
+        if let Err(e) = table.write_header(unit.slot.slot, &header) {
             error!("supervisor of {} cannot write its header: {e}", unit.unit);
         }
         sab.epochs().signal(unit.slot.epoch);

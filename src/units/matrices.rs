@@ -18,8 +18,8 @@ use crate::sab::{BirdRecord, EpochIndex, MatrixPart, ModuleSpec, Owner, Sab, Str
 use crate::timing::StageTimes;
 use crate::units::{RegisterUnitExt, run_scoped, sin_cos};
 
-/// Parts per bird, in stream order: body, head, beak, left wing, left tip, right wing, right tip, tail.
-pub const PARTS: usize = 8;
+/// Parts per bird, in stream order (`sab::stream::PARTS_PER_BIRD`).
+pub const PARTS: usize = crate::sab::stream::PARTS_PER_BIRD;
 
 /// The bird's orientation, renormalised; a zero quaternion (before the first step) is identity.
 fn orientation(b: &BirdRecord) -> Quat {

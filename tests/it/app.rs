@@ -133,7 +133,10 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
         .find(|e| e["name"] == "SYSTEM_PULSE")
         .unwrap();
     assert_eq!(pulse["value"], 50);
-    assert_eq!(inspect["rings"].as_array().unwrap().len(), 3);
+    assert_eq!(inspect["rings"].as_array().unwrap().len(), inos::sab::RingId::ALL.len());
+    assert_eq!(inspect["admission"]["burst"], inos::protocol::DEFAULT_BURST);
+    assert_eq!(inspect["admission"]["per_second"], inos::protocol::DEFAULT_PER_SECOND);
+    assert!(inspect["pipeline"]["submitted"].is_u64(), "{}", inspect["pipeline"]);
     assert_eq!(
         inspect["guards"].as_array().unwrap().len(),
         inos::sab::GuardRegion::ALL.len()
@@ -148,7 +151,17 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
 
     let out = inos(&["inspect", snap.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for section in ["EPOCHS", "REGIONS", "RINGS", "STREAMS", "GUARDS", "SYSTEM_PULSE"] {
+    for section in [
+        "EPOCHS",
+        "REGIONS",
+        "RINGS",
+        "STREAMS",
+        "GUARDS",
+        "SYSTEM_PULSE",
+        "JOB PIPELINE",
+        "ADMISSION",
+        "Lifecycle",
+    ] {
         assert!(text.contains(section), "text report lacks {section}");
     }
 }

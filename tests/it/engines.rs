@@ -5,8 +5,8 @@
 
 use bevy::prelude::*;
 use inos::engines::learning::SEQUENCE_KIND;
-use inos::engines::security::{GateError, SecurityConfig};
 use inos::headless::{HeadlessConfig, build_app_with};
+use inos::protocol::GateError;
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload, SOURCE_KEY};
 use inos::sab::engines::{AuditKind, Engine};
 use inos::sab::patterns::JOB_HISTORY_CAPACITY;
@@ -89,11 +89,7 @@ fn audits(app: &App, kind: AuditKind) -> usize {
 fn a_burst_over_the_rate_limit_is_refused_exactly_and_leaves_other_sources_alone() {
     let mut app = app();
     // 100 tokens and one more per second: a 150-job burst takes well under a second.
-    app.world_mut().resource_mut::<JobQueue>().gate_mut().config = SecurityConfig {
-        burst: 100,
-        per_second: 1,
-        ..SecurityConfig::default()
-    };
+    app.world().resource::<Sab>().admission().configure(100, 1);
     let mut refused = 0;
     for id in 1..=150 {
         match submit(&mut app, &job(id, "echo", "flood", b"x")) {
@@ -127,10 +123,12 @@ fn a_burst_over_the_rate_limit_is_refused_exactly_and_leaves_other_sources_alone
 #[test]
 fn per_unit_input_limits_and_malformed_frames_are_refused_and_audited() {
     let mut app = app();
-    app.world_mut().resource_mut::<JobQueue>().gate_mut().config = SecurityConfig {
-        input_limits: vec![("echo".into(), 64)],
-        ..SecurityConfig::default()
-    };
+    let echo = crc32c::crc32c(b"echo");
+    app.world()
+        .resource::<Sab>()
+        .admission()
+        .set_input_limit(echo, Some(64))
+        .unwrap();
     submit(&mut app, &job(1, "echo", "a", &[7; 64])).unwrap();
     assert_eq!(
         submit(&mut app, &job(2, "echo", "a", &[7; 65])),

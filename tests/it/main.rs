@@ -1,6 +1,7 @@
 //! The one integration-test binary (each extra binary would link Bevy again).
 
 mod app;
+mod architecture;
 mod arena;
 mod chunks;
 mod codegen;

@@ -1,18 +1,20 @@
 //! The supervisor tree in a headless app, with fault injection: a unit that panics on every Nth
 //! job is restarted by each strategy with exact counts, too many restarts escalate, a unit that
 //! stops heartbeating becomes a Zombie and is restarted, the circuit breaker refuses and probes,
-//! lifecycle commands act, and late registrations get a supervisor.
+//! lifecycle requests on the SAB's ring act, and late registrations get a supervisor.
 
 use std::time::Duration;
 
 use bevy::prelude::*;
 use inos::headless::{HeadlessConfig, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobStatus, Payload};
-use inos::sab::{ModuleSpec, Owner, Sab, SupervisorStatus};
+use inos::sab::lifecycle::{LifecycleAction, LifecycleRequest};
+use inos::sab::supervisors::{BreakerState, Lifecycle};
+use inos::sab::{ModuleSpec, Owner, RingId, Sab, SupervisorStatus};
 use inos::supervisors::jobs::{JobQueue, SubmitError};
 use inos::supervisors::tree::{
-    self, BreakerState, Intensity, Lifecycle, LifecycleAction, RestartPolicies, RestartPolicy, Strategy,
-    SupervisionConfig, SupervisorCommand, SupervisorTree, UnitRestarted,
+    self, Intensity, LifecycleRequests, RestartPolicies, RestartPolicy, Strategy, SupervisionConfig, SupervisorTree,
+    UnitRestarted,
 };
 use inos::units::RegisterUnitExt;
 
@@ -215,10 +217,7 @@ fn more_restarts_than_the_intensity_escalate_and_stop_every_unit_until_spawned()
         Err(SubmitError::UnitStopped("echo".into()))
     );
 
-    app.world_mut().write_message(SupervisorCommand {
-        unit: "echo".into(),
-        action: LifecycleAction::Spawn,
-    });
+    request(&mut app, "echo", LifecycleAction::Spawn);
     app.update();
     app.update();
     assert!(!app.world().resource::<SupervisorTree>().escalated);
@@ -301,13 +300,10 @@ fn the_circuit_breaker_refuses_jobs_while_open_and_closes_after_a_good_probe() {
 }
 
 #[test]
-fn lifecycle_commands_pause_resume_kill_spawn_and_snapshot_a_unit() {
+fn lifecycle_requests_pause_resume_kill_spawn_and_snapshot_a_unit() {
     let mut app = app(SupervisionConfig::default(), &[]);
     let command = |app: &mut App, action| {
-        app.world_mut().write_message(SupervisorCommand {
-            unit: "echo".into(),
-            action,
-        });
+        request(app, "echo", action);
         app.update();
     };
     command(&mut app, LifecycleAction::Pause);
@@ -387,10 +383,7 @@ fn only_units_that_promise_a_beat_every_pulse_can_be_found_hung() {
 #[test]
 fn a_bystander_the_operator_killed_stays_killed_when_a_sibling_crashes() {
     let mut app = app(config(Strategy::OneForAll, 10), &[]);
-    app.world_mut().write_message(SupervisorCommand {
-        unit: "alpha".into(),
-        action: LifecycleAction::Kill,
-    });
+    request(&mut app, "alpha", LifecycleAction::Kill);
     app.update();
     assert_eq!(run(&mut app, 1, "faulty", b"p").status, JobStatus::Crashed);
     for _ in 0..10 {
@@ -476,4 +469,36 @@ fn the_hazard_holds_still_on_one_symptom_alone() {
     assert_eq!((fired, restarts), (None, 0));
     let (fired, restarts, hangs) = hazard_remediation(0, true, 40);
     assert_eq!((fired, restarts, hangs), (None, 1, 1));
+}
+
+/// Asks the supervisor tree for `action` on `unit` the way the inspector and the health engine do:
+/// a request on the SAB's lifecycle ring.
+fn request(app: &mut App, unit: &str, action: LifecycleAction) {
+    let sab = app.world().resource::<Sab>().clone();
+    sab.request_lifecycle(Owner::Host, LifecycleRequest::new(unit, action))
+        .unwrap();
+}
+
+/// The lifecycle ring admits only its writers (the kernel and the host); frames that are no request
+/// are counted and skipped, and the requests around them still act, in order.
+#[test]
+fn the_lifecycle_ring_skips_what_is_no_request_and_admits_only_its_writers() {
+    let mut app = app(SupervisionConfig::default(), &[]);
+    let sab = app.world().resource::<Sab>().clone();
+    let pause = LifecycleRequest::new("echo", LifecycleAction::Pause);
+    assert!(
+        sab.request_lifecycle(Owner::Module, pause).is_err(),
+        "a unit cannot ask for lifecycles"
+    );
+    let mut producer = sab.ring(RingId::Lifecycle).producer(Owner::Host).unwrap();
+    producer.push(b"abc").unwrap();
+    producer
+        .push(bytemuck::bytes_of(&LifecycleRequest { action: 99, ..pause }))
+        .unwrap();
+    producer.push(bytemuck::bytes_of(&pause)).unwrap();
+    producer.publish().unwrap();
+    drop(producer);
+    app.update();
+    assert_eq!(app.world().resource::<LifecycleRequests>().malformed, 2);
+    assert_eq!(header(&app, "echo").lifecycle, Lifecycle::Paused as u8);
 }

@@ -81,6 +81,15 @@ export const ENGINE_COUNT = 5;
 export const ENGINE_METRIC_SLOTS = 56;
 export const PIPELINE_STATE_OFFSET = 263424;
 export const PIPELINE_STATE_SIZE = 256;
+export const LIFECYCLE_OFFSET = 274432;
+export const LIFECYCLE_SIZE = 4096;
+export const ADMISSION_OFFSET = 278528;
+export const ADMISSION_SIZE = 34816;
+export const ADMISSION_HEADER_SIZE = 256;
+export const ADMISSION_LIMIT_SIZE = 16;
+export const ADMISSION_LIMITS = 64;
+export const ADMISSION_BUCKET_SIZE = 32;
+export const ADMISSION_BUCKETS = 1024;
 export const AUDIT_LOG_OFFSET = 264192;
 export const AUDIT_LOG_SIZE = 8192;
 export const AUDIT_RECORD_SIZE = 64;
@@ -89,6 +98,7 @@ export const RING_CONTROL_REGION_SIZE = 512;
 export const INBOX_CONTROL_OFFSET = 327168;
 export const OUTBOX_HOST_CONTROL_OFFSET = 327296;
 export const OUTBOX_KERNEL_CONTROL_OFFSET = 327424;
+export const LIFECYCLE_CONTROL_OFFSET = 327552;
 export const INBOX_OFFSET = 327680;
 /** Outbox-host: kernel -> units (syscall responses). */
 export const INBOX_SIZE = 524288;
@@ -269,8 +279,9 @@ export const EPOCH_SNAPSHOT = 47;
 export const EPOCH_DRONE_SENSOR = 48;
 export const EPOCH_DRONE_CONTROL = 49;
 export const EPOCH_DRONE_PHYSICS = 50;
-/** Supervisor pool: one epoch per supervisor pool slot, written by that supervisor -> its children. DEVIATION: 64..127 (64 slots, one per inline header). The original's pool 64..191 overlapped its "reserved" 128..255 and ran past its 128-bit bitmap. */
 export const EPOCH_DRONE_RACE_STATE = 51;
+/** DEVIATION (new): lifecycle requesters after a push -> supervisor tree Supervisor pool: one epoch per supervisor pool slot, written by that supervisor -> its children. DEVIATION: 64..127 (64 slots, one per inline header). The original's pool 64..191 overlapped its "reserved" 128..255 and ran past its 128-bit bitmap. */
+export const EPOCH_LIFECYCLE_DIRTY = 52;
 export const EPOCH_SUPERVISOR_POOL_FIRST = 64;
 /** 128..255: reserved for user-defined epochs. */
 export const SUPERVISOR_POOL_SIZE = 64;
@@ -350,7 +361,12 @@ export const GUARD_OBSTACLE_TABLE_MODE = 0;
 /** the physics unit */
 export const GUARD_OBSTACLE_TABLE_WRITERS = 2;
 export const GUARD_OBSTACLE_TABLE_EPOCH = 45;
-export const GUARD_COUNT = 15;
+export const GUARD_LIFECYCLE = 15;
+export const GUARD_LIFECYCLE_MODE = 1;
+/** kernel | host */
+export const GUARD_LIFECYCLE_WRITERS = 5;
+export const GUARD_LIFECYCLE_EPOCH = 52;
+export const GUARD_COUNT = 16;
 export const REGISTRY_SIGNATURE = 0x494e4f5352454749n;
 export const REGISTRY_FLAG_EXTENDED_DATA = 1;
 export const REGISTRY_FLAG_ACTIVE = 2;
