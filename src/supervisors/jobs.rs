@@ -78,20 +78,6 @@ pub enum Admission {
     Refuse,
 }
 
-/// Counters of the pipeline.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PipelineStats {
-    pub submitted: u64,
-    pub dispatched: u64,
-    /// Results matched to their job, timeouts included.
-    pub resolved: u64,
-    pub timed_out: u64,
-    /// Results for no job in flight (late after a timeout, or foreign).
-    pub unmatched: u64,
-    /// Outbox frames that did not decode.
-    pub malformed: u64,
-}
-
 /// How a job's place in the queue is scored (seed 000's scheduling engine): its priority, plus
 /// 100 if its deadline is less than a minute away at submission or 50 if less than five, times
 /// its source's credit multiplier (1 unless set). Jobs with equal scores go earliest deadline
@@ -299,7 +285,9 @@ pub struct JobQueue {
     wall_anchor: (Instant, u64),
     /// Frames already sent, kept for their allocations (`SPARE_FRAMES` of `SPARE_FRAME_BYTES` at most).
     spare_frames: Vec<Vec<u8>>,
-    pub stats: PipelineStats,
+    /// The pipeline's counters, published as its record in the SAB (`queued` and `in_flight` are
+    /// filled in when it is published).
+    pub stats: PipelineRecord,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
     ends: SyncCell<KernelEnds>,
 }
@@ -543,7 +531,7 @@ impl Plugin for JobPipelinePlugin {
             scheduling: SchedulingPolicy::default(),
             wall_anchor: (Instant::now(), now_ms()),
             spare_frames: Vec::new(),
-            stats: PipelineStats::default(),
+            stats: PipelineRecord::default(),
             ends,
         })
         .configure_sets(
@@ -686,17 +674,10 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
 
 /// Rewrites the pipeline's record in the SAB (the end of each stage).
 fn publish(sab: &Sab, queue: &JobQueue) {
-    let stats = queue.stats;
     sab.pipeline().publish(&PipelineRecord {
         queued: queue.queued() as u32,
-        submitted: stats.submitted,
-        dispatched: stats.dispatched,
-        resolved: stats.resolved,
-        timed_out: stats.timed_out,
-        unmatched: stats.unmatched,
-        malformed: stats.malformed,
         in_flight: queue.in_flight() as u32,
-        ..PipelineRecord::default()
+        ..queue.stats
     });
 }
 
