@@ -94,8 +94,6 @@ struct UnitHealth {
 
 #[derive(Resource, Default, Debug)]
 pub struct HealthEngine {
-    /// Where the engine stands in the job history.
-    pub history: HistoryReader,
     units: HashMap<u32, UnitHealth>,
     pub degradations: u64,
     pub remediations: u64,
@@ -124,15 +122,13 @@ impl HealthEngine {
     }
 }
 
-pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>) {
-    let mut history = std::mem::take(&mut engine.history);
+pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut history: Local<HistoryReader>) {
     let mut remediate: Vec<u32> = history
         .read(&sab)
         .iter()
         .filter(|job| engine.observe(job))
         .map(|job| job.unit_hash)
         .collect();
-    engine.history = history;
     // The unit supervisors' headers: status, and pulses since the unit's last beat. One being
     // written is read on the next pulse.
     let table = sab.supervisors();
@@ -189,7 +185,7 @@ pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>) {
             max_cusum as f32,
             engine.degradations as f32,
             engine.remediations as f32,
-            engine.history.cursor.lost as f32,
+            history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::HEALTH);

@@ -143,8 +143,6 @@ struct Transitions {
 /// The engine's models and scores.
 #[derive(Resource, Debug)]
 pub struct LearningEngine {
-    /// Where the engine stands in the job history.
-    pub history: HistoryReader,
     models: Bounded<Key, LineFit>,
     /// The last job's key per source.
     last: HashMap<u32, Key>,
@@ -166,7 +164,6 @@ pub struct LearningEngine {
 impl Default for LearningEngine {
     fn default() -> Self {
         Self {
-            history: HistoryReader::default(),
             models: Bounded::new(MAX_MODELS),
             last: HashMap::default(),
             transitions: Bounded::new(MAX_TRANSITIONS),
@@ -261,10 +258,11 @@ impl LearningEngine {
     }
 }
 
-pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>) {
-    let mut history = std::mem::take(&mut engine.history);
+pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mut history: Local<HistoryReader>) {
     let jobs = history.read(&sab);
-    let learned = !jobs.is_empty();
+    if jobs.is_empty() {
+        return;
+    }
     // A batch repeats its sequences (a stream of A→B jobs updates one record once per job): only
     // each sequence's last state, which holds its counts so far, goes to the exchange.
     let mut patterns: Vec<PatternRecord> = Vec::new();
@@ -277,10 +275,6 @@ pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>) {
                 patterns.push(pattern);
             }
         }
-    }
-    engine.history = history;
-    if !learned {
-        return;
     }
     if !patterns.is_empty() {
         match sab.patterns().writer(Owner::Kernel) {
@@ -306,7 +300,7 @@ pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>) {
             engine.last_prediction_us as f32,
             engine.last_actual_us as f32,
             engine.sequences_written as f32,
-            engine.history.cursor.lost as f32,
+            history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::LEARNING);

@@ -1,7 +1,7 @@
 //! The kernel's engines. Each is a system gated on an epoch that publishes its figures to the SAB
 //! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
 //! read them. They learn what happened from the SAB alone: the job history, each engine from its
-//! own cursor (a `HistoryReader`: an engine that falls behind the ring counts what it lost, its
+//! own cursor (a `HistoryReader` in a `Local`: an engine that falls behind the ring counts what it lost, its
 //! `history_lost` metric), and the pipeline's record; they act through it too (the admission table,
 //! lifecycle requests). Their models and baselines still live in Bevy resources; moving them into
 //! the SAB is the rest of the issue "Parts meet only in the SAB".

@@ -15,10 +15,8 @@ use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
 use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab};
 
-#[derive(Resource, Default, Debug)]
+#[derive(Resource, Default, Debug, Clone, Copy, PartialEq)]
 pub struct SchedulingEngine {
-    /// Where the engine stands in the job history.
-    pub history: HistoryReader,
     pub finished: u64,
     pub with_deadline: u64,
     pub deadline_met: u64,
@@ -51,12 +49,10 @@ impl SchedulingEngine {
     }
 }
 
-pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>) {
-    let mut history = std::mem::take(&mut engine.history);
+pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>, mut history: Local<HistoryReader>) {
     for job in history.read(&sab) {
         engine.observe(job);
     }
-    engine.history = history;
     // The pipeline's counters as the kernel last published them (zero until it has).
     let pipeline = sab.pipeline().read().unwrap_or_default();
     sab.engines().publish(
@@ -68,7 +64,7 @@ pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>
             engine.hit_rate() as f32,
             pipeline.queued as f32,
             engine.mean_wait_us as f32,
-            engine.history.cursor.lost as f32,
+            history.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::SCHEDULING);

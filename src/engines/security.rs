@@ -81,8 +81,6 @@ struct Baseline {
 #[derive(Resource, Default, Debug)]
 pub struct SecurityEngine {
     pub config: DetectorConfig,
-    /// Where the engine stands in the job history.
-    pub history: HistoryReader,
     baselines: HashMap<u32, Baseline>,
     pub duration_anomalies: u64,
     pub ratio_anomalies: u64,
@@ -164,16 +162,14 @@ fn refusal_audit(sab: &Sab, record: &JobRecord) -> Option<AuditRecord> {
 
 /// Reads the job history from the engine's cursor: audits the refusals, runs the detector over the
 /// finished jobs, and writes the audit log and the engine record.
-pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>) {
+pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mut history: Local<HistoryReader>) {
     let mut records = Vec::new();
-    let mut history = std::mem::take(&mut engine.history);
     for job in history.read(&sab) {
         match refusal_audit(&sab, job) {
             Some(audit) => records.push(audit),
             None => records.extend(engine.observe(job)),
         }
     }
-    engine.history = history;
     let log = sab.audit_log();
     if !records.is_empty() {
         log.append(&records);
@@ -188,7 +184,7 @@ pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>) {
             engine.duration_anomalies as f32,
             engine.ratio_anomalies as f32,
             log.total() as f32,
-            engine.history.cursor.lost as f32,
+            history.cursor.lost as f32,
             admission.malformed as f32,
             admission.sources as f32,
         ],

@@ -48,7 +48,10 @@ const TOO_LARGE: usize = 3;
 const MALFORMED: usize = 4;
 const SOURCES: usize = 5;
 const CONFIGURED: usize = 6;
-const HEADER_WORDS: usize = 7;
+/// Limit slots ever used (a high-water mark): lookups scan no further, so a table without input
+/// limits costs a job nothing.
+const LIMIT_SLOTS: usize = 7;
+const HEADER_WORDS: usize = 8;
 
 /// The table's settings and counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -148,11 +151,16 @@ impl<'a> AdmissionTable<'a> {
         self.header()[CONFIGURED].load(Ordering::Acquire) != 0
     }
 
+    /// The limit slot of the unit whose id hashes to `unit_hash`, if it has one.
+    fn limit_slot(&self, unit_hash: u32) -> Option<usize> {
+        let key = u64::from(unit_hash) | (1 << 32);
+        let used = (self.header()[LIMIT_SLOTS].load(Ordering::Acquire) as usize).min(LIMITS);
+        (0..used).find(|&i| self.limit(i)[0].load(Ordering::Acquire) == key)
+    }
+
     /// Sets (`Some`) or removes (`None`) the input limit of the unit whose id hashes to `unit_hash`.
     pub fn set_input_limit(&self, unit_hash: u32, max: Option<u64>) -> Result<(), AdmissionError> {
-        let key = u64::from(unit_hash) | (1 << 32);
-        let found = (0..LIMITS).find(|&i| self.limit(i)[0].load(Ordering::Relaxed) == key);
-        match (found, max) {
+        match (self.limit_slot(unit_hash), max) {
             (Some(i), Some(max)) => self.limit(i)[1].store(max, Ordering::Relaxed),
             (Some(i), None) => self.limit(i)[0].store(0, Ordering::Relaxed),
             (None, Some(max)) => {
@@ -161,7 +169,8 @@ impl<'a> AdmissionTable<'a> {
                     .ok_or(AdmissionError::LimitsFull)?;
                 let words = self.limit(free);
                 words[1].store(max, Ordering::Relaxed);
-                words[0].store(key, Ordering::Release);
+                words[0].store(u64::from(unit_hash) | (1 << 32), Ordering::Release);
+                self.header()[LIMIT_SLOTS].fetch_max(free as u64 + 1, Ordering::Release);
             }
             (None, None) => {}
         }
@@ -170,9 +179,7 @@ impl<'a> AdmissionTable<'a> {
 
     /// The input limit of the unit whose id hashes to `unit_hash`, if it has one.
     pub fn input_limit(&self, unit_hash: u32) -> Option<u64> {
-        let key = u64::from(unit_hash) | (1 << 32);
-        (0..LIMITS)
-            .find(|&i| self.limit(i)[0].load(Ordering::Acquire) == key)
+        self.limit_slot(unit_hash)
             .map(|i| self.limit(i)[1].load(Ordering::Relaxed))
     }
 

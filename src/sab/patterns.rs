@@ -401,11 +401,7 @@ impl<'a> JobHistory<'a> {
             } else {
                 cursor.next.max(oldest)
             };
-            let lost = if cursor.next > header.total {
-                0
-            } else {
-                from - cursor.next
-            };
+            let lost = from.saturating_sub(cursor.next);
             out.extend((from..header.total).map(|sequence| {
                 let index = (head + (sequence - oldest) as usize) % JOB_HISTORY_CAPACITY;
                 self.sab
