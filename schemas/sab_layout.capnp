@@ -21,8 +21,9 @@
 
 # Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marked
 # this project's corrected map (the deviations below change offsets, so readers must not mix them);
-# 4 sizes the tiers' streams for the layout document's entity counts.
-const layoutVersion :UInt32 = 5;
+# 4 sizes the tiers' streams for the layout document's entity counts; 5 added the job pipeline's
+# record, the lifecycle ring and the admission table; 6 adds the kernel state (below the tiers).
+const layoutVersion :UInt32 = 6;
 
 # "INOS_SAB" read as a little-endian u64; the first word of the SAB header region.
 const sabMagic :UInt64 = 0x4241535f534f4e49;
@@ -257,17 +258,73 @@ const obstacleShapeCuboid :UInt32 = 1;
 const obstacleShapeCylinder :UInt32 = 2;
 
 # ---------------------------------------------------------------------------------------------
+# Kernel state. DEVIATION (new, layout 6): everything the kernel knows lives in the SAB, so that a
+# snapshot (or, later, another process) resumes the whole system: the job table (queued and
+# in-flight jobs with their frames, results not yet taken), the workflows, the chunk-store index,
+# the supervisor tree's restart history, and the engines' models and read cursors. Bevy memory
+# holds only caches rebuilt from here. One region of `kernelStateSize` bytes per tier, after the
+# gene buffer (`<tier>KernelStateOffset`); the areas below are offsets inside it. The original kept
+# all of this in Go memory, lost on every restart. Written by the kernel only.
+# ---------------------------------------------------------------------------------------------
+
+const kernelStateSize :UInt32 = 0x600000;
+
+# The job table: a 4 KiB header, then one 256-byte slot per live job (64-byte record, 192 bytes of
+# frame: the job's frame while it waits or runs, its result's frame once answered; longer frames
+# live in an arena block the slot points to).
+const jobTableOffset :UInt32 = 0x000000;
+const jobTableSize :UInt32 = 0x401000;
+const jobTableHeaderSize :UInt32 = 0x1000;
+const jobSlotSize :UInt32 = 256;
+const jobSlotRecordSize :UInt32 = 64;
+const jobSlots :UInt32 = 16384;
+
+# Keyed tables (sab/table.rs): a 64-byte header, then slots of [last use u64][key][value], found by
+# hash with linear probing; each area holds one or more tables.
+const keyedTableHeaderSize :UInt32 = 64;
+
+# Workflows: one slot per workflow (running, or ended with its outcome not yet taken), pointing to
+# the arena block that holds its steps and their states.
+const workflowTableOffset :UInt32 = 0x401000;
+const workflowTableSize :UInt32 = 0x10000;
+const workflowSlots :UInt32 = 1024;
+
+# The chunk store's index: BLAKE3 key -> arena block, length, expiry.
+const chunkIndexOffset :UInt32 = 0x411000;
+const chunkIndexSize :UInt32 = 0x20000;
+const chunkSlots :UInt32 = 2048;
+
+# The supervisor tree: the root's restart history, each unit's back-off, breaker and restart times.
+const treeStateOffset :UInt32 = 0x431000;
+const treeStateSize :UInt32 = 0x8000;
+
+# The engines: each a 256-byte header (its read cursor in the job history, its counters) and its
+# model tables.
+const learningStateOffset :UInt32 = 0x439000;
+const learningStateSize :UInt32 = 0x60000;
+const securityStateOffset :UInt32 = 0x499000;
+const securityStateSize :UInt32 = 0x10000;
+const healthStateOffset :UInt32 = 0x4A9000;
+const healthStateSize :UInt32 = 0x4000;
+const optimisationStateOffset :UInt32 = 0x4AD000;
+const optimisationStateSize :UInt32 = 0x1000;
+const schedulingStateOffset :UInt32 = 0x4AE000;
+const schedulingStateSize :UInt32 = 0x1000;
+# 0x4AF000 .. 0x600000: free for the kernel state of later layouts.
+
+# ---------------------------------------------------------------------------------------------
 # Tiers. DEVIATION: the ping-pong buffers are sized from each tier's maximum bird count (v2.2 used
 # a fixed 10 000 whatever the tier, so counts above it overflowed buffer A into buffer B). Buffers
 # start on page boundaries. DEVIATION (new): after matrix buffer B, a gene buffer holds one 188-byte
 # gene record per bird: the boids supervisor writes each GA generation there and the boids unit
 # merges it on the evolution epoch (the original's genes never reached the physics). The arena heap
-# (the allocator's range) starts after it on a 64 KiB boundary and runs to the end of the SAB.
+# (the allocator's range) starts after the kernel state (above), on a 64 KiB boundary, and runs to
+# the end of the SAB.
 # Maximum birds per tier are the layout document's entity counts (v2.2 section 5: light < 5k,
 # moderate 10k, heavy 50k, dedicated 100k+), which the newer document sets over the original
 # code's 2 000 / 5 000 / 15 000 / 50 000 (computeTierLimits). Each bird takes 1 684 bytes of
 # streams (two 236-byte records, two 512-byte matrix sets, one 188-byte gene record), so the heavy
-# tier's 50 000 birds leave about 48 MiB of its 128 MiB to the arena heap. Layout version 4 is this
+# tier's 50 000 birds and the 6 MiB kernel state leave about 42 MiB of its 128 MiB to the arena heap. Layout version 4 is this
 # sizing (version 3 had the original's).
 # ---------------------------------------------------------------------------------------------
 
@@ -288,7 +345,8 @@ const lightMatrixBufferBOffset :UInt32 = 0x615000;
 const lightMatrixBufferSize :UInt32 = 2559488;
 const lightGeneBufferOffset :UInt32 = 0x886000;
 const lightGeneBufferSize :UInt32 = 939812;
-const lightArenaHeapOffset :UInt32 = 0x970000;
+const lightKernelStateOffset :UInt32 = 0x970000;
+const lightArenaHeapOffset :UInt32 = 0xF70000;
 
 const moderateSabSize :UInt64 = 67108864;
 const moderateRecommendedBirds :UInt32 = 2000;
@@ -301,7 +359,8 @@ const moderateMatrixBufferBOffset :UInt32 = 0xAC6000;
 const moderateMatrixBufferSize :UInt32 = 5120000;
 const moderateGeneBufferOffset :UInt32 = 0xFA8000;
 const moderateGeneBufferSize :UInt32 = 1880000;
-const moderateArenaHeapOffset :UInt32 = 0x1180000;
+const moderateKernelStateOffset :UInt32 = 0x1180000;
+const moderateArenaHeapOffset :UInt32 = 0x1780000;
 
 const heavySabSize :UInt64 = 134217728;
 const heavyRecommendedBirds :UInt32 = 5000;
@@ -314,7 +373,8 @@ const heavyMatrixBufferBOffset :UInt32 = 0x304E000;
 const heavyMatrixBufferSize :UInt32 = 25600000;
 const heavyGeneBufferOffset :UInt32 = 0x48B8000;
 const heavyGeneBufferSize :UInt32 = 9400000;
-const heavyArenaHeapOffset :UInt32 = 0x51B0000;
+const heavyKernelStateOffset :UInt32 = 0x51B0000;
+const heavyArenaHeapOffset :UInt32 = 0x57B0000;
 
 const dedicatedSabSize :UInt64 = 268435456;
 const dedicatedRecommendedBirds :UInt32 = 15000;
@@ -327,7 +387,8 @@ const dedicatedMatrixBufferBOffset :UInt32 = 0x5F3A000;
 const dedicatedMatrixBufferSize :UInt32 = 51200000;
 const dedicatedGeneBufferOffset :UInt32 = 0x900E000;
 const dedicatedGeneBufferSize :UInt32 = 18800000;
-const dedicatedArenaHeapOffset :UInt32 = 0xA200000;
+const dedicatedKernelStateOffset :UInt32 = 0xA200000;
+const dedicatedArenaHeapOffset :UInt32 = 0xA800000;
 
 # ---------------------------------------------------------------------------------------------
 # Epoch indices (reference 1.3 numbering, kept for wire compatibility). Counters are bumped with

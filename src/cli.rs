@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sab::{SabLayout, Tier};
-use crate::units::boids::{FlockParams, check_capacity};
+use crate::sab::{Sab, SabLayout, Tier};
+use crate::units::boids::{FlockParams, birds_in, check_capacity};
 use crate::units::host::JobHostMode;
 use crate::{FlockPlugins, RunConfig, RunError};
 
@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// Write a snapshot of the whole SAB to FILE when the run ends (headless or visual).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Carry on the system a snapshot holds: its queued and running jobs, workflows, chunks,
+    /// supervisors, the engines' models and the flock (its tier, size and birds are the snapshot's).
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["tier", "sab_mib", "birds"])]
+    pub resume: Option<PathBuf>,
     /// Leave out the physics unit's Rapier scene (floor, pillars, orbiting and bouncing balls).
     #[arg(long)]
     pub no_obstacles: bool,
@@ -148,11 +152,18 @@ impl RunArgs {
     /// The run these arguments ask for: the SAB's layout, the flock (its bird count checked
     /// against the tier) and the rest.
     pub fn config(&self) -> Result<RunConfig, RunError> {
-        let layout = match self.sab_mib {
-            None => SabLayout::for_tier(self.tier),
-            Some(mib) => SabLayout::with_size(self.tier, mib as usize * (1 << 20))?,
+        let resume = self.resume.as_deref().map(Sab::resume).transpose()?;
+        let layout = match (&resume, self.sab_mib) {
+            (Some(sab), _) => *sab.layout(),
+            (None, None) => SabLayout::for_tier(self.tier),
+            (None, Some(mib)) => SabLayout::with_size(self.tier, mib as usize * (1 << 20))?,
         };
-        let birds = self.birds.unwrap_or(layout.spec().recommended_birds as usize);
+        let birds = match &resume {
+            Some(sab) => birds_in(sab)
+                .map_err(|e| RunError::Usage(format!("the snapshot's bird stream cannot be read: {e}")))?
+                .len(),
+            None => self.birds.unwrap_or(layout.spec().recommended_birds as usize),
+        };
         check_capacity(&layout, birds)?;
         let mut params = FlockParams {
             faithful: self.faithful,
@@ -179,6 +190,7 @@ impl RunArgs {
             },
             ticks: self.ticks,
             snapshot: self.snapshot.clone(),
+            resume,
             json: self.json,
             screenshot: self.screenshot.clone().map(|path| (path, self.frames)),
         })

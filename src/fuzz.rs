@@ -235,7 +235,9 @@ fn sab_records(data: &[u8]) {
         let _ = writer.upsert(PatternRecord::new(99, 1));
     }
     let _ = sab.job_history().records();
-    let _ = crate::sab::HistoryReader::default().read(&sab).len();
+    let _ = crate::sab::HistoryReader::default()
+        .read(&sab, &mut crate::sab::HistoryCursor::default())
+        .len();
     let _ = sab.job_history().append(&[JobRecord::default()], Owner::Kernel);
     sab.engines().publish(Engine::Health, &[1.0, 2.0]);
     sab.audit_log().append(&[AuditRecord::default()]);

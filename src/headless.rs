@@ -16,12 +16,14 @@ use crate::units::boids::Flock;
 use crate::{CorePlugins, FlockPlugins, RunConfig};
 
 /// What a headless app runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HeadlessConfig {
     pub layout: SabLayout,
     pub pulse_hz: f64,
     /// The flock, if any.
     pub flock: Option<FlockPlugins>,
+    /// A SAB to carry on (a resumed snapshot) instead of a new one of `layout`.
+    pub resume: Option<Sab>,
 }
 
 impl HeadlessConfig {
@@ -31,6 +33,7 @@ impl HeadlessConfig {
             layout: SabLayout::for_tier(Tier::Light),
             pulse_hz: 64.0,
             flock: None,
+            resume: None,
         }
     }
 }
@@ -44,6 +47,9 @@ pub fn build_app(config: HeadlessConfig) -> App {
 /// `build_app`, with `setup` adding more (units, resources, systems) before the app starts.
 pub fn build_app_with(config: HeadlessConfig, setup: impl FnOnce(&mut App)) -> App {
     let mut app = App::new();
+    if let Some(sab) = config.resume {
+        app.insert_resource(sab);
+    }
     app.add_plugins(MinimalPlugins)
         .add_plugins(CorePlugins {
             layout: config.layout,
@@ -153,6 +159,7 @@ pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
         layout,
         pulse_hz: config.pulse_hz,
         flock: Some(flock),
+        resume: config.resume.clone(),
     };
     let mut app = build_app_with(headless, |app| {
         app.insert_resource(config.job_host);

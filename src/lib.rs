@@ -90,6 +90,9 @@ pub struct RunConfig {
     pub ticks: u64,
     /// Where to write a snapshot of the whole SAB when the run ends.
     pub snapshot: Option<PathBuf>,
+    /// A SAB to carry on (`--resume`): the run takes up the whole system it holds (jobs,
+    /// workflows, chunks, the supervisor tree, the engines' models, the flock); `layout` is its.
+    pub resume: Option<sab::Sab>,
     /// Print the headless report as JSON.
     pub json: bool,
     /// Render this many frames, save a screenshot to the path, and exit.

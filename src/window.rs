@@ -23,6 +23,9 @@ pub fn run(config: RunConfig) -> Result<(), RunError> {
         crate::render::display::SetupFailureHook::install();
     }
     let mut app = App::new();
+    if let Some(sab) = config.resume.clone() {
+        app.insert_resource(sab);
+    }
     // No `.meta` files are served next to assets (the browser build would fetch each and get 404s).
     let assets = AssetPlugin {
         meta_check: AssetMetaCheck::Never,

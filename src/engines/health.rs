@@ -20,19 +20,21 @@
 //!   (a `LifecycleAction::Restart` request on the SAB's lifecycle ring), and the unit's CUSUM starts
 //!   again.
 //!
-//! It reads the SAB alone: the job history from its own cursor, and the unit supervisors' headers
+//! Its per-unit state (CUSUM, rates, hazard) and counters live in its area of the SAB's kernel
+//! state. It reads the SAB alone: the job history from its own cursor, and the unit supervisors' headers
 //! (status, pulses since the unit's last beat, the tree's heartbeat timeout). It runs on every pulse
 //! (heartbeats age by pulses), publishes its state record and signals `EPOCH_HEALTH`.
-
-use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
+use crate::sab::generated as g;
+use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
 use crate::sab::supervisors::{NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader};
-use crate::sab::{EpochIndex, HistoryReader, JobRecord, Owner, Sab, SupervisorStatus};
+use crate::sab::table::KeyedTable;
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, Sab, SupervisorStatus};
 
 /// Jobs whose mean latency is the CUSUM baseline.
 pub const CUSUM_WARMUP: u32 = 8;
@@ -48,22 +50,31 @@ pub const UNHEALTHY: f64 = 0.65;
 pub const SLOW: f64 = 4.0;
 
 /// A one-sided CUSUM on latency.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct Cusum {
     warmup_sum: f64,
-    warmup_count: u32,
-    pub baseline: Option<f64>,
+    /// Valid once `warm` is 1.
+    baseline: f64,
     pub s: f64,
+    warmup_count: u32,
+    warm: u32,
 }
 
 impl Cusum {
+    /// The mean of the first `CUSUM_WARMUP` latencies, once there were that many.
+    pub fn baseline(&self) -> Option<f64> {
+        (self.warm != 0).then_some(self.baseline)
+    }
+
     /// Folds in a latency (ms); true when it raises the alarm (S is then reset).
     pub fn observe(&mut self, x: f64) -> bool {
-        let Some(b) = self.baseline else {
+        let Some(b) = self.baseline() else {
             self.warmup_sum += x;
             self.warmup_count += 1;
             if self.warmup_count == CUSUM_WARMUP {
-                self.baseline = Some(self.warmup_sum / f64::from(CUSUM_WARMUP));
+                self.baseline = self.warmup_sum / f64::from(CUSUM_WARMUP);
+                self.warm = 1;
             }
             return false;
         };
@@ -84,7 +95,8 @@ pub fn hazard(error_rate: f64, slow: bool, heartbeat_overdue: bool) -> (f64, f64
     (h, 1.0 - (-h).exp())
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 struct UnitHealth {
     cusum: Cusum,
     error_rate: f64,
@@ -92,14 +104,46 @@ struct UnitHealth {
     hazard: f64,
 }
 
-#[derive(Resource, Default, Debug)]
-pub struct HealthEngine {
-    units: HashMap<u32, UnitHealth>,
+/// Units the engine follows (a table in its kernel-state area; the least recently used one makes
+/// room).
+pub const MAX_UNITS: usize = 128;
+const _: () = assert!(AREA_HEADER + KeyedTable::<u32, UnitHealth>::bytes(MAX_UNITS) <= g::HEALTH_STATE_SIZE as usize);
+
+fn units(sab: &Sab) -> KeyedTable<'_, u32, UnitHealth> {
+    sab.kernel_state(KernelArea::HealthState).table(0, MAX_UNITS, true)
+}
+
+/// The engine's header in its kernel-state area.
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct HealthState {
+    pub cursor: HistoryCursor,
     pub degradations: u64,
     pub remediations: u64,
 }
 
+/// The engine: its header, and each unit's CUSUM and rates in the SAB.
+#[derive(Resource, Debug)]
+pub struct HealthEngine {
+    pub state: HealthState,
+    sab: Sab,
+}
+
+impl FromWorld for HealthEngine {
+    fn from_world(world: &mut World) -> Self {
+        Self::new(world.resource::<Sab>())
+    }
+}
+
 impl HealthEngine {
+    /// The engine as `sab` holds it.
+    pub fn new(sab: &Sab) -> Self {
+        Self {
+            state: sab.kernel_state(KernelArea::HealthState).header(),
+            sab: sab.clone(),
+        }
+    }
+
     /// Folds in a finished job; true when its unit has just degraded.
     pub fn observe(&mut self, job: &JobRecord) -> bool {
         let Some(status) = JobStatus::from_code(job.status) else {
@@ -108,27 +152,34 @@ impl HealthEngine {
         if status == JobStatus::Rejected {
             return false; // refused before running: says nothing about the unit
         }
-        let unit = self.units.entry(job.unit_hash).or_default();
         let failed = !matches!(status, JobStatus::Success | JobStatus::InvalidParams);
-        unit.error_rate += 0.1 * (f64::from(u8::from(failed)) - unit.error_rate);
-        if failed {
-            return false;
-        }
         let ms = job.execution_ns as f64 / 1e6;
-        unit.latency_ms += 0.1 * (ms - unit.latency_ms);
-        let degraded = unit.cusum.observe(ms);
-        self.degradations += u64::from(degraded);
+        let mut degraded = false;
+        units(&self.sab)
+            .upsert(job.unit_hash, |unit| {
+                unit.error_rate += 0.1 * (f64::from(u8::from(failed)) - unit.error_rate);
+                if !failed {
+                    unit.latency_ms += 0.1 * (ms - unit.latency_ms);
+                    degraded = unit.cusum.observe(ms);
+                }
+            })
+            .expect("an evicting table takes every key");
+        self.state.degradations += u64::from(degraded);
         degraded
     }
 }
 
 pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut history: Local<HistoryReader>) {
+    let engine = &mut *engine;
+    let mut cursor = engine.state.cursor;
     let mut remediate: Vec<u32> = history
-        .read(&sab)
+        .read(&sab, &mut cursor)
         .iter()
         .filter(|job| engine.observe(job))
         .map(|job| job.unit_hash)
         .collect();
+    engine.state.cursor = cursor;
+    let units_table = units(&sab);
     // The unit supervisors' headers: status, and pulses since the unit's last beat. One being
     // written is read on the next pulse.
     let table = sab.supervisors();
@@ -146,10 +197,15 @@ pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut hi
             _ => degraded += 1,
         }
         let overdue = unit.silent_pulses != NO_BEAT_PROMISED && unit.silent_pulses > unit.heartbeat_limit / 2;
-        let health = engine.units.entry(unit.unit_hash).or_default();
-        let slow = health.cusum.baseline.is_some_and(|b| health.latency_ms > SLOW * b);
-        let (h, p_fail) = hazard(health.error_rate, slow, overdue);
-        health.hazard = h;
+        let mut p_fail = 0.0;
+        units_table
+            .upsert(unit.unit_hash, |health| {
+                let slow = health.cusum.baseline().is_some_and(|b| health.latency_ms > SLOW * b);
+                let (h, p) = hazard(health.error_rate, slow, overdue);
+                health.hazard = h;
+                p_fail = p;
+            })
+            .expect("an evicting table takes every key");
         if p_fail > UNHEALTHY && !remediate.contains(&unit.unit_hash) {
             remediate.push(unit.unit_hash);
         }
@@ -159,9 +215,10 @@ pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut hi
         let Some(unit) = units.iter().find(|u| u.unit_hash == unit_hash) else {
             continue;
         };
-        if let Some(health) = engine.units.get_mut(&unit_hash) {
+        if let Some(mut health) = units_table.get(&unit_hash) {
             health.cusum.s = 0.0;
             health.error_rate = 0.0;
+            units_table.insert(unit_hash, health).expect("the unit is in the table");
         }
         warn!(
             "health: unit {} is degraded; asking its supervisor to restart it",
@@ -169,12 +226,13 @@ pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut hi
         );
         let request = LifecycleRequest::for_hash(unit_hash, LifecycleAction::Restart);
         match sab.request_lifecycle(Owner::Kernel, request) {
-            Ok(()) => engine.remediations += 1,
+            Ok(()) => engine.state.remediations += 1,
             Err(e) => error!("health: the restart of {} was not requested: {e}", unit.name()),
         }
     }
-    let max_hazard = engine.units.values().map(|u| u.hazard).fold(0.0, f64::max);
-    let max_cusum = engine.units.values().map(|u| u.cusum.s).fold(0.0, f64::max);
+    let max_hazard = units_table.entries().map(|(_, u)| u.hazard).fold(0.0, f64::max);
+    let max_cusum = units_table.entries().map(|(_, u)| u.cusum.s).fold(0.0, f64::max);
+    sab.kernel_state(KernelArea::HealthState).set_header(&engine.state);
     sab.engines().publish(
         Engine::Health,
         &[
@@ -183,9 +241,9 @@ pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut hi
             zombie as f32,
             max_hazard as f32,
             max_cusum as f32,
-            engine.degradations as f32,
-            engine.remediations as f32,
-            history.cursor.lost as f32,
+            engine.state.degradations as f32,
+            engine.state.remediations as f32,
+            engine.state.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::HEALTH);
@@ -200,7 +258,7 @@ mod tests {
         for _ in 0..CUSUM_WARMUP {
             assert!(!cusum.observe(baseline));
         }
-        assert_eq!(cusum.baseline, Some(baseline));
+        assert_eq!(cusum.baseline(), Some(baseline));
         cusum
     }
 

@@ -14,9 +14,11 @@
 //!   confidence = P(B after A) in 1/255, success rate of B).
 //!
 //! Only jobs that succeeded teach latency (a refused or failed job says nothing about how long the
-//! work takes). Every table has a fixed capacity (`MAX_MODELS`, `MAX_TRANSITIONS`) and forgets the
-//! entry used longest ago when a new one needs room, so no stream of jobs grows it without limit;
-//! the job queue already refuses methods a unit does not declare.
+//! work takes). The models live in the engine's area of the SAB's kernel state (`sab::table`), so a
+//! resumed snapshot carries on learning where it stopped. Every table has a fixed capacity
+//! (`MAX_MODELS`, `MAX_TRANSITIONS`, `MAX_SOURCES`) and forgets an entry used long ago when a new
+//! one needs room (the least recently used of the slots the new key may take), so no stream of
+//! jobs grows it without limit; the job queue already refuses methods a unit does not declare.
 //!
 //! It runs when jobs finish and publishes its state record, signalling `EPOCH_LEARNING`.
 
@@ -27,7 +29,10 @@ use bevy::prelude::*;
 
 use crate::protocol::{JobStatus, MAX_SOURCES};
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, HistoryReader, JobRecord, Owner, PatternRecord, Sab};
+use crate::sab::generated as g;
+use crate::sab::kernel_state::{AREA_HEADER, KernelState};
+use crate::sab::table::KeyedTable;
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, PatternRecord, Sab};
 
 /// Weight of the previous fit after each job.
 pub const FORGET: f64 = 0.98;
@@ -43,51 +48,9 @@ pub const MAX_MODELS: usize = 1024;
 /// Transitions A → B kept (and as many "A was followed" counts).
 pub const MAX_TRANSITIONS: usize = 4096;
 
-/// A map of at most `capacity` entries that, when full, forgets the entry used longest ago.
-#[derive(Debug)]
-struct Bounded<K, V> {
-    map: HashMap<K, (V, u64)>,
-    capacity: usize,
-    clock: u64,
-    evicted: u64,
-}
-
-impl<K: std::hash::Hash + Eq + Copy, V: Default> Bounded<K, V> {
-    fn new(capacity: usize) -> Self {
-        Self {
-            map: HashMap::default(),
-            capacity,
-            clock: 0,
-            evicted: 0,
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key).map(|(value, _)| value)
-    }
-
-    /// The entry of `key`, made (default) if absent, and marked as used now.
-    fn touch(&mut self, key: K) -> &mut V {
-        self.clock += 1;
-        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
-            let oldest = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                self.map.remove(&oldest);
-                self.evicted += 1;
-            }
-        }
-        let entry = self.map.entry(key).or_insert_with(|| (V::default(), 0));
-        entry.1 = self.clock;
-        &mut entry.0
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 /// Weighted least squares of y on x with forgetting.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct LineFit {
     w: f64,
     x: f64,
@@ -128,27 +91,24 @@ impl LineFit {
 }
 
 /// A job's kind: (unit hash, method hash).
-type Key = (u32, u32);
+type Key = [u32; 2];
 
-fn key_bits((unit, method): Key) -> u32 {
+fn key_bits([unit, method]: Key) -> u32 {
     unit ^ method.rotate_left(16)
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 struct Transitions {
     count: u32,
     succeeded: u32,
 }
 
-/// The engine's models and scores.
-#[derive(Resource, Debug)]
-pub struct LearningEngine {
-    models: Bounded<Key, LineFit>,
-    /// The last job's key per source.
-    last: HashMap<u32, Key>,
-    /// Transitions A → B, and how often each A was followed by anything.
-    transitions: Bounded<(Key, Key), Transitions>,
-    followed: Bounded<Key, u32>,
+/// The engine's header in its kernel-state area: its place in the job history and its scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct LearningState {
+    pub cursor: HistoryCursor,
     pub jobs_learned: u64,
     /// Exponentially weighted mean absolute percentage error of the predictions.
     pub mean_abs_error_pct: f64,
@@ -158,41 +118,80 @@ pub struct LearningEngine {
     pub last_actual_us: f64,
     /// Sequence records written to the pattern exchange (each sequence at most once per batch).
     pub sequences_written: u64,
-    scored: u64,
+    pub scored: u64,
 }
 
-impl Default for LearningEngine {
-    fn default() -> Self {
-        Self {
-            models: Bounded::new(MAX_MODELS),
-            last: HashMap::default(),
-            transitions: Bounded::new(MAX_TRANSITIONS),
-            followed: Bounded::new(MAX_TRANSITIONS),
-            jobs_learned: 0,
-            mean_abs_error_pct: 0.0,
-            within_20pct: 0.0,
-            last_prediction_us: 0.0,
-            last_actual_us: 0.0,
-            sequences_written: 0,
-            scored: 0,
-        }
+// The tables, end to end after the header: latency models by (unit, method); transitions
+// A → B; how often each A was followed by anything; the last job's kind per source.
+const MODELS_AT: usize = 0;
+const TRANSITIONS_AT: usize = MODELS_AT + KeyedTable::<Key, LineFit>::bytes(MAX_MODELS);
+const FOLLOWED_AT: usize = TRANSITIONS_AT + KeyedTable::<[Key; 2], Transitions>::bytes(MAX_TRANSITIONS);
+const LAST_AT: usize = FOLLOWED_AT + KeyedTable::<Key, u32>::bytes(MAX_TRANSITIONS);
+const _: () =
+    assert!(AREA_HEADER + LAST_AT + KeyedTable::<u32, Key>::bytes(MAX_SOURCES) <= g::LEARNING_STATE_SIZE as usize);
+
+/// The engine: its header, and its models in its area of the SAB's kernel state.
+#[derive(Resource, Debug)]
+pub struct LearningEngine {
+    sab: Sab,
+    pub state: LearningState,
+}
+
+impl FromWorld for LearningEngine {
+    fn from_world(world: &mut World) -> Self {
+        Self::new(world.resource::<Sab>())
     }
 }
 
 impl LearningEngine {
+    /// The engine as `sab` holds it (a new one in a new SAB).
+    pub fn new(sab: &Sab) -> Self {
+        Self {
+            state: sab.kernel_state(KernelArea::LearningState).header(),
+            sab: sab.clone(),
+        }
+    }
+
+    fn area(&self) -> KernelState<'_> {
+        self.sab.kernel_state(KernelArea::LearningState)
+    }
+
+    fn models(&self) -> KeyedTable<'_, Key, LineFit> {
+        self.area().table(MODELS_AT, MAX_MODELS, true)
+    }
+
+    fn transitions(&self) -> KeyedTable<'_, [Key; 2], Transitions> {
+        self.area().table(TRANSITIONS_AT, MAX_TRANSITIONS, true)
+    }
+
+    fn followed(&self) -> KeyedTable<'_, Key, u32> {
+        self.area().table(FOLLOWED_AT, MAX_TRANSITIONS, true)
+    }
+
+    fn last(&self) -> KeyedTable<'_, u32, Key> {
+        self.area().table(LAST_AT, MAX_SOURCES, true)
+    }
+
+    /// Writes the header back to the SAB.
+    pub fn save(&self) {
+        self.area().set_header(&self.state);
+    }
+
     /// Entries in the engine's tables: latency models, transitions, and "followed" counts.
     pub fn table_sizes(&self) -> [usize; 3] {
-        [self.models.len(), self.transitions.len(), self.followed.len()]
+        [self.models().len(), self.transitions().len(), self.followed().len()]
     }
 
     /// Entries forgotten to make room, over all tables.
     pub fn evicted(&self) -> u64 {
-        self.models.evicted + self.transitions.evicted + self.followed.evicted
+        self.models().evicted() + self.transitions().evicted() + self.followed().evicted()
     }
 
     /// The predicted duration (µs) of a job of `unit`/`method` hashes with `input_bytes`.
     pub fn predict(&self, unit_hash: u32, method_hash: u32, input_bytes: u64) -> Option<f64> {
-        self.models.get(&(unit_hash, method_hash))?.predict(input_bytes as f64)
+        self.models()
+            .get(&[unit_hash, method_hash])?
+            .predict(input_bytes as f64)
     }
 
     /// Learns from one finished job; returns a sequence pattern to publish, if one is due.
@@ -201,44 +200,52 @@ impl LearningEngine {
         if status == JobStatus::Rejected {
             return None; // never ran: nothing to learn about its latency
         }
-        let key = (r.unit_hash, r.method_hash);
+        let key = [r.unit_hash, r.method_hash];
+        const TAKES: &str = "an evicting table takes every key";
         if status == JobStatus::Success {
             // The CPU time the job took, which a preemption does not inflate (the resource it
             // needs), in µs with the nanoseconds kept: whole microseconds would be a third off
             // for a 3 µs job.
             let (x, actual) = (f64::from(r.input_bytes), (r.cpu_ns as f64 / 1e3).max(0.1));
-            let fit = self.models.touch(key);
-            // Huber's weight: a job far off the line (a preempted one, typically) moves it less.
-            let mut weight = 1.0;
-            if let Some(predicted) = fit.predict(x) {
-                let error = (predicted - actual).abs() / actual;
-                let alpha = (1.0 / (self.scored as f64 + 1.0)).max(0.02);
-                self.mean_abs_error_pct += alpha * (100.0 * error - self.mean_abs_error_pct);
-                self.within_20pct += alpha * (f64::from(u8::from(error <= 0.2)) - self.within_20pct);
-                self.scored += 1;
-                (self.last_prediction_us, self.last_actual_us) = (predicted, actual);
-                let reach = HUBER * predicted.abs();
-                let off = (actual - predicted).abs();
-                if off > reach && reach > 0.0 {
-                    weight = reach / off;
-                }
-            }
-            fit.update_weighted(x, actual, weight);
-            self.jobs_learned += 1;
+            let state = &mut self.state;
+            self.sab
+                .kernel_state(KernelArea::LearningState)
+                .table::<Key, LineFit>(MODELS_AT, MAX_MODELS, true)
+                .upsert(key, |fit| {
+                    // Huber's weight: a job far off the line (a preempted one, typically) moves it less.
+                    let mut weight = 1.0;
+                    if let Some(predicted) = fit.predict(x) {
+                        let error = (predicted - actual).abs() / actual;
+                        let alpha = (1.0 / (state.scored as f64 + 1.0)).max(0.02);
+                        state.mean_abs_error_pct += alpha * (100.0 * error - state.mean_abs_error_pct);
+                        state.within_20pct += alpha * (f64::from(u8::from(error <= 0.2)) - state.within_20pct);
+                        state.scored += 1;
+                        (state.last_prediction_us, state.last_actual_us) = (predicted, actual);
+                        let reach = HUBER * predicted.abs();
+                        let off = (actual - predicted).abs();
+                        if off > reach && reach > 0.0 {
+                            weight = reach / off;
+                        }
+                    }
+                    fit.update_weighted(x, actual, weight);
+                })
+                .expect(TAKES);
+            self.state.jobs_learned += 1;
         }
 
-        // Sources name themselves: bound what is kept per source.
-        if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&r.source_hash) {
-            self.last.clear();
-        }
-        let previous = self.last.insert(r.source_hash, key)?;
-        let followed = self.followed.touch(previous);
-        *followed += 1;
-        let followed = *followed;
-        let t = self.transitions.touch((previous, key));
-        t.count += 1;
-        t.succeeded += u32::from(status == JobStatus::Success);
-        let t = *t;
+        // Sources name themselves: the table of last kinds is bounded like the others.
+        let last = self.last();
+        let previous = last.get(&r.source_hash);
+        last.insert(r.source_hash, key).expect(TAKES);
+        let previous = previous?;
+        let followed = self.followed().upsert(previous, |n| *n += 1).expect(TAKES);
+        let t = self
+            .transitions()
+            .upsert([previous, key], |t| {
+                t.count += 1;
+                t.succeeded += u32::from(status == JobStatus::Success);
+            })
+            .expect(TAKES);
         // `followed` may have been forgotten and started again after the transition: the
         // confidence is at most 1.
         let followed = followed.max(t.count);
@@ -259,7 +266,7 @@ impl LearningEngine {
 }
 
 pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mut history: Local<HistoryReader>) {
-    let jobs = history.read(&sab);
+    let jobs = history.read(&sab, &mut engine.state.cursor);
     if jobs.is_empty() {
         return;
     }
@@ -281,7 +288,7 @@ pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mu
             Ok(mut writer) => {
                 for pattern in patterns {
                     match writer.upsert(pattern) {
-                        Ok(_) => engine.sequences_written += 1,
+                        Ok(_) => engine.state.sequences_written += 1,
                         Err(e) => warn!("the learning engine could not write a sequence: {e}"),
                     }
                 }
@@ -289,18 +296,20 @@ pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mu
             Err(e) => warn!("the learning engine cannot write patterns: {e}"),
         }
     }
+    engine.save();
+    let state = engine.state;
     sab.engines().publish(
         Engine::Learning,
         &[
-            engine.jobs_learned as f32,
-            engine.models.len() as f32,
+            state.jobs_learned as f32,
+            engine.table_sizes()[0] as f32,
             engine.evicted() as f32,
-            engine.mean_abs_error_pct as f32,
-            engine.within_20pct as f32,
-            engine.last_prediction_us as f32,
-            engine.last_actual_us as f32,
-            engine.sequences_written as f32,
-            history.cursor.lost as f32,
+            state.mean_abs_error_pct as f32,
+            state.within_20pct as f32,
+            state.last_prediction_us as f32,
+            state.last_actual_us as f32,
+            state.sequences_written as f32,
+            state.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::LEARNING);
@@ -309,6 +318,7 @@ pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sab::{SabLayout, Tier};
 
     fn finished(source: u32, unit: u32, input: u32, duration: u32) -> JobRecord {
         JobRecord {
@@ -345,7 +355,7 @@ mod tests {
 
     #[test]
     fn predictions_converge_and_are_scored() {
-        let mut engine = LearningEngine::default();
+        let mut engine = LearningEngine::new(&Sab::new(SabLayout::for_tier(Tier::Light)));
         // 40 µs + 0.01 µs per byte, for sizes cycling through 1–8 KiB.
         for i in 0..200u32 {
             let input = 1024 * (i % 8 + 1);
@@ -353,9 +363,10 @@ mod tests {
         }
         let predicted = engine.predict(5, 7, 6000).unwrap();
         assert!((predicted - 100.0).abs() < 1.0, "{predicted}");
-        assert!(engine.mean_abs_error_pct < 5.0, "{}", engine.mean_abs_error_pct);
-        assert!(engine.within_20pct > 0.95, "{}", engine.within_20pct);
-        assert_eq!(engine.jobs_learned, 200);
+        let state = engine.state;
+        assert!(state.mean_abs_error_pct < 5.0, "{}", state.mean_abs_error_pct);
+        assert!(state.within_20pct > 0.95, "{}", state.within_20pct);
+        assert_eq!(state.jobs_learned, 200);
     }
 
     /// A flood of jobs of ever new units and methods from ever new sources leaves every table at
@@ -363,7 +374,7 @@ mod tests {
     /// model.
     #[test]
     fn a_flood_of_new_kinds_leaves_every_table_at_its_capacity() {
-        let mut engine = LearningEngine::default();
+        let mut engine = LearningEngine::new(&Sab::new(SabLayout::for_tier(Tier::Light)));
         for i in 0..6_000u32 {
             engine.learn(&finished(i % 3, 0x1000 + i, 100, 50));
             engine.learn(&finished(i % 3, 5, 100, 50));
@@ -382,19 +393,19 @@ mod tests {
     /// Only successful jobs teach latency: refused and failed ones are not modelled.
     #[test]
     fn failed_jobs_teach_no_latency() {
-        let mut engine = LearningEngine::default();
+        let mut engine = LearningEngine::new(&Sab::new(SabLayout::for_tier(Tier::Light)));
         for status in [JobStatus::InvalidParams, JobStatus::Failed, JobStatus::Rejected] {
             engine.learn(&JobRecord {
                 status: status.code(),
                 ..finished(1, 9, 10, 10)
             });
         }
-        assert_eq!((engine.jobs_learned, engine.table_sizes()[0]), (0, 0));
+        assert_eq!((engine.state.jobs_learned, engine.table_sizes()[0]), (0, 0));
     }
 
     #[test]
     fn a_repeated_sequence_becomes_a_pattern_with_its_confidence() {
-        let mut engine = LearningEngine::default();
+        let mut engine = LearningEngine::new(&Sab::new(SabLayout::for_tier(Tier::Light)));
         // Source 1 runs A then B three times; source 2's jobs are interleaved and do not count.
         let mut patterns = Vec::new();
         for _ in 0..3 {
@@ -405,8 +416,8 @@ mod tests {
         // A→B three times (the third publishes); B→A twice; C→C twice.
         assert_eq!(patterns.len(), 1);
         let p = patterns[0];
-        let a = key_bits((0xA, 7));
-        let b = key_bits((0xB, 7));
+        let a = key_bits([0xA, 7]);
+        let b = key_bits([0xB, 7]);
         assert_eq!({ p.pattern_id }, (u64::from(a) << 32) | u64::from(b));
         assert_eq!(
             ({ p.weight }, { p.access_count }, p.confidence, p.kind),

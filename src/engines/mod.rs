@@ -1,10 +1,9 @@
 //! The kernel's engines. Each is a system gated on an epoch that publishes its figures to the SAB
 //! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
 //! read them. They learn what happened from the SAB alone: the job history, each engine from its
-//! own cursor (a `HistoryReader` in a `Local`: an engine that falls behind the ring counts what it lost, its
-//! `history_lost` metric), and the pipeline's record; they act through it too (the admission table,
-//! lifecycle requests). Their models and baselines still live in Bevy resources; moving them into
-//! the SAB is the rest of the issue "Parts meet only in the SAB".
+//! own cursor (an engine that falls behind the ring counts what it lost, its `history_lost`
+//! metric), and the pipeline's record; they act through it too (the admission table,
+//! lifecycle requests).
 //!
 //! - `security`: the settings of the SAB's admission table, which the kernel checks every job
 //!   against (per-unit input limits, token buckets per source), anomaly detection on finished jobs,
@@ -18,6 +17,10 @@
 //!
 //! They run after the supervisor tree, so the jobs the pipeline resolved in a tick reach them in
 //! the same tick.
+//!
+//! Their models, counters and history cursors live in their areas of the SAB's kernel state
+//! (`sab::kernel_state`): each engine's resource is a cache of its area, loaded when the app is
+//! built, so an engine on a resumed snapshot carries on from its saved state.
 
 pub mod health;
 pub mod learning;
@@ -37,10 +40,12 @@ pub struct EngineSystems;
 
 impl Plugin for EnginesPlugin {
     fn build(&self, app: &mut App) {
-        security::configure_admission(app.world().resource::<Sab>());
+        let sab = app.world().resource::<Sab>();
+        security::configure_admission(sab);
+        let scheduling = scheduling::SchedulingEngine::load(sab);
         app.init_resource::<security::SecurityEngine>()
             .init_resource::<learning::LearningEngine>()
-            .init_resource::<scheduling::SchedulingEngine>()
+            .insert_resource(scheduling)
             .init_resource::<health::HealthEngine>()
             .init_resource::<optimisation::OptimisationEngine>()
             .add_systems(

@@ -13,10 +13,14 @@ use bevy::prelude::*;
 
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab};
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab};
 
-#[derive(Resource, Default, Debug, Clone, Copy, PartialEq)]
+/// The engine's figures, kept in its kernel-state area (its header) so a resumed snapshot carries
+/// them on.
+#[derive(Resource, Default, Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct SchedulingEngine {
+    pub cursor: HistoryCursor,
     pub finished: u64,
     pub with_deadline: u64,
     pub deadline_met: u64,
@@ -25,6 +29,11 @@ pub struct SchedulingEngine {
 }
 
 impl SchedulingEngine {
+    /// The engine as `sab` holds it.
+    pub fn load(sab: &Sab) -> Self {
+        sab.kernel_state(KernelArea::SchedulingState).header()
+    }
+
     pub fn observe(&mut self, r: &JobRecord) {
         if r.refusal != 0 {
             return; // refused at submission: never queued
@@ -50,9 +59,12 @@ impl SchedulingEngine {
 }
 
 pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>, mut history: Local<HistoryReader>) {
-    for job in history.read(&sab) {
+    let mut cursor = engine.cursor;
+    for job in history.read(&sab, &mut cursor) {
         engine.observe(job);
     }
+    engine.cursor = cursor;
+    sab.kernel_state(KernelArea::SchedulingState).set_header(&*engine);
     // The pipeline's counters as the kernel last published them (zero until it has).
     let pipeline = sab.pipeline().read().unwrap_or_default();
     sab.engines().publish(
@@ -64,7 +76,7 @@ pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>
             engine.hit_rate() as f32,
             pipeline.queued as f32,
             engine.mean_wait_us as f32,
-            history.cursor.lost as f32,
+            engine.cursor.lost as f32,
         ],
     );
     sab.epochs().signal(EpochIndex::SCHEDULING);

@@ -9,26 +9,30 @@
 //!   weighted mean and variance of the log of the execution time and of the log of the output/input
 //!   size ratio; after a warm-up, a z-score beyond the limit is an anomaly (a unit that suddenly
 //!   answers 1 000 bytes per input byte, a decompression bomb, is one). Anomalies do not move the
-//!   baseline.
+//!   baseline. The baselines and counters live in the engine's area of the SAB's kernel state, so a
+//!   resumed snapshot keeps them.
 //! - **Audit**: refusals (history records the kernel marked refused) and anomalies become 64-byte
 //!   records in the SAB's audit log; the admission counters and the engine's go to its state
 //!   record, and it signals `EPOCH_SECURITY`.
-
-use bevy::platform::collections::HashMap;
 
 use bevy::prelude::*;
 
 use crate::protocol::{DEFAULT_BURST, DEFAULT_PER_SECOND, JobStatus};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
+use crate::sab::generated as g;
+use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::patterns::Refused;
-use crate::sab::{EpochIndex, HistoryReader, JobRecord, Sab, now_ms};
+use crate::sab::table::KeyedTable;
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab, now_ms};
 
 /// A streaming mean and variance with exponential forgetting, for z-scores.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct Ewma {
     pub mean: f64,
     pub variance: f64,
     pub samples: u32,
+    reserved: u32,
 }
 
 impl Ewma {
@@ -71,22 +75,58 @@ impl Default for DetectorConfig {
 }
 
 /// The per-unit baselines of the anomaly detector.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 struct Baseline {
     log_duration: Ewma,
     log_ratio: Ewma,
 }
 
-/// The detector's state and counters.
-#[derive(Resource, Default, Debug)]
-pub struct SecurityEngine {
-    pub config: DetectorConfig,
-    baselines: HashMap<u32, Baseline>,
+/// Units with a baseline (a table in the engine's kernel-state area; the least recently used one
+/// makes room).
+pub const MAX_BASELINES: usize = 512;
+const _: () =
+    assert!(AREA_HEADER + KeyedTable::<u32, Baseline>::bytes(MAX_BASELINES) <= g::SECURITY_STATE_SIZE as usize);
+
+/// The engine's header in its kernel-state area.
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct SecurityState {
+    pub cursor: HistoryCursor,
     pub duration_anomalies: u64,
     pub ratio_anomalies: u64,
 }
 
+/// The detector: its settings, and its header and baselines in the SAB.
+#[derive(Resource, Debug)]
+pub struct SecurityEngine {
+    pub config: DetectorConfig,
+    pub state: SecurityState,
+    sab: Sab,
+}
+
+impl FromWorld for SecurityEngine {
+    fn from_world(world: &mut World) -> Self {
+        Self::new(world.resource::<Sab>())
+    }
+}
+
 impl SecurityEngine {
+    /// The detector as `sab` holds it, with the default settings.
+    pub fn new(sab: &Sab) -> Self {
+        Self {
+            config: DetectorConfig::default(),
+            state: sab.kernel_state(KernelArea::SecurityState).header(),
+            sab: sab.clone(),
+        }
+    }
+
+    fn baselines(&self) -> KeyedTable<'_, u32, Baseline> {
+        self.sab
+            .kernel_state(KernelArea::SecurityState)
+            .table(0, MAX_BASELINES, true)
+    }
+
     /// Checks one finished job against its unit's baselines; returns the anomalies found.
     pub fn observe(&mut self, record: &JobRecord) -> Vec<AuditRecord> {
         let config = &self.config;
@@ -94,7 +134,7 @@ impl SecurityEngine {
         if JobStatus::from_code(record.status).is_none_or(|s| matches!(s, JobStatus::Rejected | JobStatus::Timeout)) {
             return Vec::new();
         }
-        let baseline = self.baselines.entry(record.unit_hash).or_default();
+        let mut baseline = self.baselines().get(&record.unit_hash).unwrap_or_default();
         let log_duration = (record.execution_ns as f64 / 1e3).max(1.0).ln();
         let log_ratio = ((f64::from(record.output_bytes) + 1.0) / (f64::from(record.input_bytes) + 1.0)).log2();
         let audit = |kind: AuditKind, z: f64| AuditRecord {
@@ -114,17 +154,20 @@ impl SecurityEngine {
         let z_duration = baseline.log_duration.z(log_duration, 0.5);
         let z_ratio = baseline.log_ratio.z(log_ratio, 0.25);
         if warm && z_duration.abs() > config.z_limit {
-            self.duration_anomalies += 1;
+            self.state.duration_anomalies += 1;
             anomalies.push(audit(AuditKind::DurationAnomaly, z_duration));
         } else {
             baseline.log_duration.update(log_duration, config.alpha);
         }
         if warm && z_ratio.abs() > config.z_limit {
-            self.ratio_anomalies += 1;
+            self.state.ratio_anomalies += 1;
             anomalies.push(audit(AuditKind::RatioAnomaly, z_ratio));
         } else {
             baseline.log_ratio.update(log_ratio, config.alpha);
         }
+        self.baselines()
+            .insert(record.unit_hash, baseline)
+            .expect("an evicting table takes every key");
         anomalies
     }
 }
@@ -164,7 +207,8 @@ fn refusal_audit(sab: &Sab, record: &JobRecord) -> Option<AuditRecord> {
 /// finished jobs, and writes the audit log and the engine record.
 pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mut history: Local<HistoryReader>) {
     let mut records = Vec::new();
-    for job in history.read(&sab) {
+    let engine = &mut *engine;
+    for job in history.read(&sab, &mut engine.state.cursor) {
         match refusal_audit(&sab, job) {
             Some(audit) => records.push(audit),
             None => records.extend(engine.observe(job)),
@@ -174,6 +218,10 @@ pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mu
     if !records.is_empty() {
         log.append(&records);
     }
+    engine
+        .sab
+        .kernel_state(KernelArea::SecurityState)
+        .set_header(&engine.state);
     let admission = sab.admission().stats();
     sab.engines().publish(
         Engine::Security,
@@ -181,10 +229,10 @@ pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mu
             admission.admitted as f32,
             admission.rate_limited as f32,
             admission.too_large as f32,
-            engine.duration_anomalies as f32,
-            engine.ratio_anomalies as f32,
+            engine.state.duration_anomalies as f32,
+            engine.state.ratio_anomalies as f32,
             log.total() as f32,
-            history.cursor.lost as f32,
+            engine.state.cursor.lost as f32,
             admission.malformed as f32,
             admission.sources as f32,
         ],

@@ -229,6 +229,12 @@ impl<'a> Arena<'a> {
         Ok(())
     }
 
+    /// Releases the allocator's lock, whoever holds it: for a SAB whose writers are gone
+    /// (`Sab::adopt`).
+    pub(crate) fn release_lock(&self) {
+        self.header()[H_LOCK].store(0, Ordering::Release);
+    }
+
     fn lock(&self) -> LockedArena<'a> {
         let lock = &self.header()[H_LOCK];
         let backoff = crossbeam::utils::Backoff::new();

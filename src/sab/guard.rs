@@ -298,6 +298,14 @@ impl<'a> RegionGuards<'a> {
             .expect("the guard table lies inside every SAB")
     }
 
+    /// Releases every single-writer lock, whoever holds it: for a SAB whose writers are gone
+    /// (`Sab::adopt`).
+    pub(crate) fn release_all(&self) {
+        for region in GuardRegion::ALL {
+            self.words(region)[LOCK].store(0, Ordering::Release);
+        }
+    }
+
     /// The entry of `region` as it is now.
     pub fn entry(&self, region: GuardRegion) -> GuardEntry {
         let w = self.words(region);

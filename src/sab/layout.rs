@@ -124,6 +124,23 @@ pub mod regions {
         g::STREAM_CONTROL_SIZE,
     );
 
+    /// The areas of a tier's kernel state, at offsets relative to its start.
+    pub const KERNEL_AREAS: [Region; 9] = [
+        Region::new("job_table", g::JOB_TABLE_OFFSET, g::JOB_TABLE_SIZE),
+        Region::new("workflow_table", g::WORKFLOW_TABLE_OFFSET, g::WORKFLOW_TABLE_SIZE),
+        Region::new("chunk_index", g::CHUNK_INDEX_OFFSET, g::CHUNK_INDEX_SIZE),
+        Region::new("tree_state", g::TREE_STATE_OFFSET, g::TREE_STATE_SIZE),
+        Region::new("learning_state", g::LEARNING_STATE_OFFSET, g::LEARNING_STATE_SIZE),
+        Region::new("security_state", g::SECURITY_STATE_OFFSET, g::SECURITY_STATE_SIZE),
+        Region::new("health_state", g::HEALTH_STATE_OFFSET, g::HEALTH_STATE_SIZE),
+        Region::new(
+            "optimisation_state",
+            g::OPTIMISATION_STATE_OFFSET,
+            g::OPTIMISATION_STATE_SIZE,
+        ),
+        Region::new("scheduling_state", g::SCHEDULING_STATE_OFFSET, g::SCHEDULING_STATE_SIZE),
+    ];
+
     /// Top-level regions below the arena, in address order.
     pub const LOW: [Region; 19] = [
         EPOCHS,
@@ -168,6 +185,34 @@ pub enum Tier {
     Dedicated,
 }
 
+/// The areas of the kernel state (`regions::KERNEL_AREAS`, in the same order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelArea {
+    JobTable,
+    WorkflowTable,
+    ChunkIndex,
+    TreeState,
+    LearningState,
+    SecurityState,
+    HealthState,
+    OptimisationState,
+    SchedulingState,
+}
+
+impl KernelArea {
+    pub const ALL: [KernelArea; 9] = [
+        KernelArea::JobTable,
+        KernelArea::WorkflowTable,
+        KernelArea::ChunkIndex,
+        KernelArea::TreeState,
+        KernelArea::LearningState,
+        KernelArea::SecurityState,
+        KernelArea::HealthState,
+        KernelArea::OptimisationState,
+        KernelArea::SchedulingState,
+    ];
+}
+
 /// Everything the schema says about one tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TierSpec {
@@ -179,11 +224,14 @@ pub struct TierSpec {
     pub matrix_buffers: [Region; 2],
     /// One 188-byte gene record per bird, written by the boids supervisor each generation.
     pub gene_buffer: Region,
+    /// Everything the kernel knows (`kernelState*` in the schema): the job table, workflows, the
+    /// chunk index, the supervisor tree and the engines' models.
+    pub kernel_state: Region,
     pub arena_heap_offset: usize,
 }
 
 macro_rules! tier_spec {
-    ($tier:expr, $size:expr, $rec:expr, $max:expr, $ba:expr, $bb:expr, $bs:expr, $ma:expr, $mb:expr, $ms:expr, $go:expr, $gs:expr, $heap:expr) => {
+    ($tier:expr, $size:expr, $rec:expr, $max:expr, $ba:expr, $bb:expr, $bs:expr, $ma:expr, $mb:expr, $ms:expr, $go:expr, $gs:expr, $ks:expr, $heap:expr) => {
         TierSpec {
             tier: $tier,
             sab_size: $size as usize,
@@ -198,6 +246,7 @@ macro_rules! tier_spec {
                 Region::new("matrix_buffer_b", $mb, $ms),
             ],
             gene_buffer: Region::new("gene_buffer", $go, $gs),
+            kernel_state: Region::new("kernel_state", $ks, g::KERNEL_STATE_SIZE),
             arena_heap_offset: $heap as usize,
         }
     };
@@ -217,6 +266,7 @@ const TIERS: [TierSpec; 4] = [
         g::LIGHT_MATRIX_BUFFER_SIZE,
         g::LIGHT_GENE_BUFFER_OFFSET,
         g::LIGHT_GENE_BUFFER_SIZE,
+        g::LIGHT_KERNEL_STATE_OFFSET,
         g::LIGHT_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -232,6 +282,7 @@ const TIERS: [TierSpec; 4] = [
         g::MODERATE_MATRIX_BUFFER_SIZE,
         g::MODERATE_GENE_BUFFER_OFFSET,
         g::MODERATE_GENE_BUFFER_SIZE,
+        g::MODERATE_KERNEL_STATE_OFFSET,
         g::MODERATE_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -247,6 +298,7 @@ const TIERS: [TierSpec; 4] = [
         g::HEAVY_MATRIX_BUFFER_SIZE,
         g::HEAVY_GENE_BUFFER_OFFSET,
         g::HEAVY_GENE_BUFFER_SIZE,
+        g::HEAVY_KERNEL_STATE_OFFSET,
         g::HEAVY_ARENA_HEAP_OFFSET
     ),
     tier_spec!(
@@ -262,6 +314,7 @@ const TIERS: [TierSpec; 4] = [
         g::DEDICATED_MATRIX_BUFFER_SIZE,
         g::DEDICATED_GENE_BUFFER_OFFSET,
         g::DEDICATED_GENE_BUFFER_SIZE,
+        g::DEDICATED_KERNEL_STATE_OFFSET,
         g::DEDICATED_ARENA_HEAP_OFFSET
     ),
 ];
@@ -395,6 +448,15 @@ impl SabLayout {
         }
     }
 
+    /// One area of the kernel state, at its place in this SAB.
+    pub fn kernel_area(&self, area: KernelArea) -> Region {
+        let relative = regions::KERNEL_AREAS[area as usize];
+        Region {
+            offset: self.spec().kernel_state.offset + relative.offset,
+            ..relative
+        }
+    }
+
     /// Every region with its parent, in address order within each level.
     pub fn regions(&self) -> Vec<RegionNode> {
         let spec = self.spec();
@@ -419,9 +481,15 @@ impl SabLayout {
                 spec.matrix_buffers[0],
                 spec.matrix_buffers[1],
                 spec.gene_buffer,
+                spec.kernel_state,
                 self.arena_heap(),
             ]
             .map(under(arena)),
+        );
+        nodes.extend(
+            KernelArea::ALL
+                .map(|area| self.kernel_area(area))
+                .map(under(spec.kernel_state)),
         );
         nodes.extend(regions::ARENA_METADATA_PARTS.map(under(regions::ARENA_METADATA)));
         nodes.extend(

@@ -28,6 +28,8 @@ pub mod genes;
 pub mod generated;
 pub mod guard;
 pub mod heartbeats;
+pub mod job_table;
+pub mod kernel_state;
 pub mod layout;
 pub mod lifecycle;
 mod memory;
@@ -40,6 +42,7 @@ mod seqlock;
 pub mod snapshot;
 pub mod stream;
 pub mod supervisors;
+pub mod table;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,7 +54,7 @@ use serde::Serialize;
 pub use arena::{Arena, ArenaBlock, ArenaError};
 pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
 pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
-pub use layout::{Region, SabLayout, Tier};
+pub use layout::{KernelArea, Region, SabLayout, Tier};
 pub use memory::AccessError;
 pub use obstacles::{ObstacleRecord, ObstacleShape, ObstacleTable};
 pub use patterns::{HistoryCursor, HistoryReader, JobHistory, JobRecord, PatternExchange, PatternRecord};
@@ -221,6 +224,25 @@ impl Sab {
         admission::AdmissionTable::new(self)
     }
 
+    pub fn kernel_state(&self, area: KernelArea) -> kernel_state::KernelState<'_> {
+        kernel_state::KernelState::new(self, area)
+    }
+
+    pub fn job_table(&self) -> job_table::JobTable<'_> {
+        job_table::JobTable::new(self)
+    }
+
+    /// Takes over a SAB whose processes are gone (a resumed snapshot): releases every claim they
+    /// held (ring consumers, single-writer guard locks, the arena's lock) so that this process's
+    /// parts can take them again. Only for a SAB that no live process uses.
+    pub fn adopt(&self) {
+        for id in RingId::ALL {
+            self.ring(id).core().release_consumer();
+        }
+        self.guards().release_all();
+        self.arena().release_lock();
+    }
+
     pub fn pipeline(&self) -> pipeline::PipelineState<'_> {
         pipeline::PipelineState::new(self)
     }
@@ -284,6 +306,28 @@ impl Sab {
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessError> {
         self.memory().copy_out(offset, dst)
     }
+
+    /// Writes `bytes` of any length at `offset` (4-aligned); the last word's bytes past the end
+    /// are zeroed. For blocks the caller owns.
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result<(), AccessError> {
+        let whole = bytes.len() / 4 * 4;
+        self.memory().copy_in(offset, &bytes[..whole])?;
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.memory().copy_in(offset + whole, &tail)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` (4-aligned) into `out`, replacing its contents.
+    pub fn read_bytes(&self, offset: usize, len: usize, out: &mut Vec<u8>) -> Result<(), AccessError> {
+        out.clear();
+        out.resize(len.next_multiple_of(4), 0);
+        let read = self.memory().copy_out(offset, out);
+        out.truncate(if read.is_ok() { len } else { 0 });
+        read
+    }
 }
 
 /// Milliseconds of wall-clock time (since the Unix epoch), the time base of the SAB's deadlines
@@ -310,6 +354,15 @@ pub fn now_ms() -> u64 {
 /// the kernel ready.
 pub struct SabPlugin {
     pub layout: SabLayout,
+}
+
+impl std::fmt::Debug for Sab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sab")
+            .field("layout", self.layout())
+            .field("base_address", &format_args!("{:#x}", self.base_address()))
+            .finish()
+    }
 }
 
 impl Plugin for SabPlugin {

@@ -264,8 +264,10 @@ const RECORD_SIZE: usize = offset_of!(JobHistoryHeader, record_size) / 4;
 
 /// Where one reader of the job history stands: the sequence number of the next record it reads
 /// (records are numbered from 0 in the order written; the header's `total` is the next number),
-/// and how many records the ring overwrote before this reader read them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// and how many records the ring overwrote before this reader read them. Readers keep it in their
+/// kernel-state header, so a resumed reader carries on where it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct HistoryCursor {
     pub next: u64,
     pub lost: u64,
@@ -287,22 +289,17 @@ impl Refused {
     }
 }
 
-/// A reader of the job history that keeps its place and its buffer: one per consumer.
+/// A reader's buffer for the job history (its place is a [`HistoryCursor`] it keeps).
 #[derive(Debug, Default)]
 pub struct HistoryReader {
-    pub cursor: HistoryCursor,
     records: Vec<JobRecord>,
 }
 
 impl HistoryReader {
-    /// The records written since the last read, oldest first. None when writers kept disturbing
-    /// the copy: the cursor stays, and they come with the next read.
-    pub fn read(&mut self, sab: &Sab) -> &[JobRecord] {
-        if sab
-            .job_history()
-            .read_since(&mut self.cursor, &mut self.records)
-            .is_none()
-        {
+    /// The records written since `cursor`, oldest first, moving it on. None when writers kept
+    /// disturbing the copy: the cursor stays, and they come with the next read.
+    pub fn read(&mut self, sab: &Sab, cursor: &mut HistoryCursor) -> &[JobRecord] {
+        if sab.job_history().read_since(cursor, &mut self.records).is_none() {
             self.records.clear();
         }
         &self.records

@@ -150,6 +150,14 @@ impl Sab {
         Ok(header)
     }
 
+    /// Loads a snapshot to carry on the system it holds: [`Sab::read_snapshot`], then
+    /// [`Sab::adopt`] (the claims of the process that took it are released).
+    pub fn resume(path: &Path) -> Result<Sab, SnapshotError> {
+        let (sab, _) = Self::read_snapshot(path)?;
+        sab.adopt();
+        Ok(sab)
+    }
+
     /// Loads a snapshot into a new SAB, refusing any file whose header or hash is wrong.
     pub fn read_snapshot(path: &Path) -> Result<(Sab, SnapshotHeader), SnapshotError> {
         let file = File::open(path).map_err(io_err("open", path))?;

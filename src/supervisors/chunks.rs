@@ -4,31 +4,57 @@
 //! Both ends of every range are checked: a range must lie inside the arena's data pages (the
 //! SAB's user-data space, so a syscall can never overwrite kernel regions such as the registry,
 //! the rings or the streams, nor the allocator's own tables), its end must not overflow, and
-//! offsets and lengths are whole 4-byte words (the SAB moves words). The original checked only that a destination started past the
-//! arena's start. Chunks are verified against their hash both when stored and when fetched.
+//! offsets and lengths are whole 4-byte words (the SAB moves words). The original checked only that
+//! a destination started past the arena's start. Chunks are verified against their hash both when
+//! stored and when fetched.
+//!
+//! The store is in the SAB: each chunk's bytes in an arena block (so a chunk is at most the
+//! arena's largest block, 1 MiB), and the index (hash → block, length, expiry) a keyed table in
+//! the kernel state, so a resumed snapshot keeps every chunk.
 
-use std::collections::HashMap;
-
-use bevy::prelude::Resource;
+use bevy::prelude::{FromWorld, Resource, World};
 
 use crate::protocol::{SabRange, Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
-use crate::sab::Sab;
 use crate::sab::arena::UserRangeError;
+use crate::sab::generated as g;
+use crate::sab::kernel_state::AREA_HEADER;
+use crate::sab::table::KeyedTable;
+use crate::sab::{KernelArea, Owner, Sab};
 
 /// The store's default capacity.
 pub const DEFAULT_CAPACITY: usize = 64 << 20;
+/// Chunks the index holds.
+pub const MAX_CHUNKS: usize = g::CHUNK_SLOTS as usize;
 
-/// Chunks by BLAKE3 hash, with their expiry (ms since the Unix epoch; `None` = never).
+/// A chunk in the index: its arena block, length and expiry (ms since the Unix epoch; 0 = never).
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct ChunkEntry {
+    expires_ms: u64,
+    block: u32,
+    len: u32,
+}
+const _: () =
+    assert!(AREA_HEADER + KeyedTable::<[u8; 32], ChunkEntry>::bytes(MAX_CHUNKS) <= g::CHUNK_INDEX_SIZE as usize);
+
+/// The index's header: bytes held.
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct ChunkHeader {
+    bytes: u64,
+}
+
+/// Chunks by BLAKE3 hash. The index is a table in the SAB's kernel state and each chunk's bytes
+/// an arena block, so a resumed snapshot keeps every chunk; this resource only holds the capacity.
 #[derive(Resource, Debug)]
 pub struct ChunkStore {
-    chunks: HashMap<[u8; 32], (Vec<u8>, Option<u64>)>,
-    bytes: usize,
+    sab: Sab,
     capacity: usize,
 }
 
-impl Default for ChunkStore {
-    fn default() -> Self {
-        Self::with_capacity(DEFAULT_CAPACITY)
+impl FromWorld for ChunkStore {
+    fn from_world(world: &mut World) -> Self {
+        Self::new(world.resource::<Sab>())
     }
 }
 
@@ -36,36 +62,59 @@ impl Default for ChunkStore {
 struct Refusal(SyscallStatus, String);
 
 impl ChunkStore {
-    pub fn with_capacity(capacity: usize) -> Self {
+    /// The store of `sab`'s chunks, at the default capacity.
+    pub fn new(sab: &Sab) -> Self {
+        Self::with_capacity(sab, DEFAULT_CAPACITY)
+    }
+
+    pub fn with_capacity(sab: &Sab, capacity: usize) -> Self {
         Self {
-            chunks: HashMap::new(),
-            bytes: 0,
+            sab: sab.clone(),
             capacity,
         }
     }
 
+    fn index(&self) -> KeyedTable<'_, [u8; 32], ChunkEntry> {
+        self.sab
+            .kernel_state(KernelArea::ChunkIndex)
+            .table(0, MAX_CHUNKS, false)
+    }
+
     pub fn len(&self) -> usize {
-        self.chunks.len()
+        self.index().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.len() == 0
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.sab
+            .kernel_state(KernelArea::ChunkIndex)
+            .header::<ChunkHeader>()
+            .bytes as usize
+    }
+
+    fn set_bytes(&self, bytes: usize) {
+        self.sab
+            .kernel_state(KernelArea::ChunkIndex)
+            .set_header(&ChunkHeader { bytes: bytes as u64 });
     }
 
     fn drop_expired(&mut self, now_ms: u64) {
-        let bytes = &mut self.bytes;
-        self.chunks.retain(|_, (data, expires)| {
-            let keep = expires.is_none_or(|t| now_ms < t);
-            if !keep {
-                *bytes -= data.len();
-            }
-            keep
-        });
+        let index = self.index();
+        let expired: Vec<([u8; 32], ChunkEntry)> = index
+            .entries()
+            .filter(|(_, chunk)| chunk.expires_ms != 0 && now_ms >= chunk.expires_ms)
+            .collect();
+        let mut bytes = self.bytes();
+        for (key, chunk) in expired {
+            index.remove(&key);
+            let _ = self.sab.arena().free(chunk.block as usize, Owner::Kernel);
+            bytes -= chunk.len as usize;
+        }
+        self.set_bytes(bytes);
     }
 
     /// Handles a chunk syscall at time `now_ms`; any other syscall is answered `InvalidRequest`.
@@ -116,22 +165,48 @@ impl ChunkStore {
             ));
         }
         self.drop_expired(now_ms);
-        let expires = (ttl_seconds > 0).then(|| now_ms.saturating_add(u64::from(ttl_seconds) * 1000));
-        if let Some((_, old_expiry)) = self.chunks.get_mut(&hash) {
-            // The same bytes again: keep one copy, with the later expiry.
-            *old_expiry = old_expiry.zip(expires).map(|(a, b)| a.max(b));
+        let expires = match ttl_seconds {
+            0 => 0,
+            ttl => now_ms.saturating_add(u64::from(ttl) * 1000),
+        };
+        let index = self.index();
+        if let Some(mut chunk) = index.get(&hash) {
+            // The same bytes again: keep one copy, with the later expiry (0, never, is latest).
+            chunk.expires_ms = if chunk.expires_ms == 0 || expires == 0 {
+                0
+            } else {
+                chunk.expires_ms.max(expires)
+            };
+            index.insert(hash, chunk).expect("the key is in the index");
         } else {
-            if self.bytes + len > self.capacity {
+            let held = self.bytes();
+            if held + len > self.capacity {
                 return Err(Refusal(
                     SyscallStatus::InternalError,
-                    format!(
-                        "the chunk store is full ({} of {} bytes in use)",
-                        self.bytes, self.capacity
-                    ),
+                    format!("the chunk store is full ({held} of {} bytes in use)", self.capacity),
                 ));
             }
-            self.bytes += len;
-            self.chunks.insert(hash, (data, expires));
+            let block = sab.arena().alloc(len.max(4), Owner::Kernel).map_err(|e| {
+                Refusal(
+                    SyscallStatus::InternalError,
+                    format!("no room in the SAB for a {len}-byte chunk: {e}"),
+                )
+            })?;
+            sab.write(block.offset, &data)
+                .expect("an arena block lies inside the SAB");
+            let entry = ChunkEntry {
+                expires_ms: expires,
+                block: block.offset as u32,
+                len: len as u32,
+            };
+            if index.insert(hash, entry).is_err() {
+                let _ = sab.arena().free(block.offset, Owner::Kernel);
+                return Err(Refusal(
+                    SyscallStatus::InternalError,
+                    format!("the chunk index is full ({MAX_CHUNKS} chunks)"),
+                ));
+            }
+            self.set_bytes(held + len);
         }
         Ok(SyscallResult::StoreChunk {
             hash: hash.to_vec(),
@@ -148,26 +223,28 @@ impl ChunkStore {
         })?;
         let (offset, room) = checked_range(sab, destination)?;
         self.drop_expired(now_ms);
-        let (data, _) = self
-            .chunks
+        let chunk = self
+            .index()
             .get(&key)
             .ok_or_else(|| Refusal(SyscallStatus::NotFound, "no chunk has this hash".into()))?;
-        if data.len() > room {
+        let len = chunk.len as usize;
+        if len > room {
             return Err(Refusal(
                 SyscallStatus::OutOfBounds,
-                format!("the chunk is {} bytes; the destination holds {room}", data.len()),
+                format!("the chunk is {len} bytes; the destination holds {room}"),
             ));
         }
-        if *blake3::hash(data).as_bytes() != key {
+        let mut data = Vec::new();
+        if sab.read_bytes(chunk.block as usize, len, &mut data).is_err() || *blake3::hash(&data).as_bytes() != key {
             return Err(Refusal(
                 SyscallStatus::InternalError,
                 "the stored chunk no longer matches its hash".into(),
             ));
         }
-        sab.write(offset, data)
+        sab.write(offset, &data)
             .map_err(|e| Refusal(SyscallStatus::OutOfBounds, e.to_string()))?;
         Ok(SyscallResult::FetchChunk {
-            bytes: data.len() as u64,
+            bytes: len as u64,
             hash_verified: true,
         })
     }

@@ -17,12 +17,18 @@
 //!   taken (`take_result`), and recorded in the SAB's job history.
 //! - A job still unanswered after its timeout (a monotonic clock) is resolved `Timeout`; if it was
 //!   still queued it is never sent, and a late result for it is counted (`unmatched`) and dropped.
+//! - Every job lives in the SAB's job table (`sab::job_table`) from submission until its result is
+//!   taken: its record and frame while it waits or runs, its result's frame once answered. The
+//!   ready queue, the in-flight window, the timeouts and the results map are caches of that table;
+//!   a kernel started on a resumed SAB rebuilds them from it ([`JobQueue::from_sab`]). Jobs that
+//!   were on their way to a unit (sent, not answered) are sent again, and the first result to come
+//!   back answers them: a job is answered exactly once, and may run twice across a resume.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use bevy::platform::collections::HashMap;
 use bevy::platform::collections::hash_map::Entry;
+use bevy::platform::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bevy::platform::cell::SyncCell;
@@ -32,9 +38,11 @@ use bevy::prelude::*;
 use crate::protocol::{FrameError, GateError, Job, JobOutcome, JobStatus, OVERFLOW_SOURCE, OutboxFrame, source_of};
 use crate::pulse::PulseSystems;
 use crate::sab::admission::Refusal;
+use crate::sab::job_table::{JobSlot, JobState, SLOTS};
 use crate::sab::patterns::{JOB_HISTORY_CAPACITY, Refused};
 use crate::sab::pipeline::PipelineRecord;
 use crate::sab::ring::{RingConsumer, RingProducer};
+use crate::sab::supervisors::{BreakerState, Lifecycle, ROLE_UNIT};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
 use crate::supervisors::syscalls::SyscallInbox;
 
@@ -61,6 +69,10 @@ pub enum SubmitError {
     CircuitOpen(String),
     #[error(transparent)]
     Refused(#[from] GateError),
+    #[error("the job table is full: {capacity} jobs are queued, in flight or waiting to be taken")]
+    QueueFull { capacity: usize },
+    #[error("the job's frame has no room in the SAB: {0}")]
+    NoRoom(String),
 }
 
 /// What the queue does with a unit's jobs, set by the unit's supervisor (`tree`). A unit without
@@ -76,6 +88,19 @@ pub enum Admission {
     CircuitOpen,
     /// The same, for a stopped unit.
     Refuse,
+}
+
+impl Admission {
+    /// What a unit's supervisor state means for its jobs.
+    pub fn of(lifecycle: Lifecycle, breaker: BreakerState) -> Self {
+        match (lifecycle, breaker) {
+            (Lifecycle::Stopped, _) => Admission::Refuse,
+            (_, BreakerState::Open) => Admission::CircuitOpen,
+            (Lifecycle::Paused | Lifecycle::Restarting, _) => Admission::Hold,
+            (Lifecycle::Running, BreakerState::HalfOpen) => Admission::Probe,
+            (Lifecycle::Running, BreakerState::Closed) => Admission::Accept,
+        }
+    }
 }
 
 /// How a job's place in the queue is scored (seed 000's scheduling engine): its priority, plus
@@ -114,9 +139,10 @@ impl SchedulingPolicy {
 const SPARE_FRAMES: usize = 4096;
 const SPARE_FRAME_BYTES: usize = 1024;
 
-/// A frame waiting to be sent.
+/// A frame waiting to be sent (a copy of its job table slot's).
 struct Queued {
     wire: u64,
+    slot: u32,
     unit_hash: u32,
     frame: Vec<u8>,
 }
@@ -180,12 +206,16 @@ struct InFlightTable {
 }
 
 impl InFlightTable {
+    /// Inserts a job with a wire id above every one inserted before (gaps are left empty).
     fn insert(&mut self, wire: u64, job: InFlight) {
         if self.live == 0 {
             self.slots.clear();
             self.first = wire;
         }
-        debug_assert_eq!(wire, self.first + self.slots.len() as u64, "wire ids are sequential");
+        debug_assert!(wire >= self.first + self.slots.len() as u64, "wire ids grow");
+        while self.first + (self.slots.len() as u64) < wire {
+            self.slots.push_back(None);
+        }
         self.slots.push_back(Some(job));
         self.live += 1;
     }
@@ -214,13 +244,19 @@ impl InFlightTable {
 /// A caller's job id: in flight, or resolved with a result not yet taken.
 enum Call {
     Pending,
-    /// Boxed: the map stays small (an outcome is ~150 bytes) while many jobs are in flight.
-    Done(Box<JobOutcome>),
+    /// The result is in job table slot `slot`; `outcome` is its decoded copy (absent after a
+    /// resume: decoded from the slot when taken). Boxed: the map stays small (an outcome is ~150
+    /// bytes) while many jobs are in flight.
+    Done {
+        slot: u32,
+        outcome: Option<Box<JobOutcome>>,
+    },
 }
 
 /// A job between submission and result, by wire id.
 struct InFlight {
     id: u64,
+    slot: u32,
     unit_hash: u32,
     method_hash: u32,
     source_hash: u32,
@@ -276,6 +312,10 @@ pub struct JobQueue {
     admission: HashMap<u32, Admission>,
     /// Jobs in flight per unit.
     unit_in_flight: HashMap<u32, u32>,
+    /// Job table slots not in use.
+    free_slots: Vec<u32>,
+    /// Scratch for encoding results the kernel makes (refusals, timeouts).
+    result_frame: Vec<u8>,
     /// History records of jobs refused at submission, written on the next dispatch.
     refused: Vec<JobRecord>,
     scheduling: SchedulingPolicy,
@@ -290,9 +330,89 @@ pub struct JobQueue {
     pub stats: PipelineRecord,
     /// Ring ends cache positions in cells (`Send`, not `Sync`).
     ends: SyncCell<KernelEnds>,
+    /// The SAB whose job table this queue caches.
+    sab: Sab,
 }
 
 impl JobQueue {
+    /// The queue of the jobs in `sab`'s job table (none in a new SAB): jobs that were queued or
+    /// sent are queued again (in submission order, with their scores, deadlines and the time left
+    /// of their timeouts), and answered jobs keep their results until taken. The pipeline's
+    /// counters carry on from its record.
+    fn from_sab(sab: &Sab, ends: SyncCell<KernelEnds>, max_frame: usize) -> Self {
+        let table = sab.job_table();
+        let mut queue = JobQueue {
+            queue: ReadyQueue::default(),
+            in_flight: InFlightTable::default(),
+            calls: HashMap::new(),
+            libraries: Vec::new(),
+            registry_epoch: sab.epochs().load(EpochIndex::REGISTRY),
+            timeouts: BinaryHeap::new(),
+            sequence: table.sequence(),
+            max_frame,
+            admission: HashMap::new(),
+            unit_in_flight: HashMap::new(),
+            free_slots: Vec::new(),
+            result_frame: Vec::new(),
+            refused: Vec::new(),
+            scheduling: SchedulingPolicy::default(),
+            wall_anchor: (Instant::now(), now_ms()),
+            spare_frames: Vec::new(),
+            stats: sab.pipeline().read().unwrap_or_default(),
+            ends,
+            sab: sab.clone(),
+        };
+        // Until the tree runs, each unit's jobs go as its supervisor's header last said.
+        let supervisors = sab.supervisors();
+        for slot in supervisors.allocated() {
+            let Ok(header) = supervisors.header(slot.slot) else {
+                continue;
+            };
+            if let (ROLE_UNIT, Some(lifecycle), Some(breaker)) = (
+                header.role,
+                Lifecycle::from_u8(header.lifecycle),
+                BreakerState::from_u8(header.breaker),
+            ) {
+                queue
+                    .admission
+                    .insert(header.unit_hash, Admission::of(lifecycle, breaker));
+            }
+        }
+        let mut live: Vec<(usize, JobSlot)> = table.live().collect();
+        live.sort_unstable_by_key(|(_, record)| record.wire);
+        let in_use: HashSet<usize> = live.iter().map(|(slot, _)| *slot).collect();
+        // Popped from the end: lowest slots first.
+        queue.free_slots = (0..SLOTS as u32)
+            .rev()
+            .filter(|s| !in_use.contains(&(*s as usize)))
+            .collect();
+        let (now, now_wall) = queue.wall_anchor;
+        for (slot, record) in live {
+            match record.job_state() {
+                Some(JobState::Queued | JobState::Sent) => {
+                    let mut frame = Vec::new();
+                    table.frame(slot, &mut frame);
+                    table.set_state(slot, JobState::Queued);
+                    let age = Duration::from_millis(now_wall.saturating_sub(record.submitted_ms));
+                    let submitted = now.checked_sub(age).unwrap_or(now);
+                    queue.enqueue(record, slot as u32, frame, submitted);
+                    queue.calls.insert(record.job_id, Call::Pending);
+                }
+                _ => {
+                    queue.calls.insert(
+                        record.job_id,
+                        Call::Done {
+                            slot: slot as u32,
+                            outcome: None,
+                        },
+                    );
+                }
+            }
+            queue.sequence = queue.sequence.max(record.wire);
+        }
+        queue
+    }
+
     /// Checks and queues a job; it is sent on the next pulse.
     pub fn submit(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
         let unit_hash = self.registered(sab, &job.library, &job.method)?;
@@ -329,6 +449,10 @@ impl JobQueue {
                 max: self.max_frame,
             });
         }
+        // Before admission, which takes a token.
+        if self.free_slots.is_empty() {
+            return Err(SubmitError::QueueFull { capacity: SLOTS });
+        }
         match sab.admission().admit(source_hash, unit_hash, job.input.len(), now_ns) {
             Ok(()) => {}
             Err(Refusal::TooLarge { max }) => {
@@ -346,35 +470,74 @@ impl JobQueue {
                 return Err(GateError::RateLimited(source.to_owned()).into());
             }
         }
+        let score = self.scheduling.score(job, submitted_ms);
+        let slot = self.free_slots.pop().expect("checked above");
+        let record = JobSlot {
+            wire,
+            job_id: job.id,
+            submitted_ms,
+            deadline_ms: job.deadline_ms,
+            unit_hash,
+            method_hash: crc32c::crc32c(job.method.as_bytes()),
+            source_hash,
+            score,
+            timeout_ms: job.timeout_ms.min(u64::from(u32::MAX)) as u32,
+            state: JobState::Queued as u8,
+            priority: job.priority,
+            ..JobSlot::default()
+        };
+        let table = sab.job_table();
+        if let Err(e) = table.write(slot as usize, record, &frame) {
+            self.free_slots.push(slot);
+            return Err(SubmitError::NoRoom(e.to_string()));
+        }
+        table.set_sequence(wire);
         self.sequence = wire;
-        let deadline = if job.deadline_ms == 0 {
+        self.enqueue(record, slot, frame, submitted);
+        self.calls.insert(job.id, Call::Pending);
+        self.stats.submitted += 1;
+        Ok(())
+    }
+
+    /// Puts a job of the table into the caches: the ready queue, the in-flight window, the
+    /// timeouts, the per-unit count. `submitted` is when it was submitted on the monotonic clock.
+    fn enqueue(&mut self, record: JobSlot, slot: u32, frame: Vec<u8>, submitted: Instant) {
+        let deadline = if record.deadline_ms == 0 {
             u64::MAX
         } else {
-            job.deadline_ms
+            record.deadline_ms
         };
-        let score = self.scheduling.score(job, submitted_ms);
-        self.queue.push(score, deadline, Queued { wire, unit_hash, frame });
+        let wire = record.wire;
+        let unit_hash = record.unit_hash;
+        self.queue.push(
+            record.score,
+            deadline,
+            Queued {
+                wire,
+                slot,
+                unit_hash,
+                frame,
+            },
+        );
         *self.unit_in_flight.entry(unit_hash).or_default() += 1;
         self.in_flight.insert(
             wire,
             InFlight {
-                id: job.id,
+                id: record.job_id,
+                slot,
                 unit_hash,
-                method_hash: crc32c::crc32c(job.method.as_bytes()),
-                source_hash,
-                priority: job.priority,
+                method_hash: record.method_hash,
+                source_hash: record.source_hash,
+                priority: record.priority,
                 submitted,
-                submitted_ms,
-                deadline_ms: job.deadline_ms,
+                submitted_ms: record.submitted_ms,
+                deadline_ms: record.deadline_ms,
             },
         );
-        if job.timeout_ms > 0 {
-            let at = submitted + Duration::from_millis(job.timeout_ms);
+        if record.timeout_ms > 0 {
+            let at = submitted + Duration::from_millis(u64::from(record.timeout_ms));
             self.timeouts.push(Reverse((at, wire)));
         }
-        self.calls.insert(job.id, Call::Pending);
-        self.stats.submitted += 1;
-        Ok(())
     }
 
     /// The unit hash of a registered library that has `method`.
@@ -406,13 +569,29 @@ impl JobQueue {
 
     /// The result of a job, once, when it has one.
     pub fn take_result(&mut self, id: u64) -> Option<JobOutcome> {
-        let outcome = match self.calls.entry(id) {
-            Entry::Occupied(call) if matches!(call.get(), Call::Done(_)) => match call.remove() {
-                Call::Done(outcome) => *outcome,
+        let (slot, outcome) = match self.calls.entry(id) {
+            Entry::Occupied(call) if matches!(call.get(), Call::Done { .. }) => match call.remove() {
+                Call::Done { slot, outcome } => (slot, outcome),
                 Call::Pending => unreachable!("matched as done"),
             },
             _ => return None,
         };
+        let table = self.sab.job_table();
+        let outcome = match outcome {
+            Some(outcome) => *outcome,
+            None => {
+                table.frame(slot as usize, &mut self.result_frame);
+                match OutboxFrame::decode(&self.result_frame) {
+                    Ok(OutboxFrame::Result(mut outcome)) => {
+                        outcome.id = id;
+                        outcome
+                    }
+                    _ => JobOutcome::failed(id, JobStatus::Crashed, "its result in the job table does not decode"),
+                }
+            }
+        };
+        table.free(slot as usize);
+        self.free_slots.push(slot);
         // A map grown by a burst is given back once it is mostly empty: a table far larger than
         // its entries spreads them over memory, and every lookup misses the cache.
         if self.calls.capacity() > 4096 && self.calls.len() * 8 < self.calls.capacity() {
@@ -461,12 +640,22 @@ impl JobQueue {
         });
     }
 
-    /// Matches a result (carrying its wire id) to its job; `now` is when it came in.
-    fn resolve(&mut self, mut outcome: JobOutcome, now: Instant, history: &mut Vec<JobRecord>) {
+    /// Matches a result (carrying its wire id) to its job and keeps it in the job's slot: `frame`
+    /// is the result as it came off the ring, or `None` for a result the kernel made (it is then
+    /// encoded here). `now` is when it came in.
+    fn resolve(&mut self, mut outcome: JobOutcome, frame: Option<&[u8]>, now: Instant, history: &mut Vec<JobRecord>) {
         let Some(job) = self.in_flight.remove(outcome.id) else {
             self.stats.unmatched += 1;
             return;
         };
+        let frame = frame.unwrap_or_else(|| {
+            outcome.encode_into(&mut self.result_frame);
+            &self.result_frame
+        });
+        if let Err(e) = self.sab.job_table().answer(job.slot as usize, frame) {
+            // Kept in memory only: a snapshot taken before it is taken loses this result.
+            error!("job {}'s result is not in the job table: {e}", job.id);
+        }
         if let Some(n) = self.unit_in_flight.get_mut(&job.unit_hash) {
             *n -= 1;
         }
@@ -490,7 +679,13 @@ impl JobQueue {
         };
         history.push(record);
         self.stats.resolved += 1;
-        self.calls.insert(job.id, Call::Done(Box::new(outcome)));
+        self.calls.insert(
+            job.id,
+            Call::Done {
+                slot: job.slot,
+                outcome: Some(Box::new(outcome)),
+            },
+        );
     }
 }
 
@@ -516,41 +711,24 @@ impl Plugin for JobPipelinePlugin {
                 .expect("the kernel is the outbox-kernel's only consumer"),
             inbox: inbox.producer(Owner::Kernel).expect("the kernel writes the inbox"),
         });
-        app.insert_resource(JobQueue {
-            queue: ReadyQueue::default(),
-            in_flight: InFlightTable::default(),
-            calls: HashMap::new(),
-            libraries: Vec::new(),
-            registry_epoch: sab.epochs().load(EpochIndex::REGISTRY),
-            timeouts: BinaryHeap::new(),
-            sequence: 0,
-            max_frame: inbox.max_payload(),
-            admission: HashMap::new(),
-            unit_in_flight: HashMap::new(),
-            refused: Vec::new(),
-            scheduling: SchedulingPolicy::default(),
-            wall_anchor: (Instant::now(), now_ms()),
-            spare_frames: Vec::new(),
-            stats: PipelineRecord::default(),
-            ends,
-        })
-        .configure_sets(
-            FixedUpdate,
-            (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
-                .chain()
-                .after(PulseSystems),
-        )
-        .add_systems(
-            FixedUpdate,
-            (
-                dispatch
-                    .in_set(JobPipelineSystems::Dispatch)
-                    .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
-                (resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)), expire)
+        app.insert_resource(JobQueue::from_sab(&sab, ends, inbox.max_payload()))
+            .configure_sets(
+                FixedUpdate,
+                (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
                     .chain()
-                    .in_set(JobPipelineSystems::Resolve),
-            ),
-        );
+                    .after(PulseSystems),
+            )
+            .add_systems(
+                FixedUpdate,
+                (
+                    dispatch
+                        .in_set(JobPipelineSystems::Dispatch)
+                        .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+                    (resolve.run_if(epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)), expire)
+                        .chain()
+                        .in_set(JobPipelineSystems::Resolve),
+                ),
+            );
     }
 }
 
@@ -562,6 +740,7 @@ fn dispatch(
 ) {
     let queue = &mut *queue;
     queue.wall_anchor = (Instant::now(), now_ms());
+    let table = sab.job_table();
     let ends = queue.ends.get();
     let mut sent = 0u64;
     let mut refused = Vec::new();
@@ -589,6 +768,7 @@ fn dispatch(
         match ends.inbox.push(&next.frame) {
             Ok(()) => {
                 let (_, sent_job) = queue.queue.pop().expect("just peeked");
+                table.set_state(sent_job.slot as usize, JobState::Sent);
                 if queue.spare_frames.len() < SPARE_FRAMES && sent_job.frame.capacity() <= SPARE_FRAME_BYTES {
                     queue.spare_frames.push(sent_job.frame);
                 }
@@ -609,7 +789,7 @@ fn dispatch(
     history.append(&mut queue.refused);
     let now = Instant::now();
     for outcome in refused {
-        queue.resolve(outcome, now, &mut history);
+        queue.resolve(outcome, None, now, &mut history);
     }
     if sent > 0 {
         queue.stats.dispatched += sent;
@@ -621,6 +801,9 @@ fn dispatch(
     publish(&sab, queue);
 }
 
+/// Results read off the outbox-kernel ring in one run, each with its frame's bytes in the buffer.
+type ResultFrames = (Vec<(JobOutcome, std::ops::Range<usize>)>, Vec<u8>);
+
 /// Reads the outbox-kernel ring: job results, and syscalls (told apart by the envelope's magic)
 /// for `syscalls::serve`.
 fn resolve(
@@ -628,14 +811,19 @@ fn resolve(
     mut queue: ResMut<JobQueue>,
     mut syscalls: ResMut<SyscallInbox>,
     mut history: Local<Vec<JobRecord>>,
+    mut scratch: Local<ResultFrames>,
 ) {
     let queue = &mut *queue;
-    let mut outcomes = Vec::new();
+    let (outcomes, frames) = &mut *scratch;
     let mut malformed = 0;
     let ends = queue.ends.get();
     ends.outbox
         .drain(&mut ends.frame, |frame| match OutboxFrame::decode(frame) {
-            Ok(OutboxFrame::Result(outcome)) => outcomes.push(outcome),
+            Ok(OutboxFrame::Result(outcome)) => {
+                let start = frames.len();
+                frames.extend_from_slice(frame);
+                outcomes.push((outcome, start..frames.len()));
+            }
             Ok(OutboxFrame::Syscall(call)) => syscalls.0.push(call),
             Err(e) => {
                 malformed += 1;
@@ -645,9 +833,10 @@ fn resolve(
     queue.stats.malformed += malformed;
     history.clear();
     let now = Instant::now();
-    for outcome in outcomes {
-        queue.resolve(outcome, now, &mut history);
+    for (outcome, span) in outcomes.drain(..) {
+        queue.resolve(outcome, Some(&frames[span]), now, &mut history);
     }
+    frames.clear();
     record(&sab, &history);
 }
 
@@ -666,7 +855,7 @@ fn expire(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut history: Local<Vec<Job
         let mut outcome = JobOutcome::failed(wire, JobStatus::Timeout, "no result before the job's timeout");
         outcome.retryable = true;
         queue.stats.timed_out += 1;
-        queue.resolve(outcome, now, &mut history);
+        queue.resolve(outcome, None, now, &mut history);
     }
     record(&sab, &history);
     publish(&sab, &queue);
@@ -705,7 +894,7 @@ mod tests {
         ) {
             let mut queue = ReadyQueue::default();
             for (wire, &(score, deadline)) in jobs.iter().enumerate() {
-                queue.push(f32::from(score), deadline, Queued { wire: wire as u64, unit_hash: 0, frame: vec![] });
+                queue.push(f32::from(score), deadline, Queued { wire: wire as u64, slot: 0, unit_hash: 0, frame: vec![] });
             }
             let mut expected: Vec<usize> = (0..jobs.len()).collect();
             expected.sort_by_key(|&w| (Reverse(jobs[w].0), jobs[w].1, w));
@@ -725,6 +914,7 @@ mod tests {
         fn in_flight_window_tracks_live_jobs(count in 1u64..64, removals in proptest::collection::vec(0u64..80, 0..100)) {
             let mut table = InFlightTable::default();
             let job = |id| InFlight {
+                slot: 0,
                 id,
                 unit_hash: 0,
                 method_hash: 0,

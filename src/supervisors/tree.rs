@@ -25,7 +25,10 @@
 //!   and the `spawnThread`/`killThread` syscalls write them.
 //!
 //! The decisions live in plain structs (`Supervision`, `Breaker`), tested without an app; the
-//! systems apply them and keep the SAB headers and the job queue's admission in step.
+//! systems apply them and keep the SAB headers and the job queue's admission in step. Everything
+//! the tree knows is in the SAB: the headers, and in its kernel-state area its clock, its place in
+//! the job history, the root's restart times and each unit's back-off, breaker and counters
+//! (`TreeState`), so a tree started on a resumed SAB takes up where the old one stopped.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -35,12 +38,15 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::protocol::JobStatus;
+use crate::sab::generated as g;
 use crate::sab::heartbeats;
+use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
 use crate::sab::ring::{RingConsumer, RingId};
 use crate::sab::supervisors::{BreakerState, NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader, SupervisorSlot};
 pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
-use crate::sab::{EpochIndex, HistoryReader, Owner, Sab, SupervisorStatus, now_ms};
+use crate::sab::table::KeyedTable;
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, KernelArea, Owner, Sab, SupervisorStatus, now_ms};
 use crate::supervisors::DiscoveredModules;
 use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
 
@@ -180,6 +186,160 @@ impl Breaker {
     }
 }
 
+/// The root's restart times the tree keeps in the SAB (an intensity above this counts only the
+/// most recent ones).
+pub const ROOT_RESTARTS: usize = 16;
+/// Units whose supervision the SAB keeps.
+pub const MAX_UNITS: usize = 128;
+
+/// The tree's header in its kernel-state area. Times are on the tree's clock (nanoseconds of
+/// fixed-tick time since the tree first started, carried on across resumes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct TreeState {
+    pub cursor: HistoryCursor,
+    /// The tree's clock when it last ran.
+    pub clock_ns: u64,
+    /// The root's restarts inside the intensity period, oldest first.
+    pub root_restarts_ns: [u64; ROOT_RESTARTS],
+    pub root_restart_count: u32,
+    pub escalated: u32,
+    pub escalations: u32,
+    pub runs: u32,
+}
+
+/// One unit's supervision in the SAB (the tree's table, by unit hash).
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct UnitRecord {
+    restart_at_ns: u64,
+    running_since_ns: u64,
+    breaker_opened_ns: u64,
+    backoff_level: u32,
+    breaker_failures: u32,
+    restarts: u32,
+    crashes: u32,
+    hangs: u32,
+    jobs_processed: u32,
+    jobs_failed: u32,
+    avg_job_time_us: f32,
+    health_score: f32,
+    running_since_pulse: u32,
+    lifecycle: u8,
+    status: u8,
+    breaker: u8,
+    reserved: u8,
+    reserved2: u32,
+}
+const _: () = assert!(AREA_HEADER + KeyedTable::<u32, UnitRecord>::bytes(MAX_UNITS) <= g::TREE_STATE_SIZE as usize);
+
+fn unit_records(sab: &Sab) -> KeyedTable<'_, u32, UnitRecord> {
+    sab.kernel_state(KernelArea::TreeState).table(0, MAX_UNITS, true)
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+impl UnitSupervisor {
+    fn record(&self) -> UnitRecord {
+        UnitRecord {
+            restart_at_ns: nanos(self.restart_at),
+            running_since_ns: nanos(self.running_since),
+            breaker_opened_ns: nanos(self.breaker.opened_at),
+            backoff_level: self.backoff_level,
+            breaker_failures: self.breaker.consecutive_failures,
+            restarts: self.restarts,
+            crashes: self.crashes,
+            hangs: self.hangs,
+            jobs_processed: self.jobs_processed,
+            jobs_failed: self.jobs_failed,
+            avg_job_time_us: self.avg_job_time_us,
+            health_score: self.health_score,
+            running_since_pulse: self.running_since_pulse,
+            lifecycle: self.lifecycle as u8,
+            status: self.status as u8,
+            breaker: self.breaker.state as u8,
+            ..UnitRecord::default()
+        }
+    }
+
+    /// Takes up the supervision `record` kept (a resumed SAB); fields that do not decode stay.
+    fn restore(&mut self, record: &UnitRecord) {
+        self.restart_at = Duration::from_nanos(record.restart_at_ns);
+        self.running_since = Duration::from_nanos(record.running_since_ns);
+        self.breaker = Breaker {
+            state: BreakerState::from_u8(record.breaker).unwrap_or_default(),
+            consecutive_failures: record.breaker_failures,
+            opened_at: Duration::from_nanos(record.breaker_opened_ns),
+        };
+        self.backoff_level = record.backoff_level;
+        self.restarts = record.restarts;
+        self.crashes = record.crashes;
+        self.hangs = record.hangs;
+        self.jobs_processed = record.jobs_processed;
+        self.jobs_failed = record.jobs_failed;
+        self.avg_job_time_us = record.avg_job_time_us;
+        self.health_score = record.health_score;
+        self.running_since_pulse = record.running_since_pulse;
+        self.lifecycle = Lifecycle::from_u8(record.lifecycle).unwrap_or(self.lifecycle);
+        self.status = SupervisorStatus::from_u8(record.status).unwrap_or(self.status);
+    }
+}
+
+impl SupervisorTree {
+    /// The tree as `sab` keeps it (units are adopted, and take up their records, on discovery).
+    fn from_sab(sab: &Sab, config: &SupervisionConfig) -> Self {
+        let state: TreeState = sab.kernel_state(KernelArea::TreeState).header();
+        let mut root = Supervision::new(config.strategy, config.intensity);
+        let kept = (state.root_restart_count as usize).min(ROOT_RESTARTS);
+        root.restarts = state.root_restarts_ns[..kept]
+            .iter()
+            .map(|&ns| Duration::from_nanos(ns))
+            .collect();
+        Self {
+            root,
+            root_slot: None,
+            units: Vec::new(),
+            escalated: state.escalated != 0,
+            escalations: state.escalations,
+            snapshots: Vec::new(),
+            runs: state.runs,
+            cursor: state.cursor,
+            clock_offset: Duration::from_nanos(state.clock_ns),
+        }
+    }
+
+    /// The tree's clock: fixed-tick time since the tree first started, across resumes.
+    fn clock(&self, time: &Time) -> Duration {
+        self.clock_offset + time.elapsed()
+    }
+
+    /// Writes the tree's state to the SAB.
+    fn save(&self, sab: &Sab, now: Duration) {
+        let mut state = TreeState {
+            cursor: self.cursor,
+            clock_ns: nanos(now),
+            escalated: u32::from(self.escalated),
+            escalations: self.escalations,
+            runs: self.runs,
+            ..TreeState::default()
+        };
+        let recent = self.root.restarts.iter().rev().take(ROOT_RESTARTS).rev();
+        for (slot, at) in state.root_restarts_ns.iter_mut().zip(recent) {
+            *slot = nanos(*at);
+            state.root_restart_count += 1;
+        }
+        sab.kernel_state(KernelArea::TreeState).set_header(&state);
+        let table = unit_records(sab);
+        for unit in &self.units {
+            table
+                .insert(unit.unit_hash, unit.record())
+                .expect("an evicting table takes every key");
+        }
+    }
+}
+
 /// Tuning of the tree.
 #[derive(Resource, Clone, Copy, Debug)]
 pub struct SupervisionConfig {
@@ -289,6 +449,10 @@ pub struct SupervisorTree {
     pub escalations: u32,
     pub snapshots: Vec<UnitSnapshot>,
     runs: u32,
+    /// Where the tree stands in the job history.
+    cursor: HistoryCursor,
+    /// The tree's clock when this process took it up.
+    clock_offset: Duration,
 }
 
 impl UnitSupervisor {
@@ -355,15 +519,7 @@ impl Plugin for SupervisorTreePlugin {
                 malformed: 0,
             })
             .add_message::<UnitRestarted>()
-            .insert_resource(SupervisorTree {
-                root: Supervision::new(config.strategy, config.intensity),
-                root_slot: None,
-                units: Vec::new(),
-                escalated: false,
-                escalations: 0,
-                snapshots: Vec::new(),
-                runs: 0,
-            })
+            .insert_resource(SupervisorTree::from_sab(&sab, &config))
             .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Resolve))
             .add_systems(
                 FixedUpdate,
@@ -404,6 +560,7 @@ fn adopt_units(
         registered.iter().map(|id| id.to_string()).collect()
     });
     let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
+    let now = tree.clock(&time);
     for id in order {
         if tree.unit(&id).is_some() {
             continue;
@@ -425,8 +582,9 @@ fn adopt_units(
             .map_or(RestartPolicy::Permanent, |(_, p)| *p);
         let _ = sab.heartbeats().clear(module.slot);
         info!("unit {id} supervised ({policy:?}, epoch {})", slot.epoch.get());
+        let unit_hash = crc32c::crc32c(id.as_bytes());
         tree.units.push(UnitSupervisor {
-            unit_hash: crc32c::crc32c(id.as_bytes()),
+            unit_hash,
             unit: id,
             policy,
             slot,
@@ -444,9 +602,12 @@ fn adopt_units(
             health_score: 1.0,
             backoff_level: 0,
             restart_at: Duration::ZERO,
-            running_since: time.elapsed(),
+            running_since: now,
             running_since_pulse: pulse,
         });
+        if let Some(record) = unit_records(&sab).get(&unit_hash) {
+            tree.units.last_mut().expect("just pushed").restore(&record);
+        }
     }
 }
 
@@ -461,15 +622,15 @@ fn supervise(
     mut requests: ResMut<LifecycleRequests>,
     mut restarted: MessageWriter<UnitRestarted>,
 ) {
-    let now = time.elapsed();
-    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
     let tree = &mut *tree;
+    let now = tree.clock(&time);
+    let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
     tree.runs += 1;
     tree.root.strategy = config.strategy;
     tree.root.intensity = config.intensity;
 
     // Finished jobs (the job history): counters, breakers, crashes.
-    for record in history.read(&sab) {
+    for record in history.read(&sab, &mut tree.cursor) {
         let Some(status) = JobStatus::from_code(record.status) else {
             continue;
         };
@@ -600,21 +761,11 @@ fn supervise(
             }
             _ => SupervisorStatus::Degraded,
         };
-        queue.set_admission(unit.unit_hash, admission(unit));
+        queue.set_admission(unit.unit_hash, Admission::of(unit.lifecycle, unit.breaker.state));
     }
 
     write_headers(&sab, tree, pulse, config.heartbeat_timeout);
-}
-
-/// What the job queue does with a unit's jobs.
-fn admission(unit: &UnitSupervisor) -> Admission {
-    match (unit.lifecycle, unit.breaker.state) {
-        (Lifecycle::Stopped, _) => Admission::Refuse,
-        (_, BreakerState::Open) => Admission::CircuitOpen,
-        (Lifecycle::Paused | Lifecycle::Restarting, _) => Admission::Hold,
-        (Lifecycle::Running, BreakerState::HalfOpen) => Admission::Probe,
-        (Lifecycle::Running, BreakerState::Closed) => Admission::Accept,
-    }
+    tree.save(&sab, now);
 }
 
 /// Unit `i` ended with `exit`: the root decides what restarts.

@@ -3,7 +3,7 @@
 //! it was.
 
 use inos::protocol::{SabRange, Syscall, SyscallBody, SyscallResponse, SyscallResult, SyscallStatus};
-use inos::sab::{Sab, Tier};
+use inos::sab::{Owner, Sab, Tier};
 use inos::supervisors::chunks::ChunkStore;
 
 fn call(call_id: u64, body: SyscallBody) -> Syscall {
@@ -46,11 +46,11 @@ fn bytes_at(sab: &Sab, offset: u64, len: usize) -> Vec<u8> {
 #[test]
 fn chunks_round_trip_through_the_store_by_hash() {
     let sab = Sab::for_tier(Tier::Light);
-    let heap = sab.arena().data_range();
-    let (a, b) = (heap.offset as u64, heap.offset as u64 + 65536);
+    let block = |len| sab.arena().alloc(len, Owner::Kernel).unwrap().offset as u64;
+    let (a, b) = (block(4096), block(8192));
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     sab.write(a as usize, &data).unwrap();
-    let mut chunks = ChunkStore::default();
+    let mut chunks = ChunkStore::new(&sab);
 
     let stored = syscall(&mut chunks, &sab, call(1, store(vec![], a, 4096, 0)), 0);
     assert_eq!(stored.call_id, 1);
@@ -84,10 +84,11 @@ fn chunks_round_trip_through_the_store_by_hash() {
 fn bad_ranges_hashes_and_sizes_get_their_status_and_leave_the_sab_alone() {
     let sab = Sab::for_tier(Tier::Light);
     let heap = sab.arena().data_range();
-    let start = heap.offset as u64;
+    // The test's own block (the store allocates the chunks' blocks from the same heap).
+    let start = sab.arena().alloc(4096, Owner::Kernel).unwrap().offset as u64;
     let end = (heap.offset + heap.size) as u64;
     sab.write(start as usize, &[7u8; 64]).unwrap();
-    let mut chunks = ChunkStore::default();
+    let mut chunks = ChunkStore::new(&sab);
     let hash = match syscall(&mut chunks, &sab, call(1, store(vec![], start, 64, 0)), 0).result {
         SyscallResult::StoreChunk { hash, .. } => hash,
         other => panic!("{other:?}"),
@@ -141,9 +142,9 @@ fn bad_ranges_hashes_and_sizes_get_their_status_and_leave_the_sab_alone() {
 #[test]
 fn chunks_expire_after_their_ttl_and_the_store_has_a_capacity() {
     let sab = Sab::for_tier(Tier::Light);
-    let start = sab.arena().data_range().offset as u64;
+    let start = sab.arena().alloc(4096, Owner::Kernel).unwrap().offset as u64;
     sab.write(start as usize, &[1u8; 128]).unwrap();
-    let mut chunks = ChunkStore::with_capacity(100);
+    let mut chunks = ChunkStore::with_capacity(&sab, 100);
     let stored = syscall(&mut chunks, &sab, call(1, store(vec![], start, 64, 2)), 1_000);
     let SyscallResult::StoreChunk { hash, .. } = stored.result else {
         panic!("{stored:?}");

@@ -18,6 +18,7 @@ mod protocol;
 mod registry;
 #[cfg(feature = "render")]
 mod render;
+mod resume;
 mod rings;
 mod snapshots;
 mod streams;

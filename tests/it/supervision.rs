@@ -441,7 +441,7 @@ fn hazard_remediation(failing: u64, silent: bool, pulses: u32) -> (Option<u32>, 
     app.world_mut().resource_mut::<Silent>().0 = silent;
     let fired = (1..=pulses).find(|_| {
         app.update();
-        app.world().resource::<HealthEngine>().remediations > 0
+        app.world().resource::<HealthEngine>().state.remediations > 0
     });
     // The tree acts on the engine's command in the next tick.
     app.update();

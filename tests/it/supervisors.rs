@@ -142,8 +142,9 @@ fn a_history_reader_sees_every_record_once_or_counts_what_it_lost() {
         job_id: i,
         ..JobRecord::default()
     };
-    let (mut eager, mut paused) = (HistoryReader::default(), HistoryReader::default());
-    assert!(eager.read(&sab).is_empty());
+    let mut reader = HistoryReader::default();
+    let (mut eager, mut paused) = (HistoryCursor::default(), HistoryCursor::default());
+    assert!(reader.read(&sab, &mut eager).is_empty());
     let mut next = 0u64;
     let mut seen = Vec::new();
     // Batches of 300 jobs; the eager reader reads after each, the paused one only at the end.
@@ -151,25 +152,27 @@ fn a_history_reader_sees_every_record_once_or_counts_what_it_lost() {
         let batch: Vec<JobRecord> = (next..next + 300).map(record).collect();
         history.append(&batch, Owner::Kernel).unwrap();
         next += 300;
-        seen.extend(eager.read(&sab).iter().map(|r| r.job_id));
+        seen.extend(reader.read(&sab, &mut eager).iter().map(|r| r.job_id));
     }
     assert_eq!(seen, (0..3000).collect::<Vec<_>>(), "every record once, in order");
-    assert_eq!(eager.cursor, HistoryCursor { next: 3000, lost: 0 });
+    assert_eq!(eager, HistoryCursor { next: 3000, lost: 0 });
 
-    let late: Vec<u64> = paused.read(&sab).iter().map(|r| r.job_id).collect();
+    let late: Vec<u64> = reader.read(&sab, &mut paused).iter().map(|r| r.job_id).collect();
     let lost = 3000 - JOB_HISTORY_CAPACITY as u64;
     assert_eq!(
         late,
         (lost..3000).collect::<Vec<_>>(),
         "the newest records, oldest first"
     );
-    assert_eq!(paused.cursor, HistoryCursor { next: 3000, lost });
-    assert!(paused.read(&sab).is_empty(), "nothing new");
+    assert_eq!(paused, HistoryCursor { next: 3000, lost });
+    assert!(reader.read(&sab, &mut paused).is_empty(), "nothing new");
 
     // A cursor ahead of the history (the SAB was replaced by an older one) starts again at its
     // oldest record, losing nothing.
-    let mut ahead = HistoryReader::default();
-    ahead.cursor.next = 1_000_000;
-    assert_eq!(ahead.read(&sab).len(), JOB_HISTORY_CAPACITY);
-    assert_eq!(ahead.cursor, HistoryCursor { next: 3000, lost: 0 });
+    let mut ahead = HistoryCursor {
+        next: 1_000_000,
+        lost: 0,
+    };
+    assert_eq!(reader.read(&sab, &mut ahead).len(), JOB_HISTORY_CAPACITY);
+    assert_eq!(ahead, HistoryCursor { next: 3000, lost: 0 });
 }

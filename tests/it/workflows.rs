@@ -49,10 +49,11 @@ fn a_diamond_runs_in_topological_order_and_passes_data_by_sab_offset() {
         ],
     };
     submit(&mut app, workflow).unwrap();
-    // While it runs, the source's output (1 001 bytes, read by two steps) sits in one arena block.
+    // While it runs, the workflow's record (its steps and their states) and the source's output
+    // (1 001 bytes, read by two steps) sit in two arena blocks.
     app.update();
     app.update();
-    assert_eq!(sab.arena().stats().allocations, allocations + 1);
+    assert_eq!(sab.arena().stats().allocations, allocations + 2);
     let outcome = outcome(&mut app, 7);
     assert!(outcome.succeeded(), "{outcome:?}");
     let digest = blake3::hash(&data).as_bytes().to_vec();

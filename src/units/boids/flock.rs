@@ -273,6 +273,15 @@ pub enum LoadFlockError {
     },
 }
 
+/// The birds `sab`'s bird stream publishes (none in a new SAB).
+pub fn birds_in(sab: &Sab) -> Result<Vec<BirdRecord>, crate::sab::StreamError> {
+    let stream = sab.stream(StreamId::Birds);
+    let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
+    let read = stream.read_into(&mut birds)?;
+    birds.truncate(read.count);
+    Ok(birds)
+}
+
 /// The bird records in a snapshot file, if it was taken from a SAB with this layout (so that its
 /// birds fit).
 pub fn load_flock(path: &std::path::Path, layout: &SabLayout) -> Result<Vec<BirdRecord>, LoadFlockError> {
@@ -286,16 +295,13 @@ pub fn load_flock(path: &std::path::Path, layout: &SabLayout) -> Result<Vec<Bird
             mib: layout.sab_size >> 20,
         });
     }
-    let stream = saved.stream(StreamId::Birds);
-    let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
-    let read = stream.read_into(&mut birds).map_err(|source| LoadFlockError::Stream {
+    let birds = birds_in(&saved).map_err(|source| LoadFlockError::Stream {
         path: path.to_owned(),
         source,
     })?;
-    if read.count == 0 {
+    if birds.is_empty() {
         return Err(LoadFlockError::Empty(path.to_owned()));
     }
-    birds.truncate(read.count);
     check_records(&birds).map_err(|source| LoadFlockError::Records {
         path: path.to_owned(),
         source,

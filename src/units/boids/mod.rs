@@ -38,7 +38,7 @@ mod step;
 mod wide;
 
 pub use evolve::{MAX_BATCH, evolve_batch};
-pub use flock::{Flock, FlockError, LoadFlockError, check_capacity, check_records, load_flock};
+pub use flock::{Flock, FlockError, LoadFlockError, birds_in, check_capacity, check_records, load_flock};
 pub use grid::Grid;
 pub use step::{BirdForces, BirdPhases, StepClock, forces, initial_population, steer, step_bird};
 
@@ -211,11 +211,21 @@ impl Plugin for BoidsPlugin {
             .stream(StreamId::Birds)
             .writer(Owner::Module)
             .expect("the boids unit is the bird stream's only writer");
-        let flock = Flock::new(self.birds, self.params);
-        // The initial population goes into both buffers (reference §4.9).
-        for _ in 0..2 {
-            writer.publish(flock.birds()).expect("the bird count fits the tier");
-        }
+        // A resumed SAB's birds carry on; a new SAB gets the start disk, in both buffers
+        // (reference §4.9).
+        let resumed = birds_in(&sab)
+            .ok()
+            .filter(|birds| !birds.is_empty() && check_records(birds).is_ok());
+        let flock = match resumed {
+            Some(birds) => Flock::from_records(birds, self.params),
+            None => {
+                let flock = Flock::new(self.birds, self.params);
+                for _ in 0..2 {
+                    writer.publish(flock.birds()).expect("the bird count fits the tier");
+                }
+                flock
+            }
+        };
         app.insert_resource(flock)
             .insert_resource(BirdWriter(writer))
             .init_resource::<FlockCommands>()
