@@ -230,7 +230,11 @@ const meshEventQueueSize :UInt32 = 0xC000;
 const guardTableOffset :UInt32 = 0x15F000;
 const guardTableSize :UInt32 = 0x1000;
 
-# Bird animation state: reserved, as in v2.2 (the original's boids never used it).
+# Bird animation state, reserved in v2.2 (the original's boids never used it). DEVIATION (layout 6):
+# the flock's state (sab/flock_state.rs): at 0x00 what the boids unit simulates (world bounds, bird
+# count, faithful), at 0x40 a host's requests (respawn, faithful, evolution restart: argument words,
+# then a sequence number, then EPOCH_SENSOR), at 0x80 the evolution's generation and the newest 256
+# generations' mean and best fitness.
 const birdStateOffset :UInt32 = 0x160000;
 const birdStateSize :UInt32 = 0x1000;
 
@@ -244,8 +248,10 @@ const matrixStreamControlOffset :UInt32 = 0x161040;
 
 # DEVIATION (new): the obstacle table, the physics unit's obstacles after each Rapier step, for the boids
 # unit to steer by. A 64 B header ([count u32], then reserved) and up to 31 records of 64 B:
-# [shape u32][reserved u32][centre 3 x f32][bounding radius f32][rotation quaternion 4 x f32]
-# [dimensions 3 x f32][reserved 3 x u32]. Written under its guard; signals epochPhysics.
+# [shape u32][role u32][centre 3 x f32][bounding radius f32][rotation quaternion 4 x f32]
+# [dimensions 3 x f32][reserved 3 x u32]. Written under its guard; signals epochPhysics. The role
+# (layout 6; was reserved) says what the obstacle is, so a renderer draws the scene from the table
+# alone: 0 unknown, then the constants below.
 const obstacleTableOffset :UInt32 = 0x161800;
 const obstacleTableSize :UInt32 = 0x800;
 const obstacleHeaderSize :UInt32 = 64;
@@ -256,6 +262,11 @@ const obstacleMax :UInt32 = 31;
 const obstacleShapeBall :UInt32 = 0;
 const obstacleShapeCuboid :UInt32 = 1;
 const obstacleShapeCylinder :UInt32 = 2;
+const obstacleRoleFloor :UInt32 = 1;
+const obstacleRolePillar :UInt32 = 2;
+const obstacleRoleOrbiter :UInt32 = 3;
+const obstacleRoleBall :UInt32 = 4;
+const obstacleRoleCrate :UInt32 = 5;
 
 # ---------------------------------------------------------------------------------------------
 # Kernel state. DEVIATION (new, layout 6): everything the kernel knows lives in the SAB, so that a

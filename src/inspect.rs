@@ -9,6 +9,7 @@ use crate::sab::admission::AdmissionStats;
 use crate::sab::arena::ArenaStats;
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::guard::{GuardEntry, GuardPolicy};
+use crate::sab::kernel_state::{AreaSummary, JobTableSummary};
 use crate::sab::layout::RegionNode;
 use crate::sab::patterns::JobHistoryHeader;
 use crate::sab::pipeline::PipelineRecord;
@@ -102,6 +103,9 @@ pub struct SabReport {
     /// Audit records ever written, and the newest ones kept.
     pub audit_total: u64,
     pub audit: Vec<AuditRecord>,
+    /// The kernel's state: the job table's jobs, and each area's entries and history cursor.
+    pub jobs: JobTableSummary,
+    pub kernel_state: Vec<AreaSummary>,
     /// Records left out above because they are being written.
     pub being_written: Vec<BeingWrittenReport>,
 }
@@ -186,6 +190,7 @@ impl SabReport {
                 at: "coordination".to_owned(),
             });
         }
+        let (jobs, kernel_state) = sab.kernel_summary();
         Self {
             tier: layout.tier,
             sab_size: layout.sab_size,
@@ -229,6 +234,8 @@ impl SabReport {
             engines,
             audit_total: sab.audit_log().total(),
             audit,
+            jobs,
+            kernel_state,
             being_written,
         }
     }
@@ -430,6 +437,18 @@ impl SabReport {
             "\nADMISSION\n  burst {}, {} per second per source; {} admitted, {} rate limited, {} too large, {} malformed; {} sources",
             a.burst, a.per_second, a.admitted, a.rate_limited, a.too_large, a.malformed, a.sources
         );
+        let j = &self.jobs;
+        let _ = writeln!(
+            w,
+            "\nKERNEL STATE\n  job table: {} queued, {} sent, {} answered and not taken; last wire id {}\n  {:<20} {:>8} {:>10} {:>6}",
+            j.queued, j.sent, j.answered, j.sequence, "area", "entries", "history", "lost"
+        );
+        for a in &self.kernel_state {
+            let (next, lost) = a.history.map_or(("-".to_owned(), "-".to_owned()), |c| {
+                (c.next.to_string(), c.lost.to_string())
+            });
+            let _ = writeln!(w, "  {:<20} {:>8} {:>10} {:>6}", a.area, a.entries, next, lost);
+        }
         let _ = writeln!(w, "\nENGINES");
         for e in &self.engines {
             let metrics: Vec<String> = e

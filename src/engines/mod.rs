@@ -43,11 +43,12 @@ impl Plugin for EnginesPlugin {
         let sab = app.world().resource::<Sab>();
         security::configure_admission(sab);
         let scheduling = scheduling::SchedulingEngine::load(sab);
+        let optimisation = optimisation::OptimisationEngine::load(sab);
         app.init_resource::<security::SecurityEngine>()
             .init_resource::<learning::LearningEngine>()
             .insert_resource(scheduling)
             .init_resource::<health::HealthEngine>()
-            .init_resource::<optimisation::OptimisationEngine>()
+            .insert_resource(optimisation)
             .add_systems(
                 FixedUpdate,
                 (

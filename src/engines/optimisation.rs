@@ -12,15 +12,18 @@
 //! the difference of those means, which noise makes negative as often as positive. The engine
 //! settles on the best value only if it stays faster there, and on the starting value otherwise.
 //! It hands each value to the unit through its state record and `EPOCH_OPTIMIZATION` (the unit
-//! reads it before its next step), so the engine and the unit meet only in the SAB.
+//! reads it before its next step), so the engine and the unit meet only in the SAB. The search
+//! itself (costs, population, random state, phase) is kept in the engine's area of the SAB's kernel
+//! state after every run, so a resumed snapshot carries it on.
 
 use std::collections::BTreeMap;
 
 use bevy::prelude::*;
 
 use crate::sab::engines::{DEFAULT_CHUNKS_PER_THREAD, Engine};
+use crate::sab::generated as g;
 use crate::sab::genes::SplitMix64;
-use crate::sab::{EpochIndex, Sab};
+use crate::sab::{EpochIndex, KernelArea, Sab};
 use crate::timing::{StageTimes, quantile};
 
 /// Boids steps measured per value (the first step after a change is not counted).
@@ -251,6 +254,142 @@ impl Default for OptimisationEngine {
     }
 }
 
+/// Samples kept between two runs (a value is scored after `EVAL_STEPS`).
+const MAX_SAMPLES: usize = 32;
+/// Values the parameter can take (1 ..= 64), each with a cost slot.
+const VALUES: usize = MAX_VALUE;
+
+/// The engine in its kernel-state area: the tuner (costs per value, population, generation, random
+/// state, phase) and the engine's own bookkeeping, so a resumed snapshot carries on the search.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct OptimisationRecord {
+    /// 1 once an engine saved itself here (a new SAB holds zeroes).
+    saved: u32,
+    initial: u32,
+    generation: u32,
+    /// 0 search, 1 verify, 2 done.
+    phase: u32,
+    rng: u64,
+    /// Bit v − 1: the cost of value v was measured.
+    measured: u64,
+    costs: [f64; VALUES],
+    population: [u8; 8],
+    population_len: u32,
+    queue_len: u32,
+    queue: [u8; 2 * VERIFY_ROUNDS],
+    baseline: [f64; VERIFY_ROUNDS],
+    best: [f64; VERIFY_ROUNDS],
+    baseline_len: u32,
+    best_len: u32,
+    /// The verdict: baseline, best, gain; and the settled value.
+    verdict: [f64; 3],
+    settled: u32,
+    /// The value last published, 0 for none.
+    published: u32,
+    seen: u64,
+    samples: [f32; MAX_SAMPLES],
+    samples_len: u32,
+    settling: u32,
+}
+const _: () = assert!(size_of::<OptimisationRecord>() <= g::OPTIMISATION_STATE_SIZE as usize);
+
+impl OptimisationEngine {
+    /// The engine as `sab` holds it (a new one in a new SAB).
+    pub fn load(sab: &Sab) -> Self {
+        let r: OptimisationRecord = sab.kernel_state(KernelArea::OptimisationState).header();
+        if r.saved == 0 {
+            return Self::default();
+        }
+        let values = |list: &[u8], len: u32| {
+            list[..(len as usize).min(list.len())]
+                .iter()
+                .map(|&v| usize::from(v))
+                .collect::<Vec<_>>()
+        };
+        let costs = |list: &[f64], len: u32| list[..(len as usize).min(list.len())].to_vec();
+        let phase = match r.phase {
+            0 => Phase::Search,
+            1 => Phase::Verify {
+                queue: values(&r.queue, r.queue_len),
+                baseline: costs(&r.baseline, r.baseline_len),
+                best: costs(&r.best, r.best_len),
+            },
+            _ => Phase::Done(Verdict {
+                baseline: r.verdict[0],
+                best: r.verdict[1],
+                gain_pct: r.verdict[2],
+                settled: r.settled as usize,
+            }),
+        };
+        Self {
+            tuner: Tuner {
+                initial: r.initial as usize,
+                costs: (1..=VALUES)
+                    .filter(|v| r.measured & (1 << (v - 1)) != 0)
+                    .map(|v| (v, r.costs[v - 1]))
+                    .collect(),
+                population: values(&r.population, r.population_len),
+                generation: r.generation,
+                rng: SplitMix64::new(r.rng),
+                phase,
+            },
+            published: (r.published != 0).then_some(r.published as usize),
+            seen: r.seen,
+            samples: r.samples[..(r.samples_len as usize).min(MAX_SAMPLES)].to_vec(),
+            settling: r.settling != 0,
+        }
+    }
+
+    /// Writes the engine to its kernel-state area.
+    fn save(&self, sab: &Sab) {
+        let t = &self.tuner;
+        let mut r: OptimisationRecord = bytemuck::Zeroable::zeroed();
+        r.saved = 1;
+        r.initial = t.initial as u32;
+        r.generation = t.generation;
+        r.rng = t.rng.state();
+        for (&v, &cost) in &t.costs {
+            r.measured |= 1 << (v - 1);
+            r.costs[v - 1] = cost;
+        }
+        let fill = |dst: &mut [u8], src: &[usize]| {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s as u8;
+            }
+            src.len().min(dst.len()) as u32
+        };
+        r.population_len = fill(&mut r.population, &t.population);
+        match &t.phase {
+            Phase::Search => r.phase = 0,
+            Phase::Verify { queue, baseline, best } => {
+                r.phase = 1;
+                r.queue_len = fill(&mut r.queue, queue);
+                for (dst, src, len) in [
+                    (&mut r.baseline, baseline, &mut r.baseline_len),
+                    (&mut r.best, best, &mut r.best_len),
+                ] {
+                    let n = src.len().min(VERIFY_ROUNDS);
+                    dst[..n].copy_from_slice(&src[..n]);
+                    *len = n as u32;
+                }
+            }
+            Phase::Done(v) => {
+                r.phase = 2;
+                r.verdict = [v.baseline, v.best, v.gain_pct];
+                r.settled = v.settled as u32;
+            }
+        }
+        r.published = self.published.unwrap_or(0) as u32;
+        r.seen = self.seen;
+        let n = self.samples.len().min(MAX_SAMPLES);
+        r.samples[..n].copy_from_slice(&self.samples[..n]);
+        r.samples_len = n as u32;
+        r.settling = u32::from(self.settling);
+        sab.kernel_state(KernelArea::OptimisationState).set_header(&r);
+    }
+}
+
 /// Runs on the bird epoch: takes the newest boids step times, scores the value in force once it
 /// has enough of them, and publishes the next value.
 pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mut engine: ResMut<OptimisationEngine>) {
@@ -267,7 +406,8 @@ pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mu
         // The first step after a change may still have run with the old value.
         let skip = usize::from(engine.settling).min(fresh.len());
         engine.settling &= skip == 0;
-        engine.samples.extend(&fresh[skip..]);
+        let room = MAX_SAMPLES.saturating_sub(engine.samples.len());
+        engine.samples.extend(fresh[skip..].iter().take(room));
         if engine.samples.len() >= EVAL_STEPS {
             engine.samples.sort_by(f32::total_cmp);
             let median = f64::from(quantile(&engine.samples, 0.5));
@@ -297,6 +437,7 @@ pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mu
             gain as f32,
         ],
     );
+    engine.save(&sab);
     if changed {
         sab.epochs().signal(EpochIndex::OPTIMIZATION);
     }
@@ -379,5 +520,44 @@ mod tests {
                 "{verdict:?} vs {true_gain:.2} %"
             );
         }
+    }
+
+    /// The search is kept in the SAB: an engine loaded from it, at any phase, continues with the
+    /// same values, costs and random state as the one that saved it.
+    #[test]
+    fn a_saved_search_carries_on_from_the_sab() {
+        use crate::sab::{SabLayout, Tier};
+        let sab = Sab::new(SabLayout::for_tier(Tier::Light));
+        let cost = |v: usize| ((v as f64).log2() - 12f64.log2()).powi(2) + 1.0;
+        let mut engine = OptimisationEngine::default();
+        assert_eq!(
+            OptimisationEngine::load(&sab).tuner.next(),
+            engine.tuner.next(),
+            "a new SAB: a new search"
+        );
+        (engine.published, engine.seen, engine.samples, engine.settling) = (Some(4), 77, vec![1.5, 2.5], false);
+        let mut rounds = 0;
+        while let Some(v) = engine.tuner.next() {
+            engine.save(&sab);
+            let mut loaded = OptimisationEngine::load(&sab);
+            assert_eq!(loaded.tuner.next(), Some(v), "round {rounds}");
+            assert_eq!(
+                (loaded.tuner.trials(), loaded.tuner.best()),
+                (engine.tuner.trials(), engine.tuner.best())
+            );
+            assert_eq!(
+                (loaded.published, loaded.seen, &loaded.samples, loaded.settling),
+                (Some(4), 77, &engine.samples, false)
+            );
+            // Both go on alike: the loaded one's next report breeds what the original's does.
+            loaded.tuner.report(v, cost(v));
+            engine.tuner.report(v, cost(v));
+            assert_eq!(loaded.tuner.next(), engine.tuner.next());
+            rounds += 1;
+        }
+        engine.save(&sab);
+        let done = OptimisationEngine::load(&sab);
+        assert_eq!(done.tuner.verdict(), engine.tuner.verdict());
+        assert!(rounds > 10, "{rounds} rounds");
     }
 }

@@ -1,6 +1,8 @@
 //! The egui inspector (feature `render`): a live view of the SAB (registry, supervisor headers, epochs with their
 //! rates, rings, guards and the arena), tick-time and fitness plots, the controls (pause and
-//! step, bird count, faithful mode, seed, snapshot save and load), and the FPS overlay.
+//! step, bird count, faithful mode, seed, snapshot save and load), and the FPS overlay. It reads
+//! the SAB and writes requests into it (the flock's controls, lifecycle requests); a load runs the
+//! simulator again on the snapshot (`--resume`).
 //!
 //! The SAB report behind the panels is the one `inos inspect` prints, rebuilt a few times a second
 //! from the live SAB; birds are never listed one by one.
@@ -19,9 +21,7 @@ use crate::render::birds::UploadStats;
 use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
 use crate::sab::supervisors::{BreakerState, Lifecycle};
 use crate::sab::{EpochIndex, Owner, Sab, SupervisorStatus};
-use crate::supervisors::evolution::Evolution;
 use crate::timing::StageTimes;
-use crate::units::boids::{Flock, FlockCommand, FlockCommands, load_flock};
 
 /// How often the SAB report and the epoch rates are refreshed.
 const REFRESH_SECONDS: f64 = 0.25;
@@ -77,9 +77,9 @@ impl Default for InspectorState {
     }
 }
 
-fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, flock: Res<Flock>, mut state: ResMut<InspectorState>) {
+fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, mut state: ResMut<InspectorState>) {
     if state.birds == 0 {
-        state.birds = flock.birds().len();
+        state.birds = sab.flock_state().info().birds as usize;
     }
     let now = time.elapsed_secs_f64();
     let dt = now - state.refreshed_at;
@@ -170,9 +170,6 @@ fn inspector(
     sab: Res<Sab>,
     mut state: ResMut<InspectorState>,
     mut pulse: ResMut<PulseControl>,
-    flock: Res<Flock>,
-    mut commands: ResMut<FlockCommands>,
-    mut evolution: ResMut<Evolution>,
     times: Res<StageTimes>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
@@ -183,7 +180,7 @@ fn inspector(
         .default_height(ctx.content_rect().height() - 30.0)
         .vscroll(true)
         .show(ctx, |ui| {
-            controls(ui, &sab, state, &mut pulse, &flock, &mut commands, &mut evolution);
+            controls(ui, &sab, state, &mut pulse);
             let Some(report) = &state.report else {
                 return;
             };
@@ -351,31 +348,25 @@ fn inspector(
                         .collect();
                     plot(ui, "tick times", lines);
                 });
-            egui::CollapsingHeader::new(format!("Fitness ({} generations)", evolution.generation()))
+            let (generation, history) = sab.flock_state().evolution();
+            egui::CollapsingHeader::new(format!("Fitness ({generation} generations)"))
                 .default_open(true)
                 .show(ui, |ui| {
-                    let mean = series(evolution.history.iter().map(|g| g.mean_fitness));
-                    let best = series(evolution.history.iter().map(|g| g.best_fitness));
+                    let mean = series(history.iter().map(|g| g[0]));
+                    let best = series(history.iter().map(|g| g[1]));
                     plot(ui, "fitness", vec![("mean", mean), ("best", best)]);
-                    ui.label(format!(
-                        "now: mean {:.4}, best {:.4}",
-                        flock.mean_fitness(),
-                        flock.best_fitness()
-                    ));
+                    if let Some([mean, best]) = history.last() {
+                        ui.label(format!("last generation: mean {mean:.4}, best {best:.4}"));
+                    }
                 });
         });
     Ok(())
 }
 
-fn controls(
-    ui: &mut egui::Ui,
-    sab: &Sab,
-    state: &mut InspectorState,
-    pulse: &mut PulseControl,
-    flock: &Flock,
-    commands: &mut FlockCommands,
-    evolution: &mut Evolution,
-) {
+/// The controls: each writes a request into the SAB (`sab::flock_state`), which the boids unit
+/// and its supervisor act on; none calls them.
+fn controls(ui: &mut egui::Ui, sab: &Sab, state: &mut InspectorState, pulse: &mut PulseControl) {
+    let flock = sab.flock_state();
     ui.horizontal(|ui| {
         if ui.button(if pulse.paused { "▶ resume" } else { "⏸ pause" }).clicked() {
             pulse.paused = !pulse.paused;
@@ -383,9 +374,9 @@ fn controls(
         if ui.add_enabled(pulse.paused, egui::Button::new("step")).clicked() {
             pulse.pending_steps += 1;
         }
-        let mut faithful = flock.params.faithful;
+        let mut faithful = flock.info().faithful != 0;
         if ui.checkbox(&mut faithful, "faithful").changed() {
-            commands.0.push(FlockCommand::SetFaithful(faithful));
+            flock.request_faithful(faithful);
         }
     });
     let max = sab.layout().spec().max_birds as usize;
@@ -396,13 +387,13 @@ fn controls(
                 .text("birds"),
         );
         if ui.button("respawn").clicked() {
-            commands.0.push(FlockCommand::Respawn(state.birds));
+            flock.request_respawn(state.birds as u32);
         }
     });
     ui.horizontal(|ui| {
         ui.add(egui::DragValue::new(&mut state.seed).prefix("seed "));
         if ui.button("restart evolution").clicked() {
-            evolution.restart(state.seed);
+            flock.request_evolution_restart(state.seed);
         }
     });
     ui.horizontal(|ui| {
@@ -415,20 +406,61 @@ fn controls(
             };
         }
         if ui.button("load").clicked() {
-            state.message = match load_flock(&path, sab.layout()) {
-                Ok(records) => {
-                    let n = records.len();
-                    commands.0.push(FlockCommand::Restore(records));
-                    format!("loaded {n} birds from {}", path.display())
-                }
-                Err(e) => e.to_string(),
-            };
+            state.message = resume_from(&path);
         }
     });
     if !state.message.is_empty() {
         ui.label(&state.message);
     }
     ui.separator();
+}
+
+/// The whole system lives in the SAB, so loading a snapshot means running on it: the simulator
+/// starts again as `inos --resume FILE` with the rest of its command line (the process image is
+/// replaced). A file that is no snapshot of this build is refused first, with the simulator left
+/// running; the reason is returned for the panel.
+fn resume_from(path: &std::path::Path) -> String {
+    if let Err(e) = Sab::read_snapshot(path) {
+        return e.to_string();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => return format!("cannot find this program to restart it: {e}"),
+        };
+        let args = resume_args(std::env::args_os().skip(1), path);
+        let error = std::process::Command::new(exe).args(args).exec();
+        format!("cannot restart on {}: {error}", path.display())
+    }
+    #[cfg(not(unix))]
+    {
+        format!(
+            "{} is a snapshot; run `inos --resume {}` to carry it on",
+            path.display(),
+            path.display()
+        )
+    }
+}
+
+/// The command line `args` (without the program) with `--resume path` instead of the options a
+/// resumed run takes from the snapshot (`--resume`, `--tier`, `--sab-mib`, `--birds`), in both
+/// their `--name value` and `--name=value` forms.
+fn resume_args(args: impl IntoIterator<Item = std::ffi::OsString>, path: &std::path::Path) -> Vec<std::ffi::OsString> {
+    const TAKEN: [&str; 4] = ["--resume", "--tier", "--sab-mib", "--birds"];
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if TAKEN.contains(&text.as_ref()) {
+            args.next(); // its value
+        } else if !TAKEN.iter().any(|name| text.starts_with(&format!("{name}="))) {
+            out.push(arg);
+        }
+    }
+    out.extend(["--resume".into(), path.as_os_str().to_owned()]);
+    out
 }
 
 /// Values as plot points, x = sample index.
@@ -451,4 +483,30 @@ fn plot(ui: &mut egui::Ui, id: &str, lines: Vec<(&str, Vec<[f64; 2]>)>) {
                 plot.line(Line::new(name, points));
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_keeps_the_command_line_but_what_the_snapshot_decides() {
+        let args = [
+            "--tier",
+            "heavy",
+            "--birds=3000",
+            "--seed",
+            "7",
+            "--resume",
+            "old.snap",
+            "--sab-mib=256",
+            "--faithful",
+        ]
+        .map(std::ffi::OsString::from);
+        let out = resume_args(args, std::path::Path::new("new.snap"));
+        assert_eq!(
+            out,
+            ["--seed", "7", "--faithful", "--resume", "new.snap"].map(std::ffi::OsString::from)
+        );
+    }
 }

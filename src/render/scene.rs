@@ -1,6 +1,7 @@
 //! The scene around the flock: an orbit camera framed on the flock's world, the original's cream
-//! backdrop, a lit ground with a grid, and meshes for the physics unit's obstacles (which follow
-//! their Rapier bodies through their transforms).
+//! backdrop, a lit ground with a grid, and meshes for the physics unit's obstacles. All of it is
+//! read from the SAB: the world's bounds from the flock state the boids unit publishes, the
+//! obstacles (shape, role, pose, size) from the obstacle table on the physics epoch.
 
 use bevy::input::mouse::{AccumulatedMouseMotion, AccumulatedMouseScroll, MouseScrollUnit};
 use bevy::light::GlobalAmbientLight;
@@ -8,8 +9,7 @@ use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
 use bevy_egui::input::egui_wants_any_pointer_input;
 
-use crate::units::boids::Flock;
-use crate::units::physics::{Obstacle, ObstacleKind};
+use crate::sab::{EpochIndex, ObstacleRecord, ObstacleRole, ObstacleShape, Sab, epoch_changed};
 
 /// The original page's background (reference §8).
 pub const BACKDROP: Color = Color::srgb(0.957, 0.945, 0.918);
@@ -29,7 +29,7 @@ impl Plugin for ScenePlugin {
                 Update,
                 (
                     orbit.run_if(not(egui_wants_any_pointer_input)),
-                    dress_obstacles,
+                    draw_obstacles.run_if(epoch_changed(EpochIndex::PHYSICS)),
                     draw_grid,
                 ),
             );
@@ -46,9 +46,10 @@ pub struct OrbitCamera {
 }
 
 impl OrbitCamera {
-    /// The original's view, (15, 12, 45) onto the origin, scaled with the world's width.
-    pub fn framing(flock: &Flock) -> Self {
-        let eye = Vec3::new(15.0, 12.0, 45.0) * (flock.world.bounds.x / 38.0);
+    /// The original's view, (15, 12, 45) onto the origin, scaled with the width of the world
+    /// whose half extents are `bounds`.
+    pub fn framing(bounds: Vec3) -> Self {
+        let eye = Vec3::new(15.0, 12.0, 45.0) * (bounds.x / 38.0);
         Self {
             target: Vec3::ZERO,
             yaw: eye.x.atan2(eye.z),
@@ -63,8 +64,16 @@ impl OrbitCamera {
     }
 }
 
-fn spawn_camera(mut commands: Commands, flock: Res<Flock>, adapter: Option<Res<RenderAdapterInfo>>) {
-    let orbit = OrbitCamera::framing(&flock);
+/// The original's world (80 × 60 × 80 m, half extents), framed until the boids unit has published
+/// its own.
+const ORIGINAL_BOUNDS: Vec3 = Vec3::new(40.0, 30.0, 40.0);
+
+fn world_bounds(sab: &Sab) -> Vec3 {
+    sab.flock_state().bounds().unwrap_or(ORIGINAL_BOUNDS)
+}
+
+fn spawn_camera(mut commands: Commands, sab: Res<Sab>, adapter: Option<Res<RenderAdapterInfo>>) {
+    let orbit = OrbitCamera::framing(world_bounds(&sab));
     // A software rasteriser (Mesa lavapipe under Xvfb) pays for every sample: no MSAA there.
     let software = adapter.is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu);
     commands.spawn((
@@ -118,42 +127,90 @@ fn orbit(
     **transform = orbit.transform();
 }
 
-/// Gives each new obstacle a mesh and a material from its kind.
-fn dress_obstacles(
+/// The mesh drawn for slot `slot` of the obstacle table, and the record it was made for.
+#[derive(Component)]
+struct ObstacleMesh {
+    slot: usize,
+    made_for: (u32, u32, [f32; 3]),
+}
+
+/// Draws the obstacle table: each record's mesh at its pose, a new mesh where a slot's shape, role
+/// or size changed, and none for slots past the table's count.
+fn draw_obstacles(
+    sab: Res<Sab>,
     mut commands: Commands,
-    obstacles: Query<(Entity, &Obstacle), Added<Obstacle>>,
+    mut drawn: Query<(Entity, &ObstacleMesh, &mut Transform)>,
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<StandardMaterial>>,
+    mut records: Local<Vec<ObstacleRecord>>,
 ) {
-    for (entity, obstacle) in &obstacles {
-        let (mesh, colour) = match obstacle.kind {
-            ObstacleKind::Floor { half } => (Mesh::from(Cuboid::from_size(half * 2.0)), Color::srgb(0.91, 0.89, 0.84)),
-            ObstacleKind::Crate { half } => (Mesh::from(Cuboid::from_size(half * 2.0)), Color::srgb(0.55, 0.42, 0.3)),
-            ObstacleKind::Pillar { radius, half_height } => (
-                Mesh::from(Cylinder::new(radius, half_height * 2.0)),
-                Color::srgb(0.80, 0.84, 0.88),
-            ),
-            ObstacleKind::Orbiter { radius } => (Sphere::new(radius).mesh().uv(32, 16), Color::srgb(0.96, 0.62, 0.04)),
-            ObstacleKind::Ball { radius } => (Sphere::new(radius).mesh().uv(24, 12), Color::srgb(0.05, 0.65, 0.91)),
+    // A table being written is read on the next physics epoch.
+    if sab.obstacles().read_into(&mut records).is_err() {
+        return;
+    }
+    let mut kept = vec![false; records.len()];
+    for (entity, mesh, mut transform) in &mut drawn {
+        match records.get(mesh.slot) {
+            Some(r) if (r.shape, r.role, r.dims) == mesh.made_for => {
+                *transform = pose(r);
+                kept[mesh.slot] = true;
+            }
+            _ => commands.entity(entity).despawn(),
+        }
+    }
+    for (slot, r) in records.iter().enumerate().filter(|(slot, _)| !kept[*slot]) {
+        let Some((mesh, colour, unlit)) = look(r) else {
+            continue;
         };
-        commands.entity(entity).insert((
+        commands.spawn((
+            ObstacleMesh {
+                slot,
+                made_for: (r.shape, r.role, r.dims),
+            },
             Mesh3d(meshes.add(mesh)),
             MeshMaterial3d(materials.add(StandardMaterial {
                 base_color: colour,
                 perceptual_roughness: 0.8,
-                // The ground is large on screen and flat: unlit, it costs a software renderer a
-                // fraction of the lit shading and looks the same.
-                unlit: matches!(obstacle.kind, ObstacleKind::Floor { .. }),
+                unlit,
                 ..default()
             })),
+            pose(r),
         ));
     }
 }
 
+fn pose(r: &ObstacleRecord) -> Transform {
+    Transform::from_translation(Vec3::from(r.centre)).with_rotation(Quat::from_array(r.rotation).normalize())
+}
+
+/// A record's mesh, colour and whether it is unlit; `None` for a record that describes no shape.
+fn look(r: &ObstacleRecord) -> Option<(Mesh, Color, bool)> {
+    let d = Vec3::from(r.dims);
+    if !d.is_finite() || d.cmplt(Vec3::ZERO).any() {
+        return None;
+    }
+    let mesh = match r.shape()? {
+        ObstacleShape::Cuboid => Mesh::from(Cuboid::from_size(d * 2.0)),
+        ObstacleShape::Cylinder => Mesh::from(Cylinder::new(d.x, d.y * 2.0)),
+        ObstacleShape::Ball => Sphere::new(d.x).mesh().uv(32, 16),
+    };
+    let role = ObstacleRole::from_code(r.role);
+    let colour = match role {
+        Some(ObstacleRole::Floor) => Color::srgb(0.91, 0.89, 0.84),
+        Some(ObstacleRole::Crate) | None => Color::srgb(0.55, 0.42, 0.3),
+        Some(ObstacleRole::Pillar) => Color::srgb(0.80, 0.84, 0.88),
+        Some(ObstacleRole::Orbiter) => Color::srgb(0.96, 0.62, 0.04),
+        Some(ObstacleRole::Ball) => Color::srgb(0.05, 0.65, 0.91),
+    };
+    // The ground is large on screen and flat: unlit, it costs a software renderer a fraction of
+    // the lit shading and looks the same.
+    Some((mesh, colour, role == Some(ObstacleRole::Floor)))
+}
+
 /// A grid on the ground (or, without obstacles, where the ground would be), sized for the
 /// flock's world, like the scene (both follow a respawn with another bird count).
-fn draw_grid(flock: Res<Flock>, mut gizmos: Gizmos) {
-    let b = flock.world.bounds;
+fn draw_grid(sab: Res<Sab>, mut gizmos: Gizmos) {
+    let b = world_bounds(&sab);
     let cells = 16;
     gizmos.grid(
         Isometry3d::new(

@@ -109,6 +109,11 @@ impl SplitMix64 {
         Self(seed)
     }
 
+    /// The generator's state (to save it and carry on with [`SplitMix64::new`]).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

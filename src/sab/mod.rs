@@ -21,6 +21,7 @@ pub mod admission;
 pub mod arena;
 pub mod engines;
 pub mod epochs;
+pub mod flock_state;
 pub mod genes;
 #[allow(clippy::all, clippy::pedantic, unused, missing_docs)]
 #[rustfmt::skip]
@@ -56,7 +57,7 @@ pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
 pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
 pub use layout::{KernelArea, Region, SabLayout, Tier};
 pub use memory::AccessError;
-pub use obstacles::{ObstacleRecord, ObstacleShape, ObstacleTable};
+pub use obstacles::{ObstacleRecord, ObstacleRole, ObstacleShape, ObstacleTable};
 pub use patterns::{HistoryCursor, HistoryReader, JobHistory, JobRecord, PatternExchange, PatternRecord};
 pub use registry::{Capability, Dependency, ModuleSpec, Registry, RegistryError};
 pub use ring::{Ring, RingError, RingId};
@@ -222,6 +223,10 @@ impl Sab {
 
     pub fn admission(&self) -> admission::AdmissionTable<'_> {
         admission::AdmissionTable::new(self)
+    }
+
+    pub fn flock_state(&self) -> flock_state::FlockState<'_> {
+        flock_state::FlockState::new(self)
     }
 
     pub fn kernel_state(&self, area: KernelArea) -> kernel_state::KernelState<'_> {

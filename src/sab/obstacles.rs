@@ -19,12 +19,31 @@ pub enum ObstacleShape {
     Cylinder,
 }
 
+/// What an obstacle is in the scene, so that a renderer can draw it from the table alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObstacleRole {
+    Floor = g::OBSTACLE_ROLE_FLOOR as isize,
+    Pillar = g::OBSTACLE_ROLE_PILLAR as isize,
+    Orbiter = g::OBSTACLE_ROLE_ORBITER as isize,
+    Ball = g::OBSTACLE_ROLE_BALL as isize,
+    Crate = g::OBSTACLE_ROLE_CRATE as isize,
+}
+
+impl ObstacleRole {
+    pub fn from_code(code: u32) -> Option<Self> {
+        [Self::Floor, Self::Pillar, Self::Orbiter, Self::Ball, Self::Crate]
+            .into_iter()
+            .find(|r| *r as u32 == code)
+    }
+}
+
 /// One obstacle, byte for byte.
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct ObstacleRecord {
     pub shape: u32,
-    pub reserved: u32,
+    /// What the obstacle is (`ObstacleRole`), for drawing; 0 if unknown.
+    pub role: u32,
     pub centre: [f32; 3],
     /// The radius of a sphere about the centre that holds the whole shape.
     pub bound: f32,
@@ -37,7 +56,7 @@ const _: () = assert!(size_of::<ObstacleRecord>() == g::OBSTACLE_RECORD_SIZE as 
 const _: () = assert!(g::OBSTACLE_HEADER_SIZE + g::OBSTACLE_MAX * g::OBSTACLE_RECORD_SIZE <= g::OBSTACLE_TABLE_SIZE);
 
 impl ObstacleRecord {
-    pub fn new(shape: ObstacleShape, centre: Vec3, rotation: Quat, dims: Vec3) -> Self {
+    pub fn new(shape: ObstacleShape, role: ObstacleRole, centre: Vec3, rotation: Quat, dims: Vec3) -> Self {
         let (code, bound) = match shape {
             ObstacleShape::Ball => (g::OBSTACLE_SHAPE_BALL, dims.x),
             ObstacleShape::Cuboid => (g::OBSTACLE_SHAPE_CUBOID, dims.length()),
@@ -45,7 +64,7 @@ impl ObstacleRecord {
         };
         Self {
             shape: code,
-            reserved: 0,
+            role: role as u32,
             centre: centre.to_array(),
             bound,
             rotation: rotation.to_array(),
@@ -209,7 +228,15 @@ mod tests {
         let sab = Sab::for_tier(Tier::Light);
         let table = sab.obstacles();
         let records: Vec<_> = (0..5)
-            .map(|k| ObstacleRecord::new(ObstacleShape::Ball, Vec3::splat(k as f32), Quat::IDENTITY, Vec3::ONE))
+            .map(|k| {
+                ObstacleRecord::new(
+                    ObstacleShape::Ball,
+                    ObstacleRole::Ball,
+                    Vec3::splat(k as f32),
+                    Quat::IDENTITY,
+                    Vec3::ONE,
+                )
+            })
             .collect();
         let before = sab.epochs().load(EpochIndex::PHYSICS);
         table.publish(&records, Owner::Module).unwrap();
@@ -241,7 +268,13 @@ mod tests {
 
     #[test]
     fn records_that_describe_no_shape_have_no_closest_point() {
-        let good = ObstacleRecord::new(ObstacleShape::Ball, Vec3::ZERO, Quat::IDENTITY, Vec3::ONE);
+        let good = ObstacleRecord::new(
+            ObstacleShape::Ball,
+            ObstacleRole::Ball,
+            Vec3::ZERO,
+            Quat::IDENTITY,
+            Vec3::ONE,
+        );
         assert!(good.closest_point(Vec3::X * 3.0).is_some());
         for corrupt in [
             ObstacleRecord { shape: 7, ..good },

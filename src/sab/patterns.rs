@@ -266,7 +266,7 @@ const RECORD_SIZE: usize = offset_of!(JobHistoryHeader, record_size) / 4;
 /// (records are numbered from 0 in the order written; the header's `total` is the next number),
 /// and how many records the ring overwrote before this reader read them. Readers keep it in their
 /// kernel-state header, so a resumed reader carries on where it stopped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
 #[repr(C)]
 pub struct HistoryCursor {
     pub next: u64,

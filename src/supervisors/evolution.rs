@@ -28,7 +28,9 @@ pub struct GenerationStats {
     pub micros: f32,
 }
 
-/// The supervisor's state between generations.
+/// The supervisor's state between generations. Its progress (random state, bird epochs since
+/// the last generation, generation count and figures) is also in the SAB's flock state
+/// (`sab::flock_state`), which it carries on from after a resume and where the inspector reads it.
 #[derive(Resource)]
 pub struct Evolution {
     pub every: u32,
@@ -38,8 +40,10 @@ pub struct Evolution {
     records: Vec<GeneRecord>,
     /// Generations bred since the last restart.
     generations: u32,
-    /// The newest [`HISTORY`] generations' figures, oldest first.
+    /// The newest [`HISTORY`] generations' figures (of this process), oldest first.
     pub history: Vec<GenerationStats>,
+    /// The hosts' evolution-restart requests acted on (a sequence number).
+    restarts_seen: u32,
 }
 
 /// Generations whose figures are kept (about 50 minutes at the default cadence); older ones are
@@ -49,11 +53,12 @@ pub const HISTORY: usize = 1024;
 impl Evolution {
     /// Starts over with a new seed: the next generation is bred `every` bird epochs from now,
     /// and the history is cleared.
-    pub fn restart(&mut self, seed: u64) {
+    fn restart(&mut self, sab: &Sab, seed: u64) {
         self.rng = SplitMix64::new(seed);
         self.bird_epochs = 0;
         self.generations = 0;
         self.history.clear();
+        sab.flock_state().clear_evolution(self.rng.state());
     }
 
     /// Generations bred since the last restart.
@@ -74,20 +79,39 @@ pub struct EvolutionSystems;
 
 impl Plugin for EvolutionPlugin {
     fn build(&self, app: &mut App) {
-        let capacity = app.world().resource::<Sab>().stream(StreamId::Birds).capacity();
+        let sab = app.world().resource::<Sab>();
+        let capacity = sab.stream(StreamId::Birds).capacity();
+        let state = sab.flock_state();
+        // A resumed SAB's evolution carries on; a new one starts from the seed.
+        let (rng, bird_epochs) = state.evolution_progress().unwrap_or((self.seed, 0));
         app.insert_resource(Evolution {
             every: self.every,
-            rng: SplitMix64::new(self.seed),
-            bird_epochs: 0,
+            rng: SplitMix64::new(rng),
+            bird_epochs,
             birds: vec![bytemuck::Zeroable::zeroed(); capacity],
             records: Vec::with_capacity(capacity),
-            generations: 0,
+            generations: state.evolution().0,
             history: Vec::new(),
+            restarts_seen: state.control().evolution_restart,
         })
         .add_systems(
             FixedUpdate,
-            evolve.in_set(EvolutionSystems).run_if(epoch_changed(EpochIndex::BIRD)),
+            (
+                restart_on_request.run_if(epoch_changed(EpochIndex::SENSOR)),
+                evolve.run_if(epoch_changed(EpochIndex::BIRD)),
+            )
+                .chain()
+                .in_set(EvolutionSystems),
         );
+    }
+}
+
+/// A host asked for a restart (`sab::flock_state`): start over with its seed.
+fn restart_on_request(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
+    let asked = sab.flock_state().control();
+    if asked.evolution_restart != evolution.restarts_seen {
+        evolution.restarts_seen = asked.evolution_restart;
+        evolution.restart(&sab, asked.evolution_seed);
     }
 }
 
@@ -95,6 +119,7 @@ fn evolve(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
     let ev = &mut *evolution;
     ev.bird_epochs += 1;
     if ev.every == 0 || !ev.bird_epochs.is_multiple_of(ev.every) {
+        sab.flock_state().record_progress(ev.rng.state(), ev.bird_epochs, None);
         return;
     }
     let _span = info_span!("evolution").entered();
@@ -138,4 +163,6 @@ fn evolve(sab: Res<Sab>, mut evolution: ResMut<Evolution>) {
         ev.history.remove(0);
     }
     ev.history.push(stats);
+    sab.flock_state()
+        .record_progress(ev.rng.state(), ev.bird_epochs, Some((ev.generations, mean, best)));
 }

@@ -15,6 +15,7 @@ use bevy_rapier3d::prelude::*;
 
 use crate::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, PhysicsCall};
 use crate::pulse::PulseSystems;
+use crate::sab::obstacles::ObstacleRole;
 use crate::sab::supervisors::unit_running;
 use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, ObstacleShape, Owner, Sab, epoch_changed};
 use crate::units::RegisterUnitExt;
@@ -94,7 +95,7 @@ impl Plugin for PhysicsPlugin {
                 FixedUpdate,
                 (
                     (
-                        follow_the_flock_world,
+                        follow_the_flock_world.run_if(epoch_changed(EpochIndex::BIRD_COUNT)),
                         follow_the_pulse_rate,
                         gate_rapier,
                         drive_orbiters.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
@@ -181,12 +182,18 @@ impl ObstacleKind {
 
     /// The obstacle table's record for this obstacle at `centre`, turned by `rotation`.
     pub fn record(self, centre: Vec3, rotation: Quat) -> ObstacleRecord {
-        let (shape, dims) = match self {
-            Self::Floor { half } | Self::Crate { half } => (ObstacleShape::Cuboid, half),
-            Self::Pillar { radius, half_height } => (ObstacleShape::Cylinder, Vec3::new(radius, half_height, 0.0)),
-            Self::Orbiter { radius } | Self::Ball { radius } => (ObstacleShape::Ball, Vec3::new(radius, 0.0, 0.0)),
+        let (shape, role, dims) = match self {
+            Self::Floor { half } => (ObstacleShape::Cuboid, ObstacleRole::Floor, half),
+            Self::Crate { half } => (ObstacleShape::Cuboid, ObstacleRole::Crate, half),
+            Self::Pillar { radius, half_height } => (
+                ObstacleShape::Cylinder,
+                ObstacleRole::Pillar,
+                Vec3::new(radius, half_height, 0.0),
+            ),
+            Self::Orbiter { radius } => (ObstacleShape::Ball, ObstacleRole::Orbiter, Vec3::new(radius, 0.0, 0.0)),
+            Self::Ball { radius } => (ObstacleShape::Ball, ObstacleRole::Ball, Vec3::new(radius, 0.0, 0.0)),
         };
-        ObstacleRecord::new(shape, centre, rotation, dims)
+        ObstacleRecord::new(shape, role, centre, rotation, dims)
     }
 }
 
@@ -198,15 +205,16 @@ struct SceneBounds(Vec3);
 #[derive(Component)]
 struct Scenery;
 
-/// Rebuilds the scene when the flock's world changes size (a respawn with another bird count),
-/// so the pillars, the orbiter and the balls' walls stay in proportion to the birds' world.
+/// Rebuilds the scene when the flock's world changes size (a respawn with another bird count, as
+/// the boids unit publishes it in the SAB's flock state), so the pillars, the orbiter and the
+/// balls' walls stay in proportion to the birds' world.
 fn follow_the_flock_world(
-    flock: Option<Res<crate::units::boids::Flock>>,
+    sab: Res<Sab>,
     mut scene: ResMut<SceneBounds>,
     scenery: Query<Entity, With<Scenery>>,
     mut commands: Commands,
 ) {
-    let Some(bounds) = flock.map(|f| f.world.bounds) else {
+    let Some(bounds) = sab.flock_state().bounds() else {
         return;
     };
     if bounds == scene.0 {

@@ -161,10 +161,62 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
         "SYSTEM_PULSE",
         "JOB PIPELINE",
         "ADMISSION",
+        "KERNEL STATE",
         "Lifecycle",
     ] {
         assert!(text.contains(section), "text report lacks {section}");
     }
+    assert_eq!(
+        inspect["kernel_state"].as_array().unwrap().len(),
+        inos::sab::KernelArea::ALL.len()
+    );
+
+    // The run carries on from the snapshot: its pulse, its birds, the tree's place in the history.
+    let again = dir.path().join("again.snap");
+    let out = inos(&[
+        "--headless",
+        "--resume",
+        snap.to_str().unwrap(),
+        "--ticks",
+        "30",
+        "--json",
+        "--snapshot",
+        again.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |report: &serde_json::Value, name: &str| {
+        report["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map_or(0, |e| e["value"].as_u64().unwrap())
+    };
+    assert_eq!(value(&resumed, "SYSTEM_PULSE"), 80, "the pulse carries on");
+    assert_eq!(
+        value(&resumed, "BIRD"),
+        value(&report, "BIRD") + 30,
+        "the bird epoch carries on"
+    );
+    assert_eq!(resumed["birds"], report["birds"]);
+    let out = inos(&["inspect", again.to_str().unwrap(), "--json"]);
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tree = inspect["kernel_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["area"] == "tree_state")
+        .unwrap();
+    assert!(tree["entries"].as_u64().unwrap() >= 3, "the tree's units: {tree}");
+
+    // A resumed run takes the snapshot's layout and birds: asking for others is refused.
+    let out = inos(&["--headless", "--resume", snap.to_str().unwrap(), "--tier", "heavy"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    let out = inos(&["--headless", "--resume", dir.path().join("none.snap").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.snap"));
 }
 
 /// Runs `inos` with a deadline: a run that hangs is killed and fails the test.

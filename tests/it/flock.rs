@@ -361,27 +361,31 @@ fn the_same_seed_gives_the_same_stream_hash_on_one_and_two_threads() {
     assert_ne!(hash(&one), hash(&other_seed), "the seed drives the GA");
 }
 
+/// The hosts' requests in the SAB's flock state respawn the flock and switch its arithmetic, even
+/// while the pulse is paused; a respawn beyond the tier is refused; an evolution restart starts the
+/// generations again from the seed.
 #[test]
-fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
+fn flock_requests_respawn_and_switch_the_flock_even_while_paused() {
     use inos::pulse::PulseControl;
     use inos::sab::EpochIndex;
-    use inos::units::boids::{FlockCommand, FlockCommands, load_flock};
 
     let mut app = build_app(HeadlessConfig {
         resume: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
-        flock: Some(flock_plugins(500, 2, 1, 0)),
+        flock: Some(flock_plugins(500, 2, 1, 10)),
     });
-    for _ in 0..20 {
+    for _ in 0..25 {
         app.update();
     }
     let sab = app.world().resource::<Sab>().clone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("flock.snap");
-    sab.write_snapshot(&path).unwrap();
-    let saved = load_flock(&path, sab.layout()).unwrap();
-    assert_eq!(saved.len(), 500);
+    let state = sab.flock_state();
+    assert_eq!(state.info().birds, 500);
+    assert_eq!(
+        state.evolution().0,
+        2,
+        "two generations in 25 ticks at one per 10 bird epochs"
+    );
 
     let published = |sab: &Sab| {
         let mut birds: Vec<BirdRecord> = vec![bytemuck::Zeroable::zeroed(); 2000];
@@ -393,41 +397,42 @@ fn flock_commands_respawn_switch_and_restore_the_flock_even_while_paused() {
         let mut parts = vec![MatrixPart { cols: [0.0; 16] }; 8 * 2000];
         sab.stream(StreamId::Matrices).read_into(&mut parts).unwrap().count
     };
-    let command = |app: &mut App, c: FlockCommand| {
-        app.world_mut().resource_mut::<FlockCommands>().0.push(c);
-        app.update();
-    };
     app.world_mut().resource_mut::<PulseControl>().paused = true;
     let pulse = sab.epochs().load(EpochIndex::SYSTEM_PULSE);
 
-    command(&mut app, FlockCommand::Respawn(300));
+    state.request_respawn(300);
+    app.update();
     assert_eq!(sab.epochs().load(EpochIndex::BIRD_COUNT), 300);
     assert!(published(&sab) == initial_population(300));
+    assert_eq!(state.info().birds, 300);
     assert_eq!(
         matrices(&sab),
         300,
         "the matrix unit follows the new flock while paused"
     );
+    let bounds = state.info().bounds;
+    assert_eq!(Vec3::from(bounds), World::new(300, None).bounds);
 
-    command(&mut app, FlockCommand::SetFaithful(true));
+    state.request_faithful(true);
+    app.update();
     assert!(app.world().resource::<Flock>().params.faithful);
-
-    command(&mut app, FlockCommand::Restore(saved.clone()));
-    assert!(published(&sab) == saved);
+    assert_eq!(state.info().faithful, 1);
 
     // Beyond the tier: refused, and the flock is left as it was.
-    command(&mut app, FlockCommand::Respawn(5000));
-    assert!(published(&sab) == saved);
-    // Records that are not finite: refused the same way.
-    let mut poisoned = saved.clone();
-    poisoned[7].position[1] = f32::NAN;
-    command(&mut app, FlockCommand::Restore(poisoned));
-    assert!(published(&sab) == saved);
+    state.request_respawn(5000);
+    app.update();
+    assert!(published(&sab) == initial_population(300));
     assert_eq!(sab.epochs().load(EpochIndex::SYSTEM_PULSE), pulse, "paused throughout");
 
-    let heavy = SabLayout::for_tier(Tier::Heavy);
-    let refused = load_flock(&path, &heavy).unwrap_err().to_string();
-    assert!(refused.contains("light") && refused.contains("heavy"), "{refused}");
+    // Two requests before the unit runs: the later one counts.
+    state.request_respawn(100);
+    state.request_respawn(200);
+    app.update();
+    assert_eq!(state.info().birds, 200);
+
+    state.request_evolution_restart(9);
+    app.update();
+    assert_eq!(state.evolution(), (0, Vec::new()), "the evolution starts over");
 }
 
 /// The matrix unit's writer, straight into words on one to three threads, gives the records of

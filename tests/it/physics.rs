@@ -7,6 +7,7 @@ use inos::FlockPlugins;
 use inos::headless::{HeadlessConfig, bird_stream_hash, build_app, build_app_with};
 use inos::protocol::{Job, JobOutcome, JobParams, JobStatus, Payload, PhysicsCall};
 use inos::pulse::PulseControl;
+use inos::sab::obstacles::ObstacleRole;
 use inos::sab::{BirdRecord, ObstacleRecord, ObstacleShape, Sab, SabLayout, StreamId, Tier};
 use inos::supervisors::jobs::JobQueue;
 use inos::units::boids::{AVOID_RADIUS, World, steer};
@@ -20,7 +21,13 @@ fn close(a: Vec3, b: Vec3) -> bool {
 }
 
 fn ball(centre: Vec3, r: f32) -> ObstacleRecord {
-    ObstacleRecord::new(ObstacleShape::Ball, centre, Quat::IDENTITY, Vec3::new(r, 0.0, 0.0))
+    ObstacleRecord::new(
+        ObstacleShape::Ball,
+        ObstacleRole::Ball,
+        centre,
+        Quat::IDENTITY,
+        Vec3::new(r, 0.0, 0.0),
+    )
 }
 
 #[test]
@@ -46,6 +53,7 @@ fn steering_fades_linearly_from_the_surface_and_pushes_out_from_inside() {
     let field = [
         ObstacleRecord::new(
             ObstacleShape::Cuboid,
+            ObstacleRole::Crate,
             Vec3::new(10.0, 0.0, 0.0),
             Quat::from_rotation_z(std::f32::consts::FRAC_PI_2),
             Vec3::new(1.0, 3.0, 1.0),
@@ -61,6 +69,7 @@ fn steering_fades_linearly_from_the_surface_and_pushes_out_from_inside() {
     // A pillar (radius 2, half height 10): beside it radially, above its cap, and inside it.
     let pillar = [ObstacleRecord::new(
         ObstacleShape::Cylinder,
+        ObstacleRole::Pillar,
         Vec3::new(0.0, 0.0, 5.0),
         Quat::IDENTITY,
         Vec3::new(2.0, 10.0, 0.0),
@@ -410,7 +419,6 @@ fn physics_jobs_spawn_bodies_cast_rays_at_them_and_wait_for_steps() {
 /// floor and pillars are rebuilt for the new bounds, once, and bodies spawned by jobs stay.
 #[test]
 fn the_scene_follows_the_flock_world_when_the_bird_count_changes() {
-    use inos::units::boids::{FlockCommand, FlockCommands};
     let mut app = obstacle_app(1000, 1);
     let call = PhysicsCall::SpawnBody {
         cuboid: true,
@@ -420,10 +428,7 @@ fn the_scene_follows_the_flock_world_when_the_bird_count_changes() {
     };
     assert_eq!(physics_job(&mut app, 1, "spawn_body", call).status, JobStatus::Success);
     let before = obstacles(&mut app).len();
-    app.world_mut()
-        .resource_mut::<FlockCommands>()
-        .0
-        .push(FlockCommand::Respawn(2000));
+    app.world().resource::<Sab>().flock_state().request_respawn(2000);
     for _ in 0..3 {
         app.update();
     }

@@ -8,7 +8,7 @@ use super::grid::{Grid, Group, NeighbourSums, StagedBirds};
 use super::step::{BirdPhases, StepClock, forces, initial_population, steer, step_into};
 use super::{FlockParams, World};
 use crate::sab::genes::{GeneError, GeneRecord};
-use crate::sab::{BirdRecord, ObstacleRecord, Sab, SabLayout, StreamId, Tier};
+use crate::sab::{BirdRecord, ObstacleRecord, Sab, SabLayout, StreamId};
 use crate::units::run_scoped;
 
 /// The flock: its state between steps, and the buffers a step reuses.
@@ -247,65 +247,12 @@ pub fn check_capacity(layout: &SabLayout, birds: usize) -> Result<(), FlockError
 }
 
 /// Why a snapshot's birds cannot become the flock.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadFlockError {
-    #[error(transparent)]
-    Snapshot(#[from] crate::sab::snapshot::SnapshotError),
-    #[error("{path} was taken from a {saved_tier} SAB of {saved_mib} MiB, not a {tier} SAB of {mib} MiB")]
-    OtherLayout {
-        path: std::path::PathBuf,
-        saved_tier: Tier,
-        saved_mib: usize,
-        tier: Tier,
-        mib: usize,
-    },
-    #[error("{path}: the bird stream cannot be read: {source}")]
-    Stream {
-        path: std::path::PathBuf,
-        source: crate::sab::StreamError,
-    },
-    #[error("{0} holds no birds")]
-    Empty(std::path::PathBuf),
-    #[error("{path}: {source}")]
-    Records {
-        path: std::path::PathBuf,
-        source: FlockError,
-    },
-}
-
 /// The birds `sab`'s bird stream publishes (none in a new SAB).
 pub fn birds_in(sab: &Sab) -> Result<Vec<BirdRecord>, crate::sab::StreamError> {
     let stream = sab.stream(StreamId::Birds);
     let mut birds = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
     let read = stream.read_into(&mut birds)?;
     birds.truncate(read.count);
-    Ok(birds)
-}
-
-/// The bird records in a snapshot file, if it was taken from a SAB with this layout (so that its
-/// birds fit).
-pub fn load_flock(path: &std::path::Path, layout: &SabLayout) -> Result<Vec<BirdRecord>, LoadFlockError> {
-    let (saved, _) = Sab::read_snapshot(path)?;
-    if saved.layout() != layout {
-        return Err(LoadFlockError::OtherLayout {
-            path: path.to_owned(),
-            saved_tier: saved.layout().tier,
-            saved_mib: saved.layout().sab_size >> 20,
-            tier: layout.tier,
-            mib: layout.sab_size >> 20,
-        });
-    }
-    let birds = birds_in(&saved).map_err(|source| LoadFlockError::Stream {
-        path: path.to_owned(),
-        source,
-    })?;
-    if birds.is_empty() {
-        return Err(LoadFlockError::Empty(path.to_owned()));
-    }
-    check_records(&birds).map_err(|source| LoadFlockError::Records {
-        path: path.to_owned(),
-        source,
-    })?;
     Ok(birds)
 }
 

@@ -38,7 +38,7 @@ mod step;
 mod wide;
 
 pub use evolve::{MAX_BATCH, evolve_batch};
-pub use flock::{Flock, FlockError, LoadFlockError, birds_in, check_capacity, check_records, load_flock};
+pub use flock::{Flock, FlockError, birds_in, check_capacity, check_records};
 pub use grid::Grid;
 pub use step::{BirdForces, BirdPhases, StepClock, forces, initial_population, steer, step_bird};
 
@@ -49,9 +49,10 @@ use serde::Serialize;
 
 use crate::pulse::PulseSystems;
 use crate::sab::engines::{DEFAULT_CHUNKS_PER_THREAD, Engine};
+use crate::sab::flock_state::{FlockControl, FlockInfo};
 use crate::sab::stream::StreamWriter;
 use crate::sab::supervisors::unit_running;
-use crate::sab::{BirdRecord, EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, StreamId, epoch_changed};
+use crate::sab::{EpochIndex, ModuleSpec, ObstacleRecord, Owner, Sab, StreamId, epoch_changed};
 use crate::timing::StageTimes;
 use crate::units::RegisterUnitExt;
 
@@ -181,20 +182,9 @@ pub struct BoidsPlugin {
     pub params: FlockParams,
 }
 
-/// Changes to the flock from outside the tick (the inspector), applied before the next step, even
-/// while the pulse is paused.
-#[derive(Resource, Default, Debug)]
-pub struct FlockCommands(pub Vec<FlockCommand>);
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FlockCommand {
-    /// A fresh initial population of this many birds (checked against the tier).
-    Respawn(usize),
-    /// Switch between the correct (Jacobi) and the faithful (in-place) step.
-    SetFaithful(bool),
-    /// Continue from these records (for example a snapshot's bird stream).
-    Restore(Vec<BirdRecord>),
-}
+/// The hosts' requests (`sab::flock_state`) the unit has acted on, by their sequence numbers.
+#[derive(Resource, Debug)]
+struct SeenRequests(FlockControl);
 
 /// The bird stream's writer, held by the unit.
 #[derive(Resource)]
@@ -226,16 +216,17 @@ impl Plugin for BoidsPlugin {
                 flock
             }
         };
+        publish_info(&sab, &flock);
         app.insert_resource(flock)
             .insert_resource(BirdWriter(writer))
-            .init_resource::<FlockCommands>()
+            .insert_resource(SeenRequests(sab.flock_state().control()))
             .init_resource::<StageTimes>()
             .register_job_unit(spec(), evolve_batch)
             .configure_sets(FixedUpdate, BoidsSystems.after(PulseSystems))
             .add_systems(
                 FixedUpdate,
                 (
-                    apply_commands,
+                    apply_requests.run_if(epoch_changed(EpochIndex::SENSOR)),
                     step_flock
                         .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE))
                         .run_if(unit_running("boids")),
@@ -246,34 +237,43 @@ impl Plugin for BoidsPlugin {
     }
 }
 
-fn apply_commands(
+/// What the unit simulates, for the renderer, the inspector and the physics unit.
+fn publish_info(sab: &Sab, flock: &Flock) {
+    sab.flock_state().publish_info(&FlockInfo {
+        bounds: flock.world.bounds.to_array(),
+        birds: flock.birds().len() as u32,
+        faithful: u32::from(flock.params.faithful),
+        ..FlockInfo::default()
+    });
+}
+
+/// Acts on the hosts' requests (a respawn, the faithful switch) before the next step, even while
+/// the pulse is paused: on `EpochIndex::SENSOR`, for each request whose sequence number moved.
+fn apply_requests(
     sab: Res<Sab>,
-    mut commands: ResMut<FlockCommands>,
+    mut seen: ResMut<SeenRequests>,
     mut flock: ResMut<Flock>,
     mut writer: ResMut<BirdWriter>,
 ) {
-    if commands.0.is_empty() {
-        return;
+    let asked = sab.flock_state().control();
+    if asked.faithful_request != seen.0.faithful_request {
+        flock.params.faithful = asked.faithful;
     }
-    for command in commands.0.drain(..) {
-        let records = match command {
-            FlockCommand::SetFaithful(faithful) => {
-                flock.params.faithful = faithful;
-                continue;
+    if asked.respawn != seen.0.respawn {
+        let birds = asked.respawn_birds as usize;
+        match check_capacity(sab.layout(), birds) {
+            Ok(()) => {
+                *flock = Flock::from_records(initial_population(birds), flock.params);
+                // Readers take the active buffer, so one publish shows the new flock.
+                if let Err(e) = writer.0.publish(flock.birds()) {
+                    error!("the bird stream refused the new flock: {e}");
+                }
             }
-            FlockCommand::Respawn(birds) => initial_population(birds),
-            FlockCommand::Restore(records) => records,
-        };
-        if let Err(e) = check_capacity(sab.layout(), records.len()).and_then(|()| check_records(&records)) {
-            error!("the flock was not replaced: {e}");
-            continue;
-        }
-        *flock = Flock::from_records(records, flock.params);
-        // Readers take the active buffer, so one publish shows the new flock.
-        if let Err(e) = writer.0.publish(flock.birds()) {
-            error!("the bird stream refused the new flock: {e}");
+            Err(e) => error!("the flock was not respawned: {e}"),
         }
     }
+    seen.0 = asked;
+    publish_info(&sab, &flock);
 }
 
 /// What the boids step keeps between runs: the epochs it last saw of what it reads besides the
