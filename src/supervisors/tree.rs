@@ -46,7 +46,9 @@ use crate::sab::ring::{RingConsumer, RingId};
 use crate::sab::supervisors::{BreakerState, NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader, SupervisorSlot};
 pub use crate::sab::supervisors::{Lifecycle, supervisor_id, unit_running};
 use crate::sab::table::KeyedTable;
-use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, KernelArea, Owner, Sab, SupervisorStatus, now_ms};
+use crate::sab::{
+    EpochIndex, HistoryCursor, HistoryReader, KernelArea, Owner, Sab, SupervisorStatus, epoch_changed, now_ms,
+};
 use crate::supervisors::DiscoveredModules;
 use crate::supervisors::jobs::{Admission, JobPipelineSystems, JobQueue};
 
@@ -523,7 +525,14 @@ impl Plugin for SupervisorTreePlugin {
             .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Resolve))
             .add_systems(
                 FixedUpdate,
-                (adopt_units.run_if(resource_changed::<DiscoveredModules>), supervise)
+                (
+                    adopt_units.run_if(resource_changed::<DiscoveredModules>),
+                    // Heartbeats, jobs and back-offs move with the pulse; requests come at any time,
+                    // also while the pulse is paused.
+                    supervise.run_if(
+                        epoch_changed(EpochIndex::SYSTEM_PULSE).or_eager(epoch_changed(EpochIndex::LIFECYCLE_DIRTY)),
+                    ),
+                )
                     .chain()
                     .in_set(SupervisorTreeSystems),
             );

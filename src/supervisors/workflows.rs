@@ -33,7 +33,9 @@ use crate::sab::generated as g;
 use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::supervisors::SupervisorSlot;
 use crate::sab::table::KeyedTable;
-use crate::sab::{ArenaError, KernelArea, Owner, Sab, SupervisorHeader, SupervisorStatus, now_ms};
+use crate::sab::{
+    ArenaError, EpochIndex, KernelArea, Owner, Sab, SupervisorHeader, SupervisorStatus, epoch_changed, now_ms,
+};
 use crate::supervisors::jobs::{JobPipelineSystems, JobQueue, SubmitError};
 use crate::supervisors::tree::SupervisorTreeSystems;
 
@@ -186,6 +188,8 @@ pub struct WorkflowEngine {
     /// SAB when taken).
     outcomes: HashMap<u64, WorkflowOutcome>,
     pub stats: WorkflowStats,
+    /// A workflow started since the engine last ran: its first steps wait for no job history.
+    started: bool,
     sab: Sab,
 }
 
@@ -279,6 +283,7 @@ impl WorkflowEngine {
         }
         let run = self.stats.workflows + 1;
         let (block, records_at) = store_workflow(sab, &workflow, run)?;
+        self.started = true;
         self.stats.workflows = run;
         save_header(sab, &self.stats);
         let slot = supervisor_slot(sab, workflow.id);
@@ -311,6 +316,7 @@ impl WorkflowEngine {
                 steps_finished: header.steps_finished,
                 ..WorkflowStats::default()
             },
+            started: false,
             sab: sab.clone(),
         };
         for (id, slot) in table(sab).entries() {
@@ -384,7 +390,11 @@ impl Plugin for WorkflowPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<WorkflowEngine>().add_systems(
             FixedUpdate,
-            advance.after(JobPipelineSystems::Resolve).before(SupervisorTreeSystems),
+            advance
+                .after(JobPipelineSystems::Resolve)
+                .before(SupervisorTreeSystems)
+                // Steps end in the job history; a new workflow's first steps wait for nothing.
+                .run_if(epoch_changed(EpochIndex::JOB_HISTORY).or_eager(|engine: Res<WorkflowEngine>| engine.started)),
         );
     }
 }
@@ -392,6 +402,7 @@ impl Plugin for WorkflowPlugin {
 /// Takes the results of running steps, passes outputs on, submits the steps now ready, and ends
 /// workflows with nothing left to run.
 fn advance(sab: Res<Sab>, mut engine: ResMut<WorkflowEngine>, mut queue: ResMut<JobQueue>) {
+    engine.started = false;
     if engine.runs.is_empty() {
         return;
     }

@@ -447,8 +447,15 @@ impl Plugin for JobHostPlugin {
         .add_systems(
             FixedUpdate,
             (
-                (run_jobs, collect_from_host_thread).chain().in_set(JobHostSystems::Run),
-                copy_host_stats.in_set(JobHostSystems::Stats),
+                (
+                    run_jobs,
+                    collect_from_host_thread.run_if(resource_equals(JobHostMode::Thread)),
+                )
+                    .chain()
+                    .in_set(JobHostSystems::Run),
+                copy_host_stats
+                    .in_set(JobHostSystems::Stats)
+                    .run_if(crate::sab::epoch_changed(EpochIndex::OUTBOX_KERNEL_DIRTY)),
                 send_mailbox_results
                     .in_set(JobHostSystems::Send)
                     .run_if(|results: Res<MailboxResults>| !results.0.is_empty()),
