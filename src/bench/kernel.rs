@@ -442,18 +442,21 @@ pub(super) fn engine_targets(jobs: u64) -> EngineTargets {
         }
         app.update();
     };
+    // Results are taken as a caller would (untaken ones keep their job-table slots).
+    let mut untaken = std::collections::VecDeque::new();
     for id in 1..=jobs {
         let size = 4096 * (1 + (id as usize * 7) % 16);
         let job = Job {
             deadline_ms: crate::sab::now_ms() + 50,
             ..Job::new(id, "crypto", "hash", Payload::Inline(data[..size].to_vec()))
         };
-        app.world_mut()
-            .resource_mut::<JobQueue>()
-            .submit(&sab, &job)
-            .expect("crypto is registered");
+        let mut queue = app.world_mut().resource_mut::<JobQueue>();
+        queue.submit(&sab, &job).expect("crypto is registered");
+        untaken.push_back(id);
         if id % 10 == 0 {
             paced_update(&mut app);
+            let mut queue = app.world_mut().resource_mut::<JobQueue>();
+            untaken.retain(|&id| queue.take_result(id).is_none());
         }
     }
     for _ in 0..1000 {

@@ -188,6 +188,9 @@ struct Worker {
     waiting: bool,
     inbox_unread: bool,
     counters: Arc<HostCounters>,
+    /// Libraries whose last job ran shorter than `SHORT_JOB`: their jobs' CPU time is not read
+    /// from the thread's clock (see [`JobClock`]).
+    short: HashMap<String, bool>,
 }
 
 impl Worker {
@@ -228,12 +231,17 @@ impl Worker {
                     }
                     Some(&JobEntry::Immediate(execute)) => {
                         HostCounters::count(&counters.executed);
-                        let clock = JobClock::start();
-                        let outcome = run_guarded(execute, sab, job);
+                        let short = self.short.get(&job.library).copied().unwrap_or(false);
+                        let clock = JobClock::start(!short);
+                        let outcome = charge(run_guarded(execute, sab, job), job, &clock);
                         if outcome.status == JobStatus::Crashed {
                             HostCounters::count(&counters.crashed);
                         }
-                        charge(outcome, job, &clock)
+                        let was_short = outcome.execution_time_ns < SHORT_JOB.as_nanos() as u64;
+                        if was_short != short {
+                            self.short.insert(job.library.clone(), was_short);
+                        }
+                        outcome
                     }
                     None => {
                         HostCounters::count(&counters.unknown_library);
@@ -405,6 +413,7 @@ impl Plugin for JobHostPlugin {
             waiting: false,
             inbox_unread: false,
             counters: counters.clone(),
+            short: HashMap::new(),
         };
         app.insert_resource(JobHost {
             worker: SyncCell::new(Some(worker)),
@@ -480,9 +489,17 @@ fn result_frame(outcome: &JobOutcome, outbox_max: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// Jobs shorter than this are not timed on the thread's CPU clock when their library's last job
+/// was as short: reading that clock is a system call (about 0.5 µs here, two per job), which for
+/// an echo job is most of the job's cost, while a preemption inside a few microseconds is rare
+/// (a time slice is milliseconds) and the learning engine's Huber weights damp the one that
+/// happens. Their CPU time is their wall time.
+pub const SHORT_JOB: Duration = Duration::from_micros(20);
+
 /// The host's two clocks on a job: wall time, and the CPU time of the thread that runs it (what
 /// the job consumed, which a preemption does not inflate; the learning engine models it). Where
-/// the platform has no thread clock (the browser), the CPU time is the wall time.
+/// the platform has no thread clock (the browser), or the job is known to be short
+/// ([`SHORT_JOB`]), the CPU time is the wall time.
 pub(crate) struct JobClock {
     wall: Instant,
     #[cfg(not(target_arch = "wasm32"))]
@@ -490,11 +507,14 @@ pub(crate) struct JobClock {
 }
 
 impl JobClock {
-    pub(crate) fn start() -> Self {
+    /// Starts the clocks; `cpu`: also the thread's CPU clock.
+    pub(crate) fn start(cpu: bool) -> Self {
+        #[cfg(target_arch = "wasm32")]
+        let _ = cpu;
         Self {
             wall: Instant::now(),
             #[cfg(not(target_arch = "wasm32"))]
-            cpu: cpu_time::ThreadTime::try_now().ok(),
+            cpu: cpu.then(|| cpu_time::ThreadTime::try_now().ok()).flatten(),
         }
     }
 

@@ -388,7 +388,7 @@ fn run_physics_jobs(
     });
     let mut bodies = obstacles.iter().count();
     for job in mailboxes.take("physics") {
-        let clock = JobClock::start();
+        let clock = JobClock::start(true);
         let outcome = match (job.method.as_str(), &job.params) {
             (
                 "spawn_body",
