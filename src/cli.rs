@@ -228,9 +228,15 @@ pub fn main() -> ExitCode {
             Some(_) => Err(RunError::Usage(
                 "the browser build runs only the simulator (no subcommands)".into(),
             )),
-            None if cli.run.headless || cli.run.screenshot.is_some() || cli.run.snapshot.is_some() => Err(
-                RunError::Usage("--headless, --screenshot and --snapshot need the native build".into()),
-            ),
+            None if cli.run.headless
+                || cli.run.screenshot.is_some()
+                || cli.run.snapshot.is_some()
+                || cli.run.resume.is_some() =>
+            {
+                Err(RunError::Usage(
+                    "--headless, --screenshot, --snapshot and --resume need the native build".into(),
+                ))
+            }
             None if !crate::web::has_webgl2() => Err(RunError::NoWebGl2),
             None => cli.run.config().and_then(run_visual),
         });

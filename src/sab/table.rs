@@ -163,7 +163,7 @@ where
     }
 
     fn tick(&self) -> u64 {
-        let clock = self.word(CLOCK) + 1;
+        let clock = self.word(CLOCK).saturating_add(1);
         self.set_word(CLOCK, clock);
         clock
     }
@@ -190,12 +190,13 @@ where
             }
         }
         let i = match (free, oldest) {
+            // Saturating: a table from a snapshot may hold any counts.
             (Some(i), _) => {
-                self.set_word(LEN, self.word(LEN) + 1);
+                self.set_word(LEN, self.word(LEN).saturating_add(1));
                 i
             }
             (None, Some((_, i))) if self.evicts => {
-                self.set_word(EVICTED, self.word(EVICTED) + 1);
+                self.set_word(EVICTED, self.word(EVICTED).saturating_add(1));
                 i
             }
             _ => return Err(TableFull),
@@ -234,7 +235,7 @@ where
             }
         }
         self.set_word(self.slot(hole), 0);
-        self.set_word(LEN, self.word(LEN) - 1);
+        self.set_word(LEN, self.word(LEN).saturating_sub(1));
         Some(value)
     }
 

@@ -388,27 +388,32 @@ impl JobQueue {
             .collect();
         let (now, now_wall) = queue.wall_anchor;
         for (slot, record) in live {
-            match record.job_state() {
-                Some(JobState::Queued | JobState::Sent) => {
-                    let mut frame = Vec::new();
-                    table.frame(slot, &mut frame);
+            queue.sequence = queue.sequence.max(record.wire);
+            let mut frame = Vec::new();
+            let waiting = matches!(record.job_state(), Some(JobState::Queued | JobState::Sent));
+            if waiting {
+                table.frame(slot, &mut frame);
+                if Job::decode(&frame).is_ok() {
                     table.set_state(slot, JobState::Queued);
                     let age = Duration::from_millis(now_wall.saturating_sub(record.submitted_ms));
                     let submitted = now.checked_sub(age).unwrap_or(now);
                     queue.enqueue(record, slot as u32, frame, submitted);
                     queue.calls.insert(record.job_id, Call::Pending);
+                    continue;
                 }
-                _ => {
-                    queue.calls.insert(
-                        record.job_id,
-                        Call::Done {
-                            slot: slot as u32,
-                            outcome: None,
-                        },
-                    );
+                // A record the snapshot holds corrupt: answered, never sent.
+                JobOutcome::failed(
+                    record.wire,
+                    JobStatus::Crashed,
+                    "its frame in the job table does not decode",
+                )
+                .encode_into(&mut frame);
+                if let Err(e) = table.answer(slot, &frame) {
+                    error!("job {} cannot be answered in the job table: {e}", record.job_id);
                 }
             }
-            queue.sequence = queue.sequence.max(record.wire);
+            let slot = slot as u32;
+            queue.calls.insert(record.job_id, Call::Done { slot, outcome: None });
         }
         queue
     }

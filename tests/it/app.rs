@@ -99,41 +99,47 @@ fn inos(args: &[&str]) -> std::process::Output {
         .expect("run inos")
 }
 
+/// The value of the named epoch in a JSON report (`inos --headless --json`, `inos inspect --json`),
+/// 0 if the report leaves it out.
+fn epoch_value(report: &serde_json::Value, name: &str) -> u64 {
+    report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map_or(0, |e| e["value"].as_u64().unwrap())
+}
+
+/// `inos --headless --ticks N --json --snapshot FILE` with `extra` options: its report.
+fn headless_run(ticks: &str, snapshot: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--headless",
+        "--ticks",
+        ticks,
+        "--json",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = inos(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("run.snap");
-    let out = inos(&[
-        "--headless",
-        "--ticks",
-        "50",
-        "--json",
-        "--snapshot",
-        snap.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = headless_run("50", &snap, &[]);
     assert_eq!(report["ticks"], 50);
-    let pulse = report["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "SYSTEM_PULSE")
-        .unwrap();
-    assert_eq!(pulse["value"], 50);
+    assert_eq!(epoch_value(&report, "SYSTEM_PULSE"), 50);
 
     let out = inos(&["inspect", snap.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(inspect["tier"], "light");
     assert_eq!(inspect["body_blake3"], report["snapshot"]["blake3"]);
-    let pulse = inspect["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "SYSTEM_PULSE")
-        .unwrap();
-    assert_eq!(pulse["value"], 50);
+    assert_eq!(epoch_value(&inspect, "SYSTEM_PULSE"), 50);
     assert_eq!(inspect["rings"].as_array().unwrap().len(), inos::sab::RingId::ALL.len());
     assert_eq!(inspect["admission"]["burst"], inos::protocol::DEFAULT_BURST);
     assert_eq!(inspect["admission"]["per_second"], inos::protocol::DEFAULT_PER_SECOND);
@@ -173,30 +179,11 @@ fn a_headless_run_writes_a_snapshot_that_inspect_reads() {
 
     // The run carries on from the snapshot: its pulse, its birds, the tree's place in the history.
     let again = dir.path().join("again.snap");
-    let out = inos(&[
-        "--headless",
-        "--resume",
-        snap.to_str().unwrap(),
-        "--ticks",
-        "30",
-        "--json",
-        "--snapshot",
-        again.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let value = |report: &serde_json::Value, name: &str| {
-        report["epochs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .map_or(0, |e| e["value"].as_u64().unwrap())
-    };
-    assert_eq!(value(&resumed, "SYSTEM_PULSE"), 80, "the pulse carries on");
+    let resumed = headless_run("30", &again, &["--resume", snap.to_str().unwrap()]);
+    assert_eq!(epoch_value(&resumed, "SYSTEM_PULSE"), 80, "the pulse carries on");
     assert_eq!(
-        value(&resumed, "BIRD"),
-        value(&report, "BIRD") + 30,
+        epoch_value(&resumed, "BIRD"),
+        epoch_value(&report, "BIRD") + 30,
         "the bird epoch carries on"
     );
     assert_eq!(resumed["birds"], report["birds"]);

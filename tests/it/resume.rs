@@ -250,3 +250,45 @@ fn a_snapshot_resumes_jobs_workflows_the_tree_and_the_engines() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path());
 }
+
+/// A job table from an untrusted snapshot: a queued job whose frame does not decode is answered
+/// `Crashed` when the kernel takes the table up, never sent; the good one next to it runs.
+#[test]
+fn a_corrupt_job_in_a_resumed_table_is_answered_not_sent() {
+    use inos::sab::job_table::{JobSlot, JobState};
+    let sab = Sab::for_tier(inos::sab::Tier::Light);
+    let table = sab.job_table();
+    let queued = |wire, job_id| JobSlot {
+        wire,
+        job_id,
+        state: JobState::Queued as u8,
+        ..JobSlot::default()
+    };
+    table.write(0, queued(1, 10), b"not a job frame").unwrap();
+    // On the wire a job carries the kernel's id (its slot's wire id), not its caller's.
+    let on_the_wire = Job { id: 2, ..echo(11) };
+    table.write(1, queued(2, 11), &on_the_wire.encode()).unwrap();
+    table.set_sequence(2);
+    let mut app = build_app(HeadlessConfig {
+        resume: Some(sab.clone()),
+        ..HeadlessConfig::kernel()
+    });
+    let broken = app
+        .world_mut()
+        .resource_mut::<JobQueue>()
+        .take_result(10)
+        .expect("answered at once");
+    assert_eq!(broken.status, JobStatus::Crashed);
+    assert!(broken.error.contains("does not decode"), "{}", broken.error);
+    for _ in 0..3 {
+        app.update();
+    }
+    let good = app
+        .world_mut()
+        .resource_mut::<JobQueue>()
+        .take_result(11)
+        .expect("the good job ran");
+    assert_eq!(good.status, JobStatus::Success);
+    assert_eq!(good.output.bytes(&sab).unwrap(), 11u64.to_le_bytes());
+    assert_eq!(sab.job_table().live().count(), 0);
+}
