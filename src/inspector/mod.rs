@@ -447,6 +447,7 @@ fn resume_from(path: &std::path::Path) -> String {
 /// The command line `args` (without the program) with `--resume path` instead of the options a
 /// resumed run takes from the snapshot (`--resume`, `--tier`, `--sab-mib`, `--birds`), in both
 /// their `--name value` and `--name=value` forms.
+#[cfg(any(unix, test))]
 fn resume_args(args: impl IntoIterator<Item = std::ffi::OsString>, path: &std::path::Path) -> Vec<std::ffi::OsString> {
     const TAKEN: [&str; 4] = ["--resume", "--tier", "--sab-mib", "--birds"];
     let mut out = Vec::new();
