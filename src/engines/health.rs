@@ -27,6 +27,8 @@
 
 use bevy::prelude::*;
 
+use super::EngineSystems;
+
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
 use crate::sab::generated as g;
@@ -34,7 +36,9 @@ use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::lifecycle::{LifecycleAction, LifecycleRequest};
 use crate::sab::supervisors::{NO_BEAT_PROMISED, ROLE_UNIT, SupervisorHeader};
 use crate::sab::table::KeyedTable;
-use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, Sab, SupervisorStatus};
+use crate::sab::{
+    EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, Sab, SupervisorStatus, epoch_changed,
+};
 
 /// Jobs whose mean latency is the CUSUM baseline.
 pub const CUSUM_WARMUP: u32 = 8;
@@ -129,12 +133,6 @@ pub struct HealthEngine {
     sab: Sab,
 }
 
-impl FromWorld for HealthEngine {
-    fn from_world(world: &mut World) -> Self {
-        Self::new(world.resource::<Sab>())
-    }
-}
-
 impl HealthEngine {
     /// The engine as `sab` holds it.
     pub fn new(sab: &Sab) -> Self {
@@ -169,7 +167,22 @@ impl HealthEngine {
     }
 }
 
-pub(crate) fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut history: Local<HistoryReader>) {
+/// The health engine, on every pulse (heartbeats age by pulses).
+pub struct HealthPlugin;
+
+impl Plugin for HealthPlugin {
+    fn build(&self, app: &mut App) {
+        let engine = HealthEngine::new(app.world().resource::<Sab>());
+        app.insert_resource(engine).add_systems(
+            FixedUpdate,
+            run_health
+                .in_set(EngineSystems)
+                .run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
+        );
+    }
+}
+
+fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut history: Local<HistoryReader>) {
     let engine = &mut *engine;
     let mut cursor = engine.state.cursor;
     let mut remediate: Vec<u32> = history

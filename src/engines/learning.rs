@@ -27,12 +27,16 @@ use bevy::platform::collections::hash_map::Entry;
 
 use bevy::prelude::*;
 
+use super::EngineSystems;
+
 use crate::protocol::{JobStatus, MAX_SOURCES};
 use crate::sab::engines::Engine;
 use crate::sab::generated as g;
 use crate::sab::kernel_state::{AREA_HEADER, KernelState};
 use crate::sab::table::KeyedTable;
-use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, PatternRecord, Sab};
+use crate::sab::{
+    EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Owner, PatternRecord, Sab, epoch_changed,
+};
 
 /// Weight of the previous fit after each job.
 pub const FORGET: f64 = 0.98;
@@ -135,12 +139,6 @@ const _: () =
 pub struct LearningEngine {
     sab: Sab,
     pub state: LearningState,
-}
-
-impl FromWorld for LearningEngine {
-    fn from_world(world: &mut World) -> Self {
-        Self::new(world.resource::<Sab>())
-    }
 }
 
 impl LearningEngine {
@@ -265,7 +263,22 @@ impl LearningEngine {
     }
 }
 
-pub(crate) fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mut history: Local<HistoryReader>) {
+/// The learning engine, on the job history.
+pub struct LearningPlugin;
+
+impl Plugin for LearningPlugin {
+    fn build(&self, app: &mut App) {
+        let engine = LearningEngine::new(app.world().resource::<Sab>());
+        app.insert_resource(engine).add_systems(
+            FixedUpdate,
+            run_learning
+                .in_set(EngineSystems)
+                .run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
+        );
+    }
+}
+
+fn run_learning(sab: Res<Sab>, mut engine: ResMut<LearningEngine>, mut history: Local<HistoryReader>) {
     let jobs = history.read(&sab, &mut engine.state.cursor);
     if jobs.is_empty() {
         return;

@@ -1,6 +1,6 @@
-//! The kernel's engines. Each is a system gated on an epoch that publishes its figures to the SAB
-//! (its record in the coordination region, `Sab::engines`), where the inspector and `inos inspect`
-//! read them. They learn what happened from the SAB alone: the job history, each engine from its
+//! The kernel's engines, each a plugin in its file: a system gated on an epoch that publishes its
+//! figures to the SAB (its record in the coordination region, `Sab::engines`), where the inspector
+//! and `inos inspect` read them. They learn what happened from the SAB alone: the job history, each engine from its
 //! own cursor (an engine that falls behind the ring counts what it lost, its `history_lost`
 //! metric), and the pipeline's record; they act through it too (the admission table,
 //! lifecycle requests).
@@ -30,8 +30,7 @@ pub mod security;
 
 use bevy::prelude::*;
 
-use crate::sab::{EpochIndex, Sab, epoch_changed};
-
+/// The five engines, each its own plugin.
 pub struct EnginesPlugin;
 
 /// The engines' place in `FixedUpdate` (after the supervisor tree: `CorePlugins` orders them).
@@ -40,26 +39,12 @@ pub struct EngineSystems;
 
 impl Plugin for EnginesPlugin {
     fn build(&self, app: &mut App) {
-        let sab = app.world().resource::<Sab>();
-        security::configure_admission(sab);
-        let scheduling = scheduling::SchedulingEngine::load(sab);
-        let optimisation = optimisation::OptimisationEngine::load(sab);
-        app.init_resource::<security::SecurityEngine>()
-            .init_resource::<learning::LearningEngine>()
-            .insert_resource(scheduling)
-            .init_resource::<health::HealthEngine>()
-            .insert_resource(optimisation)
-            .add_systems(
-                FixedUpdate,
-                (
-                    security::run_security.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
-                    learning::run_learning.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
-                    scheduling::run_scheduling.run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
-                    health::run_health.run_if(epoch_changed(EpochIndex::SYSTEM_PULSE)),
-                    optimisation::run_optimisation.run_if(epoch_changed(EpochIndex::BIRD)),
-                )
-                    .chain()
-                    .in_set(EngineSystems),
-            );
+        app.add_plugins((
+            security::SecurityPlugin,
+            learning::LearningPlugin,
+            scheduling::SchedulingPlugin,
+            health::HealthPlugin,
+            optimisation::OptimisationPlugin,
+        ));
     }
 }

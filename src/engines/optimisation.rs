@@ -20,10 +20,12 @@ use std::collections::BTreeMap;
 
 use bevy::prelude::*;
 
+use super::EngineSystems;
+
 use crate::sab::engines::{DEFAULT_CHUNKS_PER_THREAD, Engine};
 use crate::sab::generated as g;
 use crate::sab::genes::SplitMix64;
-use crate::sab::{EpochIndex, KernelArea, Sab};
+use crate::sab::{EpochIndex, KernelArea, Sab, epoch_changed};
 use crate::timing::{StageTimes, quantile};
 
 /// Boids steps measured per value (the first step after a change is not counted).
@@ -390,9 +392,24 @@ impl OptimisationEngine {
     }
 }
 
+/// The optimisation engine, on the bird epoch (each boids step is a sample).
+pub struct OptimisationPlugin;
+
+impl Plugin for OptimisationPlugin {
+    fn build(&self, app: &mut App) {
+        let engine = OptimisationEngine::load(app.world().resource::<Sab>());
+        app.insert_resource(engine).add_systems(
+            FixedUpdate,
+            run_optimisation
+                .in_set(EngineSystems)
+                .run_if(epoch_changed(EpochIndex::BIRD)),
+        );
+    }
+}
+
 /// Runs on the bird epoch: takes the newest boids step times, scores the value in force once it
 /// has enough of them, and publishes the next value.
-pub(crate) fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mut engine: ResMut<OptimisationEngine>) {
+fn run_optimisation(sab: Res<Sab>, times: Option<Res<StageTimes>>, mut engine: ResMut<OptimisationEngine>) {
     let Some(times) = times else {
         return;
     };

@@ -11,9 +11,11 @@
 
 use bevy::prelude::*;
 
+use super::EngineSystems;
+
 use crate::protocol::JobStatus;
 use crate::sab::engines::Engine;
-use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab};
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab, epoch_changed};
 
 /// The engine's figures, kept in its kernel-state area (its header) so a resumed snapshot carries
 /// them on.
@@ -58,7 +60,22 @@ impl SchedulingEngine {
     }
 }
 
-pub(crate) fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>, mut history: Local<HistoryReader>) {
+/// The scheduling engine's report, on the job history.
+pub struct SchedulingPlugin;
+
+impl Plugin for SchedulingPlugin {
+    fn build(&self, app: &mut App) {
+        let engine = SchedulingEngine::load(app.world().resource::<Sab>());
+        app.insert_resource(engine).add_systems(
+            FixedUpdate,
+            run_scheduling
+                .in_set(EngineSystems)
+                .run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
+        );
+    }
+}
+
+fn run_scheduling(sab: Res<Sab>, mut engine: ResMut<SchedulingEngine>, mut history: Local<HistoryReader>) {
     let mut cursor = engine.cursor;
     for job in history.read(&sab, &mut cursor) {
         engine.observe(job);

@@ -17,13 +17,15 @@
 
 use bevy::prelude::*;
 
+use super::EngineSystems;
+
 use crate::protocol::{DEFAULT_BURST, DEFAULT_PER_SECOND, JobStatus};
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::generated as g;
 use crate::sab::kernel_state::AREA_HEADER;
 use crate::sab::patterns::Refused;
 use crate::sab::table::KeyedTable;
-use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab, now_ms};
+use crate::sab::{EpochIndex, HistoryCursor, HistoryReader, JobRecord, KernelArea, Sab, epoch_changed, now_ms};
 
 /// A streaming mean and variance with exponential forgetting, for z-scores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -103,12 +105,6 @@ pub struct SecurityEngine {
     pub config: DetectorConfig,
     pub state: SecurityState,
     sab: Sab,
-}
-
-impl FromWorld for SecurityEngine {
-    fn from_world(world: &mut World) -> Self {
-        Self::new(world.resource::<Sab>())
-    }
 }
 
 impl SecurityEngine {
@@ -203,9 +199,25 @@ fn refusal_audit(sab: &Sab, record: &JobRecord) -> Option<AuditRecord> {
     })
 }
 
+/// The security engine: sets a new SAB's admission table, then audits the job history.
+pub struct SecurityPlugin;
+
+impl Plugin for SecurityPlugin {
+    fn build(&self, app: &mut App) {
+        configure_admission(app.world().resource::<Sab>());
+        let engine = SecurityEngine::new(app.world().resource::<Sab>());
+        app.insert_resource(engine).add_systems(
+            FixedUpdate,
+            run_security
+                .in_set(EngineSystems)
+                .run_if(epoch_changed(EpochIndex::JOB_HISTORY)),
+        );
+    }
+}
+
 /// Reads the job history from the engine's cursor: audits the refusals, runs the detector over the
 /// finished jobs, and writes the audit log and the engine record.
-pub(crate) fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mut history: Local<HistoryReader>) {
+fn run_security(sab: Res<Sab>, mut engine: ResMut<SecurityEngine>, mut history: Local<HistoryReader>) {
     let mut records = Vec::new();
     let engine = &mut *engine;
     for job in history.read(&sab, &mut engine.state.cursor) {
