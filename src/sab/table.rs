@@ -81,10 +81,6 @@ where
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     fn word(&self, at: usize) -> u64 {
         self.sab
             .read::<u64>(self.offset + at)
@@ -244,16 +240,6 @@ where
         (0..self.capacity)
             .filter(|&i| self.used(i) != 0)
             .map(|i| (self.key(i), self.value(i)))
-    }
-
-    /// Empties the table (entries and counters).
-    pub fn clear(&self) {
-        for i in 0..self.capacity {
-            self.set_word(self.slot(i), 0);
-        }
-        for at in [LEN, CLOCK, EVICTED] {
-            self.set_word(at, 0);
-        }
     }
 }
 
