@@ -270,12 +270,18 @@ mod tests {
             assert_eq!(out, answer);
             assert_eq!(table.read(slot).job_state(), Some(JobState::Answered));
         }
-        assert_eq!(table.live().count(), 5);
+        let slots = [0, 1, 2, 3, SLOTS - 1];
+        // Scanning all 16 384 slots is slow under Miri: there, only the slots written are looked at.
+        let live = || match cfg!(miri) {
+            true => slots.iter().filter(|&&slot| table.read(slot).wire != 0).count(),
+            false => table.live().count(),
+        };
+        assert_eq!(live(), 5);
         let blocks = sab.arena().stats().allocations;
-        for slot in [0, 1, 2, 3, SLOTS - 1] {
+        for slot in slots {
             table.free(slot);
         }
-        assert_eq!(table.live().count(), 0);
+        assert_eq!(live(), 0);
         assert!(
             sab.arena().stats().allocations < blocks,
             "the long frames' blocks are freed"

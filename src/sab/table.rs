@@ -288,7 +288,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 64 }))]
 
         /// Without eviction, the table is a map: it agrees with a HashMap after any sequence of
         /// inserts and removals, except that it refuses inserts when the probe window is full.
