@@ -9,10 +9,10 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use serde::Serialize;
 
-use crate::sab::{BirdRecord, EpochIndex, Sab, SabLayout, StreamId, Tier};
+use crate::sab::{EpochIndex, Sab, SabLayout, Tier};
 use crate::supervisors::evolution::{Evolution, GenerationStats};
 use crate::timing::{StageSummary, StageTimes};
-use crate::units::boids::Flock;
+use crate::units::boids::{Flock, birds_in};
 use crate::{CorePlugins, FlockPlugins, RunConfig};
 
 /// What a headless app runs.
@@ -145,10 +145,8 @@ pub fn run_ticks(app: &mut App, ticks: u64) -> Duration {
 
 /// BLAKE3 of the records the bird stream publishes now.
 pub fn bird_stream_hash(sab: &Sab) -> String {
-    let stream = sab.stream(StreamId::Birds);
-    let mut birds: Vec<BirdRecord> = vec![bytemuck::Zeroable::zeroed(); stream.capacity()];
-    let count = stream.read_into(&mut birds).map_or(0, |r| r.count);
-    blake3::hash(bytemuck::cast_slice(&birds[..count])).to_hex().to_string()
+    let birds = birds_in(sab).unwrap_or_default();
+    blake3::hash(bytemuck::cast_slice(&birds)).to_hex().to_string()
 }
 
 /// `inos --headless`: runs `config.ticks` fixed ticks as fast as possible and prints a report.

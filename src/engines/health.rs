@@ -243,8 +243,9 @@ fn run_health(sab: Res<Sab>, mut engine: ResMut<HealthEngine>, mut history: Loca
             Err(e) => error!("health: the restart of {} was not requested: {e}", unit.name()),
         }
     }
-    let max_hazard = units_table.entries().map(|(_, u)| u.hazard).fold(0.0, f64::max);
-    let max_cusum = units_table.entries().map(|(_, u)| u.cusum.s).fold(0.0, f64::max);
+    let (max_hazard, max_cusum) = units_table
+        .entries()
+        .fold((0.0, 0.0), |(h, s), (_, u)| (u.hazard.max(h), u.cusum.s.max(s)));
     sab.kernel_state(KernelArea::HealthState).set_header(&engine.state);
     sab.engines().publish(
         Engine::Health,

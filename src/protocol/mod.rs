@@ -224,14 +224,13 @@ impl Payload {
         match self {
             Self::Inline(bytes) => Ok(bytes.clone()),
             Self::Sab(range) => {
-                // The SAB moves whole words: read the words that cover the range (all inside the
-                // arena's data pages, checked) and keep the range's bytes.
+                // The SAB moves whole words: the words that cover the range must lie inside the
+                // arena's data pages (checked); the range's bytes are kept.
                 let length = u64::from(range.length);
                 let r = sab.arena().user_range(range.offset, length.next_multiple_of(4))?;
-                let mut bytes = vec![0u8; r.len()];
-                sab.copy_out(r.start, &mut bytes)
+                let mut bytes = Vec::new();
+                sab.read_bytes(r.start, length as usize, &mut bytes)
                     .expect("a user range is inside the SAB and whole words");
-                bytes.truncate(length as usize);
                 Ok(bytes)
             }
         }
