@@ -22,8 +22,9 @@
 # Layout version stored in the SAB header and in snapshots. v2.2 of the seed is the base; 3 marked
 # this project's corrected map (the deviations below change offsets, so readers must not mix them);
 # 4 sizes the tiers' streams for the layout document's entity counts; 5 added the job pipeline's
-# record, the lifecycle ring and the admission table; 6 adds the kernel state (below the tiers).
-const layoutVersion :UInt32 = 6;
+# record, the lifecycle ring and the admission table; 6 adds the kernel state (below the tiers); 7
+# the process table, the epoch waiter counts and the client lanes, for a SAB shared by processes.
+const layoutVersion :UInt32 = 7;
 
 # "INOS_SAB" read as a little-endian u64; the first word of the SAB header region.
 const sabMagic :UInt64 = 0x4241535f534f4e49;
@@ -170,6 +171,30 @@ const admissionLimitSize :UInt32 = 16;
 const admissionLimits :UInt32 = 64;
 const admissionBucketSize :UInt32 = 32;
 const admissionBuckets :UInt32 = 1024;
+
+# DEVIATION (new, layout 7): the process table, after the admission table: the processes that share
+# this SAB (it lives in a shared mapping, `/dev/shm/inos-<pid>.sab`). A 64-byte header holds the
+# kernel lock ([0] pid u32, [8] the pid's start time in clock ticks u64, [16] claims u32, [20] locks
+# recovered from a dead pid u32, [24] client lanes reclaimed from dead clients u32, [28] frames those
+# clients left half-written u32); then 32 records of 64 bytes: [0] pid u32 (0: free) | [4] role u32
+# | [8] start time u64 (ms since the Unix epoch) | [16] heartbeat u64 (ms) | [24] the pid's start
+# time in clock ticks u64 (a reused pid is not taken for the process) | [32] client lane u32
+# (+1; 0: none) | [36] reserved | [40] name, 24 bytes of UTF-8. The original ran one process.
+const processTableOffset :UInt32 = 0x04C800;
+const processTableSize :UInt32 = 0x1000;
+const processHeaderSize :UInt32 = 64;
+const processRecordSize :UInt32 = 64;
+const processSlots :UInt32 = 32;
+const processRoleKernel :UInt32 = 1;
+const processRoleClient :UInt32 = 2;
+const processRoleInspector :UInt32 = 3;
+
+# DEVIATION (new, layout 7): one waiter count per epoch index (256 x u32). A thread parks on an epoch
+# word (a futex, shared between processes) after counting itself here, and a signaller makes the
+# wake-up call only when the count is not zero, so a signal with nobody waiting stays one atomic add
+# in every process that shares the SAB. The original's waiters were the JS host's Atomics.wait.
+const epochWaitersOffset :UInt32 = 0x04D800;
+const epochWaitersSize :UInt32 = 0x400;
 
 # DEVIATION (new): the security engine's audit log: a 64-byte header (seqlock word, head, count,
 # total) and then 64-byte records, oldest overwritten first.
@@ -321,7 +346,25 @@ const optimisationStateOffset :UInt32 = 0x4AD000;
 const optimisationStateSize :UInt32 = 0x1000;
 const schedulingStateOffset :UInt32 = 0x4AE000;
 const schedulingStateSize :UInt32 = 0x1000;
-# 0x4AF000 .. 0x600000: free for the kernel state of later layouts.
+
+# DEVIATION (new, layout 7): the client lanes, through which processes outside the kernel (`inos
+# submit`) send jobs and get their results. 8 lanes of 132 KiB: a 4 KiB header ([0] owner pid u32,
+# [4] generation u32, [8] the owner's start time in clock ticks u64, [16] results epoch u32 (a futex
+# the kernel bumps after pushing results), [20] waiters on it u32, [24] frames taken u64, [32]
+# results sent u64, [40] closing u32 (the client is done), [48] when it took the lane u64 (ms),
+# then at 0x100 the request ring's 128-byte control block and at 0x180 the result
+# ring's), then the request ring's data (64 KiB; the client is its only producer, the kernel its
+# consumer) and the result ring's (64 KiB; the other way round). One lane per client, so a client
+# that dies mid-frame wedges only its own lane, which the kernel reclaims; and a client's results go
+# to its own lane only (the process table's header counts reclaimed lanes and abandoned frames). The
+# original had no outside clients.
+const clientLanesOffset :UInt32 = 0x4AF000;
+const clientLanesSize :UInt32 = 0x108000;
+const clientLaneSize :UInt32 = 0x21000;
+const clientLaneHeaderSize :UInt32 = 0x1000;
+const clientRingSize :UInt32 = 0x10000;
+const clientLanes :UInt32 = 8;
+# 0x5B7000 .. 0x600000: free for the kernel state of later layouts.
 
 # ---------------------------------------------------------------------------------------------
 # Tiers. DEVIATION: the ping-pong buffers are sized from each tier's maximum bird count (v2.2 used
@@ -445,7 +488,7 @@ const epochOutboxKernelDirty :UInt32 = 30; # units after pushing results/syscall
 const epochContextIdHash :UInt32 = 31;     # value: core plugin writes the run's context hash
                                            # -> zombie detection (the original never wrote it)
 const epochDelegatedJob :UInt32 = 32;      # mesh (reserved)
-const epochUserJob :UInt32 = 33;           # job submission -> scheduling engine
+const epochUserJob :UInt32 = 33;           # outside clients after pushing into their lanes -> kernel
 const epochDelegatedChunk :UInt32 = 34;    # mesh (reserved)
 const epochMeshEvent :UInt32 = 35;         # mesh event producer -> JS host
 const epochMeshEventHead :UInt32 = 36;     # value: mesh event consumer counter

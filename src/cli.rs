@@ -26,11 +26,35 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print what a snapshot file holds: epochs, region map, rings, streams and guards.
+    /// Print what a snapshot file, or a running kernel's SAB (--live), holds: epochs, region map,
+    /// rings, streams, guards, processes.
     Inspect {
-        /// A file written with --snapshot.
-        file: PathBuf,
+        /// A file written with --snapshot; with --live, a running kernel's SAB (default: the one
+        /// in /dev/shm).
+        file: Option<PathBuf>,
         /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Read a running kernel's SAB through its seqlocks, without stopping or disturbing it.
+        #[arg(long)]
+        live: bool,
+        /// With --live: refresh every SECONDS like `top`, with the epochs' rates (Ctrl-C ends it).
+        #[arg(long, value_name = "SECONDS", requires = "live", num_args = 0..=1, default_missing_value = "1", value_parser = parse_interval)]
+        watch: Option<f64>,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Send jobs to a running kernel from outside it, through a client lane of its SAB: files
+    /// (one job each, results printed like `b3sum`), or generated echo load (throughput printed).
+    Submit(SubmitArgs),
+    /// List the SAB files in /dev/shm with their kernels; --clean removes those no running
+    /// process uses (left by kernels that were killed).
+    Shm {
+        /// Remove the SAB files whose processes are all gone.
+        #[arg(long)]
+        clean: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -59,6 +83,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `inos submit`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    /// Files to send, one job each, with --library and --method.
+    #[arg(required_unless_present = "echo", requires_all = ["library", "method"])]
+    pub files: Vec<PathBuf>,
+    /// The unit that runs the files' jobs (e.g. crypto).
+    #[arg(long)]
+    pub library: Option<String>,
+    /// The method of the unit (e.g. hash).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Instead of files: send N echo jobs of 16 bytes and report the throughput.
+    #[arg(long, value_name = "N", conflicts_with = "files", value_parser = clap::value_parser!(u64).range(1..))]
+    pub echo: Option<u64>,
+    /// Jobs in flight at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    pub in_flight: u64,
+    /// The running kernel's SAB (default: the only one in /dev/shm).
+    #[arg(long, value_name = "PATH")]
+    pub sab: Option<PathBuf>,
+    /// Give up when the kernel answers nothing for this many seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_interval)]
+    pub timeout: f64,
+    /// Print a JSON report: jobs sent, answered, failed, throughput (and each file's result).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    number_in(s, 0.01..=86_400.0, "the interval", " seconds")
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -104,6 +161,18 @@ pub struct RunArgs {
     /// Write a snapshot of the whole SAB to FILE when the run ends (headless or visual).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// The shared SAB's file, which other processes attach to (`inos submit`, `inos inspect
+    /// --live`); it must not exist. Default: /dev/shm/inos-<pid>.sab, removed when the run ends.
+    #[arg(long, value_name = "PATH")]
+    pub sab: Option<PathBuf>,
+    /// Jobs a second each job source may submit (outside clients are a source each), or
+    /// `unlimited`. Default: a burst of 4 096, then 1 000 a second.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<RateLimit>,
+    /// Serve outside clients for SECONDS of wall time: a headless run whose ticks come at the
+    /// pulse rate, and at once when a client submits jobs (--ticks is ignored).
+    #[arg(long, value_name = "SECONDS", requires = "headless", value_parser = parse_interval)]
+    pub serve: Option<f64>,
     /// Carry on the system a snapshot holds: its queued and running jobs, workflows, chunks,
     /// supervisors, the engines' models and the flock (its tier, size and birds are the snapshot's).
     #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["tier", "sab_mib", "birds"])]
@@ -189,11 +258,79 @@ impl RunArgs {
                 JobHostMode::Tick
             },
             ticks: self.ticks,
+            serve: self.serve.map(std::time::Duration::from_secs_f64),
             snapshot: self.snapshot.clone(),
-            resume,
+            sab: Some(self.place(resume, layout)?),
             json: self.json,
             screenshot: self.screenshot.clone().map(|path| (path, self.frames)),
         })
+    }
+}
+
+impl RunArgs {
+    /// The run's SAB, with `--rate-limit` applied to its admission table. Natively it is a shared
+    /// mapping (`--sab`, or the default file in /dev/shm; a resumed snapshot is copied into it), so
+    /// that other processes can attach; where /dev/shm does not exist and no `--sab` was given, a
+    /// private SAB, with a warning.
+    fn place(&self, resumed: Option<Sab>, layout: SabLayout) -> Result<Sab, RunError> {
+        let sab = self.share(resumed, layout)?;
+        if let Some(RateLimit { burst, per_second }) = self.rate_limit {
+            sab.admission().configure(burst, per_second);
+        }
+        Ok(sab)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn share(&self, resumed: Option<Sab>, layout: SabLayout) -> Result<Sab, RunError> {
+        use crate::sab::shared;
+        let path = self.sab.clone().unwrap_or_else(shared::default_path);
+        let placed = match &resumed {
+            Some(sab) => sab.share(&path),
+            None => Sab::create_shared(layout, &path),
+        };
+        match placed {
+            Ok(sab) => {
+                sab.processes().claim_kernel()?;
+                Ok(sab)
+            }
+            Err(e) if self.sab.is_none() && !std::path::Path::new(shared::SHM_DIR).is_dir() => {
+                eprintln!("warning: {e}; running on a private SAB that no other process can attach to");
+                Ok(resumed.unwrap_or_else(|| Sab::new(layout)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn share(&self, resumed: Option<Sab>, layout: SabLayout) -> Result<Sab, RunError> {
+        Ok(resumed.unwrap_or_else(|| Sab::new(layout)))
+    }
+}
+
+/// `--rate-limit`: the admission table's token bucket per job source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_second: u32,
+}
+
+/// `unlimited`, or jobs per second per source (the burst is the larger of that and the default
+/// burst).
+fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
+    if s == "unlimited" {
+        return Ok(RateLimit {
+            burst: u32::MAX,
+            per_second: u32::MAX,
+        });
+    }
+    match s.parse::<u32>() {
+        Ok(per_second) if per_second > 0 => Ok(RateLimit {
+            burst: per_second.max(crate::protocol::DEFAULT_BURST),
+            per_second,
+        }),
+        _ => Err(format!(
+            "{s:?} is neither a positive number of jobs per second nor `unlimited`"
+        )),
     }
 }
 
@@ -202,11 +339,36 @@ impl RunArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Inspect { file, json }) => crate::inspect::run(&file, json),
+        Some(Command::Inspect {
+            file,
+            json,
+            live,
+            watch,
+            count,
+        }) => match (live, file) {
+            (true, file) => crate::inspect::run_live(file.as_deref(), json, watch, count),
+            (false, Some(file)) => crate::inspect::run(&file, json),
+            (false, None) => Err(RunError::Usage(
+                "inos inspect needs a snapshot FILE, or --live for a running kernel".into(),
+            )),
+        },
+        Some(Command::Submit(args)) => crate::submit::run(&args),
+        Some(Command::Shm { clean, json }) => crate::inspect::run_shm(clean, json),
         Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
         Some(Command::Soak { minutes, birds, json }) => crate::soak::run(minutes, usize::from(birds), json),
-        None if cli.run.headless => cli.run.config().and_then(|config| crate::headless::run(&config)),
-        None => cli.run.config().and_then(run_visual),
+        None => cli.run.config().and_then(|config| {
+            let sab = config.sab.clone();
+            let run = if cli.run.headless {
+                crate::headless::run(&config)
+            } else {
+                run_visual(config)
+            };
+            // A clean end: the lock and the record go (the file too, when its last handle drops).
+            if let Some(sab) = sab {
+                sab.processes().leave();
+            }
+            run
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,10 +393,11 @@ pub fn main() -> ExitCode {
             None if cli.run.headless
                 || cli.run.screenshot.is_some()
                 || cli.run.snapshot.is_some()
-                || cli.run.resume.is_some() =>
+                || cli.run.resume.is_some()
+                || cli.run.sab.is_some() =>
             {
                 Err(RunError::Usage(
-                    "--headless, --screenshot, --snapshot and --resume need the native build".into(),
+                    "--headless, --screenshot, --snapshot, --resume and --sab need the native build".into(),
                 ))
             }
             None if !crate::web::has_webgl2() => Err(RunError::NoWebGl2),

@@ -9,7 +9,7 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use serde::Serialize;
 
-use crate::sab::{EpochIndex, Sab, SabLayout, Tier};
+use crate::sab::{EpochIndex, Sab, SabLayout, Tier, Wake};
 use crate::supervisors::evolution::{Evolution, GenerationStats};
 use crate::timing::{StageSummary, StageTimes};
 use crate::units::boids::{Flock, birds_in};
@@ -22,8 +22,9 @@ pub struct HeadlessConfig {
     pub pulse_hz: f64,
     /// The flock, if any.
     pub flock: Option<FlockPlugins>,
-    /// A SAB to carry on (a resumed snapshot) instead of a new one of `layout`.
-    pub resume: Option<Sab>,
+    /// The SAB to run on (a resumed snapshot, a shared mapping) instead of a new private one of
+    /// `layout`.
+    pub sab: Option<Sab>,
 }
 
 impl HeadlessConfig {
@@ -33,7 +34,7 @@ impl HeadlessConfig {
             layout: SabLayout::for_tier(Tier::Light),
             pulse_hz: 64.0,
             flock: None,
-            resume: None,
+            sab: None,
         }
     }
 }
@@ -47,7 +48,7 @@ pub fn build_app(config: HeadlessConfig) -> App {
 /// `build_app`, with `setup` adding more (units, resources, systems) before the app starts.
 pub fn build_app_with(config: HeadlessConfig, setup: impl FnOnce(&mut App)) -> App {
     let mut app = App::new();
-    if let Some(sab) = config.resume {
+    if let Some(sab) = config.sab {
         app.insert_resource(sab);
     }
     app.add_plugins(MinimalPlugins)
@@ -143,6 +144,45 @@ pub fn run_ticks(app: &mut App, ticks: u64) -> Duration {
     start.elapsed()
 }
 
+/// Serves outside clients (`--serve`) for `length` of wall time: a tick every pulse period, and one
+/// at once whenever a client signals that it submitted jobs (`USER_JOB`). Returns the time taken
+/// and the ticks run.
+pub fn serve(app: &mut App, length: Duration, hz: f64) -> (Duration, u64) {
+    let sab = app.world().resource::<Sab>().clone();
+    let where_ = sab.path().map_or_else(
+        || "a private SAB (no client can attach)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    eprintln!(
+        "serving clients on {where_} for {:.0} s (kernel pid {}); `inos submit --sab {where_} ...` sends jobs",
+        length.as_secs_f64(),
+        std::process::id()
+    );
+    let period = Duration::from_secs_f64(1.0 / hz);
+    let start = Instant::now();
+    let end = start + length;
+    let mut next = start + period;
+    let mut seen = sab.epochs().load(EpochIndex::USER_JOB);
+    let mut ticks = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        match sab
+            .epochs()
+            .wait(EpochIndex::USER_JOB, seen, next.min(end).saturating_duration_since(now))
+        {
+            Wake::Changed(value) => seen = value,
+            // A pulse tick; after a busy stretch, the next one is a period from now, not a burst.
+            Wake::TimedOut => next = (next + period).max(Instant::now()),
+        }
+        app.update();
+        ticks += 1;
+    }
+    (start.elapsed(), ticks)
+}
+
 /// BLAKE3 of the records the bird stream publishes now.
 pub fn bird_stream_hash(sab: &Sab) -> String {
     let birds = birds_in(sab).unwrap_or_default();
@@ -157,12 +197,15 @@ pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
         layout,
         pulse_hz: config.pulse_hz,
         flock: Some(flock),
-        resume: config.resume.clone(),
+        sab: config.sab.clone(),
     };
     let mut app = build_app_with(headless, |app| {
         app.insert_resource(config.job_host);
     });
-    let wall = run_ticks(&mut app, config.ticks);
+    let (wall, ticks) = match config.serve {
+        Some(length) => serve(&mut app, length, config.pulse_hz),
+        None => (run_ticks(&mut app, config.ticks), config.ticks),
+    };
     let sab = app.world().resource::<Sab>().clone();
     let flock = app.world().resource::<Flock>();
     let (mean_fitness, best_fitness) = (flock.mean_fitness(), flock.best_fitness());
@@ -183,14 +226,14 @@ pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
     let report = HeadlessReport {
         tier: layout.tier,
         sab_size: layout.sab_size,
-        ticks: config.ticks,
+        ticks,
         pulse_hz: config.pulse_hz,
         birds,
         faithful: params.faithful,
         threads: params.threads,
         wall_seconds: seconds,
-        ticks_per_second: config.ticks as f64 / seconds.max(f64::MIN_POSITIVE),
-        bird_updates_per_second: (config.ticks as f64 * birds as f64) / seconds.max(f64::MIN_POSITIVE),
+        ticks_per_second: ticks as f64 / seconds.max(f64::MIN_POSITIVE),
+        bird_updates_per_second: (ticks as f64 * birds as f64) / seconds.max(f64::MIN_POSITIVE),
         stages,
         mean_fitness,
         best_fitness,

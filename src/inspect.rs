@@ -7,12 +7,14 @@ use serde::Serialize;
 
 use crate::sab::admission::AdmissionStats;
 use crate::sab::arena::ArenaStats;
+use crate::sab::clients::LaneState;
 use crate::sab::engines::{AuditKind, AuditRecord, Engine};
 use crate::sab::guard::{GuardEntry, GuardPolicy};
 use crate::sab::kernel_state::{AreaSummary, JobTableSummary};
 use crate::sab::layout::RegionNode;
 use crate::sab::patterns::JobHistoryHeader;
 use crate::sab::pipeline::PipelineRecord;
+use crate::sab::processes::{ProcessEntry, ProcessHeader, Role};
 use crate::sab::registry::ModuleRecord;
 use crate::sab::ring::RingStats;
 use crate::sab::snapshot::SnapshotHeader;
@@ -106,6 +108,11 @@ pub struct SabReport {
     /// The kernel's state: the job table's jobs, and each area's entries and history cursor.
     pub jobs: JobTableSummary,
     pub kernel_state: Vec<AreaSummary>,
+    /// The kernel lock and the processes sharing the SAB (a snapshot keeps those of its run).
+    pub process_table: ProcessHeader,
+    pub processes: Vec<ProcessEntry>,
+    /// The client lanes in use.
+    pub client_lanes: Vec<LaneState>,
     /// Records left out above because they are being written.
     pub being_written: Vec<BeingWrittenReport>,
 }
@@ -236,6 +243,9 @@ impl SabReport {
             audit,
             jobs,
             kernel_state,
+            process_table: sab.processes().header(),
+            processes: sab.processes().entries(),
+            client_lanes: sab.clients().states().into_iter().filter(|l| l.owner != 0).collect(),
             being_written,
         }
     }
@@ -449,6 +459,7 @@ impl SabReport {
             });
             let _ = writeln!(w, "  {:<20} {:>8} {:>10} {:>6}", a.area, a.entries, next, lost);
         }
+        self.processes_text(w);
         let _ = writeln!(w, "\nENGINES");
         for e in &self.engines {
             let metrics: Vec<String> = e
@@ -488,6 +499,47 @@ impl SabReport {
     }
 }
 
+impl SabReport {
+    /// The PROCESSES section: the kernel lock, the process table and the client lanes.
+    fn processes_text(&self, w: &mut String) {
+        let t = &self.process_table;
+        let _ = writeln!(
+            w,
+            "\nPROCESSES\n  kernel lock: pid {} ({} claims, {} taken over from dead kernels); client lanes reclaimed {}, frames abandoned {}",
+            t.kernel_pid, t.kernel_claims, t.locks_recovered, t.lanes_reclaimed, t.frames_abandoned
+        );
+        let _ = writeln!(
+            w,
+            "  {:>4} {:>8}  {:<10} {:<24} {:>6} {:>14}",
+            "slot", "pid", "role", "name", "alive", "heartbeat age"
+        );
+        let now = crate::sab::now_ms();
+        for p in &self.processes {
+            let role = p.role.map_or("?".to_owned(), |r| format!("{r:?}").to_lowercase());
+            let age = format!("{} ms", now.saturating_sub(p.heartbeat_ms));
+            let alive = if p.alive { "yes" } else { "no" };
+            let _ = writeln!(
+                w,
+                "  {:>4} {:>8}  {:<10} {:<24} {:>6} {:>14}",
+                p.slot, p.pid, role, p.name, alive, age
+            );
+        }
+        for l in &self.client_lanes {
+            let _ = writeln!(
+                w,
+                "  lane {}: pid {}{}, generation {}, {} requests taken, {} results sent{}",
+                l.lane,
+                l.owner,
+                if l.owner_alive { "" } else { " (gone)" },
+                l.generation,
+                l.frames_taken,
+                l.results_sent,
+                if l.closing { ", closing" } else { "" }
+            );
+        }
+    }
+}
+
 /// Bird 0 of the active bird buffer, if the stream holds any bird.
 fn first_bird(sab: &Sab, control: &StreamControl) -> Option<BirdRecord> {
     let active = (control.active & 1) as usize;
@@ -505,6 +557,190 @@ pub fn run(path: &Path, json: bool) -> Result<(), crate::RunError> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// `inos inspect --live`: the report of a running kernel's SAB, read through its seqlocks, once
+/// or (`--watch`) every `watch` seconds with the epochs' rates, until the kernel is gone, Ctrl-C,
+/// or `count` refreshes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_live(
+    path: Option<&Path>,
+    json: bool,
+    watch: Option<f64>,
+    count: Option<u64>,
+) -> Result<(), crate::RunError> {
+    let path = match path {
+        Some(path) => path.to_owned(),
+        None => crate::submit::running_sab()?,
+    };
+    let sab = Sab::attach(&path)?;
+    let Some(interval) = watch else {
+        let report = SabReport::new(&sab, None);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        return Ok(());
+    };
+    let process = sab
+        .processes()
+        .register(Role::Inspector, "inos inspect --watch", None)?;
+    let interval = std::time::Duration::from_secs_f64(interval);
+    let mut before = (std::time::Instant::now(), epoch_values(&sab));
+    let mut refreshes = 0u64;
+    let result = loop {
+        std::thread::sleep(interval);
+        sab.processes().beat(process);
+        let now = (std::time::Instant::now(), epoch_values(&sab));
+        let report = SabReport::new(&sab, None);
+        let rates = epoch_rates(&before, &now);
+        if json {
+            let frame = serde_json::json!({ "epoch_rates": rates, "report": report });
+            println!("{}", serde_json::to_string(&frame)?);
+        } else {
+            // Clear the screen and draw from the top, like `top`.
+            print!("\x1b[2J\x1b[H{}", watch_text(&path, &report, &rates));
+        }
+        before = now;
+        refreshes += 1;
+        if count.is_some_and(|count| refreshes >= count) {
+            break Ok(());
+        }
+        if let Err(e) = crate::submit::kernel_running(&sab, &path) {
+            break Err(e);
+        }
+    };
+    sab.processes().unregister(process);
+    result
+}
+
+fn epoch_values(sab: &Sab) -> Vec<u32> {
+    let epochs = sab.epochs();
+    (0..EpochIndex::COUNT as u32)
+        .filter_map(EpochIndex::new)
+        .map(|i| epochs.load(i))
+        .collect()
+}
+
+/// An epoch that moved between two looks, and how fast.
+#[derive(Debug, Serialize)]
+pub struct EpochRate {
+    pub index: u32,
+    pub name: Option<&'static str>,
+    pub value: u32,
+    pub per_second: f64,
+}
+
+fn epoch_rates(
+    (t0, before): &(std::time::Instant, Vec<u32>),
+    (t1, now): &(std::time::Instant, Vec<u32>),
+) -> Vec<EpochRate> {
+    let seconds = t1.duration_since(*t0).as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut rates: Vec<EpochRate> = before
+        .iter()
+        .zip(now)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .filter_map(|(i, (a, b))| {
+            let index = EpochIndex::new(i as u32)?;
+            Some(EpochRate {
+                index: i as u32,
+                name: index.name(),
+                value: *b,
+                per_second: f64::from(b.wrapping_sub(*a)) / seconds,
+            })
+        })
+        .collect();
+    rates.sort_by(|a, b| b.per_second.total_cmp(&a.per_second));
+    rates
+}
+
+/// The `--watch` screen: what moves, the pipeline, the processes and the rings.
+fn watch_text(path: &Path, r: &SabReport, rates: &[EpochRate]) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "{}: tier {}, {} MiB, layout {}; kernel pid {}",
+        path.display(),
+        r.tier,
+        r.sab_size >> 20,
+        r.layout_version,
+        r.process_table.kernel_pid
+    );
+    let _ = writeln!(
+        w,
+        "\nEPOCHS THAT MOVED\n  {:>3}  {:<22} {:>12} {:>12}",
+        "idx", "name", "value", "per second"
+    );
+    for e in rates.iter().take(16) {
+        let _ = writeln!(
+            w,
+            "  {:>3}  {:<22} {:>12} {:>12.1}",
+            e.index,
+            e.name.unwrap_or("-"),
+            e.value,
+            e.per_second
+        );
+    }
+    if let Some(p) = &r.pipeline {
+        let _ = writeln!(
+            w,
+            "\nJOBS  submitted {}, resolved {}, queued {}, in flight {}, timed out {}",
+            p.submitted, p.resolved, p.queued, p.in_flight, p.timed_out
+        );
+    }
+    r.processes_text(w);
+    let _ = writeln!(w, "\nRINGS");
+    for ring in &r.rings {
+        let _ = writeln!(
+            w,
+            "  {:<14} {:>10} frames consumed, {:>8} bytes used, {:>6} refused full",
+            format!("{:?}", ring.ring),
+            ring.control.consumed,
+            ring.used_bytes,
+            ring.control.rejected_full
+        );
+    }
+    out
+}
+
+/// `inos shm`: the SAB files in /dev/shm with their kernels; `--clean` removes the stale ones.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_shm(clean: bool, json: bool) -> Result<(), crate::RunError> {
+    use crate::sab::shared::{SHM_DIR, list};
+    let files = list(Path::new(SHM_DIR)).map_err(|e| crate::RunError::Usage(format!("cannot list {SHM_DIR}: {e}")))?;
+    let mut removed = Vec::new();
+    if clean {
+        for f in files.iter().filter(|f| f.stale()) {
+            std::fs::remove_file(&f.path)
+                .map_err(|e| crate::RunError::Usage(format!("cannot remove {}: {e}", f.path.display())))?;
+            removed.push(f.path.clone());
+        }
+    }
+    if json {
+        let report = serde_json::json!({ "files": files, "removed": removed });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if files.is_empty() {
+        println!("no SAB files in {SHM_DIR}");
+    }
+    for f in &files {
+        let state = match (&f.error, f.stale()) {
+            (Some(e), _) => format!("not a SAB of this build: {e}"),
+            (None, true) if removed.contains(&f.path) => "stale: removed".to_owned(),
+            (None, true) => "stale (its processes are gone; --clean removes it)".to_owned(),
+            (None, false) => format!(
+                "kernel pid {}, {} process(es) running",
+                f.kernel_pid.unwrap_or(0),
+                f.live_processes
+            ),
+        };
+        println!("{}  {} MiB  {state}", f.path.display(), f.bytes >> 20);
     }
     Ok(())
 }

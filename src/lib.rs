@@ -22,6 +22,8 @@ pub mod render;
 pub mod sab;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod soak;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod submit;
 pub mod supervisors;
 pub mod timing;
 pub mod units;
@@ -39,6 +41,7 @@ use crate::engines::{EngineSystems, EnginesPlugin};
 use crate::pulse::PulsePlugin;
 use crate::sab::{SabLayout, SabPlugin};
 use crate::supervisors::DiscoveryPlugin;
+use crate::supervisors::clients::ClientPlugin;
 use crate::supervisors::evolution::{EvolutionPlugin, EvolutionSystems};
 use crate::supervisors::jobs::{JobPipelinePlugin, JobPipelineSystems};
 use crate::supervisors::syscalls::SyscallPlugin;
@@ -62,6 +65,13 @@ pub enum RunError {
     Snapshot(#[from] sab::snapshot::SnapshotError),
     #[error("cannot print the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error(transparent)]
+    Shared(#[from] sab::shared::SharedError),
+    #[error(transparent)]
+    Process(#[from] sab::processes::ProcessError),
+    #[error(transparent)]
+    Client(#[from] sab::clients::ClientError),
     #[cfg(all(feature = "render", not(target_arch = "wasm32")))]
     #[error(transparent)]
     Display(#[from] render::display::DisplayError),
@@ -88,11 +98,15 @@ pub struct RunConfig {
     pub job_host: JobHostMode,
     /// Fixed ticks of a headless run.
     pub ticks: u64,
+    /// Serve outside clients for this long instead (`--serve`): ticks at the pulse rate, and at
+    /// once when a client submits.
+    pub serve: Option<std::time::Duration>,
     /// Where to write a snapshot of the whole SAB when the run ends.
     pub snapshot: Option<PathBuf>,
-    /// A SAB to carry on (`--resume`): the run takes up the whole system it holds (jobs,
-    /// workflows, chunks, the supervisor tree, the engines' models, the flock); `layout` is its.
-    pub resume: Option<sab::Sab>,
+    /// The SAB to run on, if not a new private one of `layout`: a shared mapping (`--sab`, the
+    /// native default), and with `--resume` a snapshot's SAB, whose whole system the run takes up
+    /// (jobs, workflows, chunks, the supervisor tree, the engines' models, the flock).
+    pub sab: Option<sab::Sab>,
     /// Print the headless report as JSON.
     pub json: bool,
     /// Render this many frames, save a screenshot to the path, and exit.
@@ -115,6 +129,7 @@ impl PluginGroup for CorePlugins {
             .add(PulsePlugin { hz: self.pulse_hz })
             .add(DiscoveryPlugin)
             .add(JobPipelinePlugin)
+            .add(ClientPlugin)
             .add(SupervisorTreePlugin)
             .add(WorkflowPlugin)
             .add(SyscallPlugin)

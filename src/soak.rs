@@ -162,7 +162,7 @@ impl Load {
 /// only the JSON report at the end).
 pub fn soak(minutes: f64, birds: usize, json: bool) -> SoakReport {
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: crate::pulse::DEFAULT_PULSE_HZ,
         flock: Some(FlockPlugins {

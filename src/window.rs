@@ -23,7 +23,7 @@ pub fn run(config: RunConfig) -> Result<(), RunError> {
         crate::render::display::SetupFailureHook::install();
     }
     let mut app = App::new();
-    if let Some(sab) = config.resume.clone() {
+    if let Some(sab) = config.sab.clone() {
         app.insert_resource(sab);
     }
     // No `.meta` files are served next to assets (the browser build would fetch each and get 404s).

@@ -121,7 +121,7 @@ pub(super) fn flock_scaling(quick: bool) -> FlockScaling {
 
 fn flock_app_timing(birds: usize, ticks: u64) -> FlockAppTiming {
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Dedicated),
         pulse_hz: crate::pulse::DEFAULT_PULSE_HZ,
         flock: Some(crate::FlockPlugins {

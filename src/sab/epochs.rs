@@ -4,9 +4,12 @@
 //! every thread parked on it. A reader remembers the last value it saw and reacts when the counter
 //! differs (`!=`, never `>`, so wrap-around at 2^32 is harmless).
 //!
-//! Waiting spins briefly, then parks the thread in `parking_lot_core`'s parking lot, keyed by the
-//! address of the epoch word. A per-index waiter count lets `signal` skip the wake-up call (and its
-//! bucket lock) when nobody waits, which keeps the signal itself at one atomic add plus a fence.
+//! Waiting spins briefly, then parks the thread on the epoch word itself: a futex without the
+//! "private" flag, so a signal in one process wakes a waiter in another that maps the same SAB
+//! (`--sab`). A waiter count per index, in the SAB (`epoch_waiters`), lets `signal` skip the
+//! wake-up system call when nobody in any process waits, which keeps the signal itself at one
+//! atomic add plus a fence. (Native builds other than Linux park in `parking_lot_core`'s parking
+//! lot, which wakes threads of this process only.)
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Duration;
@@ -157,6 +160,14 @@ impl<'a> Epochs<'a> {
         &self.words[index.0 as usize]
     }
 
+    /// The epoch word with its waiter count.
+    pub fn signal_word(&self, index: EpochIndex) -> Signal<'a> {
+        Signal {
+            word: self.word(index),
+            waiters: &self.waiters[index.0 as usize],
+        }
+    }
+
     /// The current value (acquire: whatever the signaller wrote before signalling is visible).
     pub fn load(&self, index: EpochIndex) -> u32 {
         self.word(index).load(Ordering::Acquire)
@@ -164,27 +175,12 @@ impl<'a> Epochs<'a> {
 
     /// Bumps the counter and wakes every waiter. Returns the new value.
     pub fn signal(&self, index: EpochIndex) -> u32 {
-        let new = self.word(index).fetch_add(1, Ordering::Release).wrapping_add(1);
-        self.wake_all(index);
-        new
+        self.signal_word(index).signal()
     }
 
     /// Stores a plain value (for value words such as `BIRD_COUNT`) and wakes every waiter.
     pub fn store(&self, index: EpochIndex, value: u32) {
-        self.word(index).store(value, Ordering::Release);
-        self.wake_all(index);
-    }
-
-    fn wake_all(&self, index: EpochIndex) {
-        // Pairs with the fence in `park`: either this load sees the waiter's registration, or the
-        // waiter's re-check of the epoch sees the new value. (Dekker's pattern with SC fences.)
-        fence(Ordering::SeqCst);
-        if self.waiters[index.0 as usize].load(Ordering::Relaxed) != 0 {
-            let key = std::ptr::from_ref(self.word(index)) as usize;
-            // SAFETY: the key is the address of an epoch word of a live SAB, which no other
-            // parking-lot user can own; `unpark_all` only wakes threads parked on that key.
-            unsafe { parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN) };
-        }
+        self.signal_word(index).store(value);
     }
 
     /// Waits until the epoch differs from `last_seen` or `timeout` elapses: spins briefly, then
@@ -195,7 +191,49 @@ impl<'a> Epochs<'a> {
 
     /// `wait` with an explicit spin budget (`0` parks at once; `u32::MAX` only spins).
     pub fn wait_with(&self, index: EpochIndex, last_seen: u32, timeout: Duration, spins: u32) -> Wake {
-        let word = self.word(index);
+        self.signal_word(index).wait_with(last_seen, timeout, spins)
+    }
+}
+
+/// A counter word that writers bump and readers wait on, with the count of its parked waiters
+/// (both in the SAB, so they work across processes): an epoch, or a client lane's results word.
+#[derive(Clone, Copy)]
+pub struct Signal<'a> {
+    pub(crate) word: &'a AtomicU32,
+    pub(crate) waiters: &'a AtomicU32,
+}
+
+impl Signal<'_> {
+    pub fn load(&self) -> u32 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Bumps the counter and wakes every waiter. Returns the new value.
+    pub fn signal(&self) -> u32 {
+        let new = self.word.fetch_add(1, Ordering::Release).wrapping_add(1);
+        self.wake_all();
+        new
+    }
+
+    /// Stores a plain value and wakes every waiter.
+    pub fn store(&self, value: u32) {
+        self.word.store(value, Ordering::Release);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        // Pairs with the fence in `park`: either this load sees the waiter's registration, or the
+        // waiter's re-check of the word sees the new value. (Dekker's pattern with SC fences.)
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            wake_word(self.word);
+        }
+    }
+
+    /// Waits until the word differs from `last_seen` or `timeout` elapses: `spins` spins, then
+    /// parks until a signal wakes it.
+    pub fn wait_with(&self, last_seen: u32, timeout: Duration, spins: u32) -> Wake {
+        let word = self.word;
         let start = Instant::now();
         for i in 0..spins {
             let now = word.load(Ordering::Acquire);
@@ -217,40 +255,73 @@ impl<'a> Epochs<'a> {
             if Instant::now() >= deadline {
                 return Wake::TimedOut;
             }
-            self.park(index, last_seen, deadline);
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            // Pairs with the fence in `wake_all` (see there).
+            fence(Ordering::SeqCst);
+            park_word(word, last_seen, deadline);
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    /// The browser build is single-threaded: nothing could signal while this thread sleeps, so it
-    /// only yields until the deadline.
-    #[cfg(target_arch = "wasm32")]
-    fn park(&self, _index: EpochIndex, _last_seen: u32, _deadline: Instant) {
-        std::hint::spin_loop();
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    fn park(&self, index: EpochIndex, last_seen: u32, deadline: Instant) {
-        let word = self.word(index);
-        let waiters = &self.waiters[index.0 as usize];
-        waiters.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        let key = std::ptr::from_ref(word) as usize;
-        // SAFETY: the key is the address of an epoch word of a live SAB (see `wake_all`). The
-        // validate closure only loads an atomic: it cannot panic or call into the parking lot.
-        // The before-sleep and timed-out callbacks do nothing.
-        unsafe {
-            parking_lot_core::park(
-                key,
-                || word.load(Ordering::Acquire) == last_seen,
-                || {},
-                |_, _| {},
-                parking_lot_core::DEFAULT_PARK_TOKEN,
-                Some(deadline),
-            );
-        }
-        waiters.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Parks this thread until `word` may have changed from `expected`: a wake-up call on it (from any
+/// process), a spurious wake-up or `deadline`. The caller looks at the word again either way.
+#[cfg(target_os = "linux")]
+pub(crate) fn park_word(word: &AtomicU32, expected: u32, deadline: Instant) {
+    use rustix::thread::futex;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout = futex::Timespec {
+        tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(left.subsec_nanos()),
+    };
+    // The kernel compares the word with `expected` under its own lock: a signal between the
+    // caller's last look and this call is not missed. EAGAIN (it differed), EINTR and ETIMEDOUT
+    // all mean "look again", which the caller does.
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&timeout));
+}
+
+/// Wakes every thread parked on `word`, in every process.
+#[cfg(target_os = "linux")]
+pub(crate) fn wake_word(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
+#[cfg(all(not(target_os = "linux"), not(target_arch = "wasm32")))]
+pub(crate) fn park_word(word: &AtomicU32, expected: u32, deadline: Instant) {
+    let key = std::ptr::from_ref(word) as usize;
+    // SAFETY: the key is the address of a SAB word, which no other parking-lot user can own. The
+    // validate closure only loads an atomic: it cannot panic or call into the parking lot. The
+    // before-sleep and timed-out callbacks do nothing.
+    unsafe {
+        parking_lot_core::park(
+            key,
+            || word.load(Ordering::Acquire) == expected,
+            || {},
+            |_, _| {},
+            parking_lot_core::DEFAULT_PARK_TOKEN,
+            Some(deadline),
+        );
+    }
+}
+
+#[cfg(all(not(target_os = "linux"), not(target_arch = "wasm32")))]
+pub(crate) fn wake_word(word: &AtomicU32) {
+    let key = std::ptr::from_ref(word) as usize;
+    // SAFETY: the key is the address of a SAB word (see `park_word`); `unpark_all` only wakes
+    // threads parked on that key.
+    unsafe { parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN) };
+}
+
+/// The browser build is single-threaded: nothing could signal while this thread sleeps, so it
+/// only yields until the deadline.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn park_word(_word: &AtomicU32, _expected: u32, _deadline: Instant) {
+    std::hint::spin_loop();
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn wake_word(_word: &AtomicU32) {}
 
 /// A Bevy run condition: true when the epoch differs from the value this condition saw the last
 /// time it ran (the `Local` starts at 0, the value of a fresh SAB). Bevy's change detection cannot

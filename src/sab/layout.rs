@@ -71,6 +71,8 @@ pub mod regions {
     pub const PIPELINE_STATE: Region = Region::new("pipeline_state", g::PIPELINE_STATE_OFFSET, g::PIPELINE_STATE_SIZE);
     pub const AUDIT_LOG: Region = Region::new("audit_log", g::AUDIT_LOG_OFFSET, g::AUDIT_LOG_SIZE);
     pub const ADMISSION: Region = Region::new("admission", g::ADMISSION_OFFSET, g::ADMISSION_SIZE);
+    pub const PROCESS_TABLE: Region = Region::new("process_table", g::PROCESS_TABLE_OFFSET, g::PROCESS_TABLE_SIZE);
+    pub const EPOCH_WAITERS: Region = Region::new("epoch_waiters", g::EPOCH_WAITERS_OFFSET, g::EPOCH_WAITERS_SIZE);
     pub const RING_CONTROL: Region = Region::new("ring_control", g::RING_CONTROL_OFFSET, g::RING_CONTROL_REGION_SIZE);
     pub const INBOX_CONTROL: Region = Region::new("inbox_control", g::INBOX_CONTROL_OFFSET, g::RING_CONTROL_SIZE);
     pub const OUTBOX_HOST_CONTROL: Region = Region::new(
@@ -457,6 +459,15 @@ impl SabLayout {
         }
     }
 
+    /// The client lanes (`sab::clients`), in the kernel state's region.
+    pub fn client_lanes(&self) -> Region {
+        Region {
+            name: "client_lanes",
+            offset: self.spec().kernel_state.offset + g::CLIENT_LANES_OFFSET as usize,
+            size: g::CLIENT_LANES_SIZE as usize,
+        }
+    }
+
     /// Every region with its parent, in address order within each level.
     pub fn regions(&self) -> Vec<RegionNode> {
         let spec = self.spec();
@@ -489,6 +500,8 @@ impl SabLayout {
         nodes.extend(
             KernelArea::ALL
                 .map(|area| self.kernel_area(area))
+                .into_iter()
+                .chain([self.client_lanes()])
                 .map(under(spec.kernel_state)),
         );
         nodes.extend(regions::ARENA_METADATA_PARTS.map(under(regions::ARENA_METADATA)));
@@ -510,6 +523,8 @@ impl SabLayout {
                 regions::AUDIT_LOG,
                 regions::LIFECYCLE,
                 regions::ADMISSION,
+                regions::PROCESS_TABLE,
+                regions::EPOCH_WAITERS,
             ]
             .map(under(regions::COORDINATION)),
         );

@@ -1,5 +1,9 @@
 //! The one allocation behind the SAB, and bounds-checked access to it.
 //!
+//! The memory is either a private allocation of this process (tests, benchmarks, the browser build)
+//! or, natively, a shared mapping of a file in `/dev/shm` that other processes map too (`--sab`,
+//! `inos attach`-style entry points): the same bytes, the same atomics, in every process.
+//!
 //! Every byte of the SAB is reached through atomics: `AtomicU32` words for epochs, records and
 //! control words, `AtomicU64` words for the rings. Plain loads and stores of memory that another
 //! thread may write at the same time would be data races (undefined behaviour), even where a
@@ -11,6 +15,8 @@
 //! into atomic views. The few `unsafe` blocks outside `src/sab/` are listed in the README.
 
 use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -30,16 +36,33 @@ pub enum AccessError {
     RecordSize { size: usize },
 }
 
-/// One zero-initialised, 64-byte-aligned allocation, freed on drop.
+/// What holds the bytes.
+enum Backing {
+    /// A private allocation, freed on drop.
+    Heap,
+    /// A shared mapping of `path`, unmapped on drop (and the file removed if `remove`).
+    #[cfg(not(target_arch = "wasm32"))]
+    Shared {
+        _map: memmap2::MmapRaw,
+        path: PathBuf,
+        remove: bool,
+    },
+}
+
+/// One zero-initialised, 64-byte-aligned range of memory: a private allocation or a shared
+/// mapping, released on drop.
 pub(crate) struct SabMemory {
     base: NonNull<u8>,
     len: usize,
+    backing: Backing,
 }
 
-// SAFETY: the allocation is owned by this value, and every access to it goes through atomic types
-// (`AtomicU32`/`AtomicU64` views handed out below), which are `Sync`. No `&mut` or plain shared
-// reference to the bytes is ever created, so sharing the owner between threads cannot cause a data
-// race.
+// SAFETY: the memory is owned by this value (a shared mapping is owned by its `MmapRaw`), and every
+// access to it goes through atomic types (`AtomicU32`/`AtomicU64` views handed out below), which
+// are `Sync`. No `&mut` or plain shared reference to the bytes is ever created, so sharing the owner
+// between threads cannot cause a data race; other processes that map the same file also reach the
+// bytes only through atomics (this crate's code), which the hardware keeps coherent across
+// processes as across threads.
 unsafe impl Send for SabMemory {}
 // SAFETY: see `Send` above: all access is atomic.
 unsafe impl Sync for SabMemory {}
@@ -56,7 +79,74 @@ impl SabMemory {
         // every atomic integer type, which is the only way the bytes are ever viewed.
         let ptr = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout));
-        Self { base, len }
+        Self {
+            base,
+            len,
+            backing: Backing::Heap,
+        }
+    }
+
+    /// Creates the file `path` (mode 0600; it must not exist), sizes it to `len` bytes with its
+    /// pages reserved (so a full `/dev/shm` is an error here, not a bus error later), and maps it
+    /// shared. The file is removed again when this value is dropped.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn create_shared(path: &Path, len: usize) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let sized = file.set_len(len as u64).and_then(|()| reserve(&file, len));
+        match sized.and_then(|()| Self::map(&file, path, len, true)) {
+            Ok(memory) => Ok(memory),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps the existing file `path` shared, at its whole length. The file is left in place on
+    /// drop.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn open_shared(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        if len == 0 || !len.is_multiple_of(SAB_ALIGN) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("its length, {len} bytes, is not a non-zero multiple of {SAB_ALIGN}"),
+            ));
+        }
+        Self::map(&file, path, len, false)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn map(file: &std::fs::File, path: &Path, len: usize, remove: bool) -> std::io::Result<Self> {
+        let map = memmap2::MmapOptions::new().len(len).map_raw(file)?;
+        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        // Mappings start on a page boundary, a multiple of the cache line.
+        debug_assert!((base.as_ptr() as usize).is_multiple_of(SAB_ALIGN));
+        Ok(Self {
+            base,
+            len,
+            backing: Backing::Shared {
+                _map: map,
+                path: path.to_owned(),
+                remove,
+            },
+        })
+    }
+
+    /// The file behind a shared mapping.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::Heap => None,
+            #[cfg(not(target_arch = "wasm32"))]
+            Backing::Shared { path, .. } => Some(path),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -154,10 +244,38 @@ impl SabMemory {
 
 impl Drop for SabMemory {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.len, SAB_ALIGN).expect("layout was valid at allocation");
-        // SAFETY: `base` came from `alloc_zeroed` with exactly this layout and is freed only here;
-        // every view borrows `self`, so none outlives this call.
-        unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
+        match &self.backing {
+            Backing::Heap => {
+                let layout = Layout::from_size_align(self.len, SAB_ALIGN).expect("layout was valid at allocation");
+                // SAFETY: `base` came from `alloc_zeroed` with exactly this layout and is freed only
+                // here; every view borrows `self`, so none outlives this call.
+                unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
+            }
+            // The mapping is unmapped when `_map` drops, after this body: every view borrows `self`.
+            #[cfg(not(target_arch = "wasm32"))]
+            Backing::Shared { path, remove, .. } => {
+                if *remove {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+/// Reserves the pages of a freshly sized file where the file system can (tmpfs can), so that
+/// running out of memory is an error now rather than a bus error on first touch.
+#[cfg(not(target_arch = "wasm32"))]
+fn reserve(file: &std::fs::File, len: usize) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, len);
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod arena;
+pub mod clients;
 pub mod engines;
 pub mod epochs;
 pub mod flock_state;
@@ -37,23 +38,26 @@ mod memory;
 pub mod obstacles;
 pub mod patterns;
 pub mod pipeline;
+pub mod processes;
 pub mod registry;
 pub mod ring;
 mod seqlock;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shared;
 pub mod snapshot;
 pub mod stream;
 pub mod supervisors;
 pub mod table;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use bevy::prelude::*;
 use bytemuck::{AnyBitPattern, NoUninit};
 use serde::Serialize;
 
 pub use arena::{Arena, ArenaBlock, ArenaError};
-pub use epochs::{EpochIndex, Epochs, Wake, epoch_changed};
+pub use epochs::{EpochIndex, Epochs, Signal, Wake, epoch_changed};
 pub use guard::{GuardError, GuardRegion, Owner, RegionGuards};
 pub use layout::{KernelArea, Region, SabLayout, Tier};
 pub use memory::AccessError;
@@ -84,8 +88,6 @@ const _: () = assert!(size_of::<SabHeader>() == g::SAB_HEADER_SIZE as usize);
 struct SabInner {
     memory: SabMemory,
     layout: SabLayout,
-    /// Threads parked per epoch index (process-local, not part of the shared layout).
-    waiters: Box<[AtomicU32]>,
 }
 
 /// The shared byte arena. Cloning the handle shares the same memory (like a SharedArrayBuffer).
@@ -98,7 +100,13 @@ impl Sab {
     /// A fresh SAB for `layout`: zeroed, with its header and the streams' and rings' self-describing
     /// words written.
     pub fn new(layout: SabLayout) -> Self {
-        let sab = Self::zeroed(layout);
+        Self::zeroed(layout).formatted()
+    }
+
+    /// Writes the header and the self-describing words of a zeroed SAB.
+    fn formatted(self) -> Self {
+        let sab = self;
+        let layout = *sab.layout();
         let spec = layout.spec();
         let header = SabHeader {
             magic: g::SAB_MAGIC,
@@ -137,12 +145,12 @@ impl Sab {
 
     /// All-zero memory, header not written (snapshot loading fills it).
     fn zeroed(layout: SabLayout) -> Self {
+        Self::with_memory(SabMemory::zeroed(layout.sab_size), layout)
+    }
+
+    fn with_memory(memory: SabMemory, layout: SabLayout) -> Self {
         Self {
-            inner: Arc::new(SabInner {
-                memory: SabMemory::zeroed(layout.sab_size),
-                layout,
-                waiters: (0..EpochIndex::COUNT).map(|_| AtomicU32::new(0)).collect(),
-            }),
+            inner: Arc::new(SabInner { memory, layout }),
         }
     }
 
@@ -181,7 +189,10 @@ impl Sab {
                 .memory()
                 .u32_words(layout::regions::EPOCHS.offset, EpochIndex::COUNT)
                 .expect("the epoch region lies inside every SAB"),
-            waiters: &self.inner.waiters,
+            waiters: self
+                .memory()
+                .u32_words(layout::regions::EPOCH_WAITERS.offset, EpochIndex::COUNT)
+                .expect("the epoch waiter counts lie inside every SAB"),
         }
     }
 
@@ -238,14 +249,35 @@ impl Sab {
     }
 
     /// Takes over a SAB whose processes are gone (a resumed snapshot): releases every claim they
-    /// held (ring consumers, single-writer guard locks, the arena's lock) so that this process's
-    /// parts can take them again. Only for a SAB that no live process uses.
+    /// held (ring consumers, single-writer guard locks, the arena's lock, the kernel lock, process
+    /// records, client lanes, epoch waiter counts) so that this process's parts can take them
+    /// again. Only for a SAB that no live process uses.
     pub fn adopt(&self) {
         for id in RingId::ALL {
             self.ring(id).core().release_consumer();
         }
         self.guards().release_all();
         self.arena().release_lock();
+        self.processes().clear();
+        for lane in 0..clients::LANES {
+            self.clients().reset(lane);
+        }
+        for waiters in self.epochs().waiters {
+            waiters.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn processes(&self) -> processes::ProcessTable<'_> {
+        processes::ProcessTable::new(self)
+    }
+
+    pub fn clients(&self) -> clients::ClientLanes<'_> {
+        clients::ClientLanes::new(self)
+    }
+
+    /// The file behind a SAB in a shared mapping (`None` for a private one).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.inner.memory.path()
     }
 
     pub fn pipeline(&self) -> pipeline::PipelineState<'_> {
@@ -365,6 +397,7 @@ impl std::fmt::Debug for Sab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sab")
             .field("layout", self.layout())
+            .field("path", &self.path())
             .field("base_address", &format_args!("{:#x}", self.base_address()))
             .finish()
     }
@@ -375,12 +408,40 @@ impl Plugin for SabPlugin {
         if !app.world().contains_resource::<Sab>() {
             app.insert_resource(Sab::new(self.layout));
         }
-        let sab = app.world().resource::<Sab>();
+        let sab = app.world().resource::<Sab>().clone();
         let epochs = sab.epochs();
-        epochs.store(EpochIndex::CONTEXT_ID_HASH, context_id_hash(sab));
+        epochs.store(EpochIndex::CONTEXT_ID_HASH, context_id_hash(&sab));
         epochs.store(EpochIndex::SYSTEM_VISIBILITY, 1);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // The command line claims the lock first, to refuse a second kernel with a message;
+            // here it is this process's already, or free (a SAB of its own).
+            match sab.processes().claim_kernel() {
+                Ok(processes::KernelClaim::Recovered { dead_pid }) => {
+                    warn!("took over the kernel lock of pid {dead_pid}, which is gone")
+                }
+                Ok(processes::KernelClaim::Taken) => {}
+                Err(e) => panic!("{e}"),
+            }
+            match sab.processes().register(processes::Role::Kernel, "kernel", None) {
+                Ok(slot) => {
+                    app.insert_resource(KernelProcess(slot))
+                        .add_systems(First, kernel_heartbeat);
+                }
+                Err(e) => warn!("the kernel is not in the process table: {e}"),
+            }
+        }
         epochs.store(EpochIndex::KERNEL_READY, 1);
     }
+}
+
+/// The kernel's record in the process table.
+#[derive(Resource)]
+struct KernelProcess(usize);
+
+/// The kernel's heartbeat in its process record, once per frame.
+fn kernel_heartbeat(sab: Res<Sab>, process: Res<KernelProcess>) {
+    sab.processes().beat(process.0);
 }
 
 /// A hash identifying this run, for zombie detection across restarts: randomly keyed per process

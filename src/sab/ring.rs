@@ -286,6 +286,25 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
         Ok(tail)
     }
 
+    /// Fault injection for tests (exclusive producers only): reserves a frame of `len` bytes and
+    /// writes its first payload word, but never its header, as a producer killed mid-write leaves
+    /// it.
+    #[doc(hidden)]
+    pub fn reserve_without_commit(&self, len: usize, head_cache: &Cell<u64>) -> Result<(), RingError> {
+        let span = frame_span(len as u64);
+        let tail = self.control.load(TAIL, Ordering::Relaxed);
+        let head = self.control.load(HEAD, Ordering::Acquire);
+        head_cache.set(head);
+        let free = self.capacity - tail.wrapping_sub(head);
+        if free < span {
+            return Err(RingError::Full { needed: span, free });
+        }
+        self.control.store(TAIL, tail + span, Ordering::Relaxed);
+        self.data
+            .store(self.word_at(tail + HEADER), u64::MAX, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The consumer's cursor, starting at the published head.
     pub fn cursor(&self) -> ConsumerCursor {
         let head = self.control.load(HEAD, Ordering::Acquire);

@@ -44,6 +44,7 @@ use crate::sab::pipeline::PipelineRecord;
 use crate::sab::ring::{RingConsumer, RingProducer};
 use crate::sab::supervisors::{BreakerState, Lifecycle, ROLE_UNIT};
 use crate::sab::{EpochIndex, JobRecord, Owner, RingError, RingId, Sab, epoch_changed, now_ms};
+use crate::supervisors::clients;
 use crate::supervisors::syscalls::SyscallInbox;
 
 /// Why a job was not queued.
@@ -59,6 +60,8 @@ pub enum SubmitError {
     },
     #[error("job {0} is in flight or its result has not been taken")]
     DuplicateId(u64),
+    #[error("job id {0:#x} is in the range of outside clients' jobs (bit 62 set, bit 63 clear)")]
+    ReservedId(u64),
     #[error("the job's frame is {len} bytes; the inbox takes at most {max}")]
     TooLarge { len: usize, max: usize },
     #[error("the job would not decode at the other end: {0}")]
@@ -323,6 +326,8 @@ pub struct JobQueue {
     /// dispatch so that submission times follow the wall clock (suspend, NTP) while `submit`
     /// reads one clock only.
     wall_anchor: (Instant, u64),
+    /// Jobs of outside clients answered since the client lanes last took them (`clients`).
+    answered_for_clients: Vec<u64>,
     /// Frames already sent, kept for their allocations (`SPARE_FRAMES` of `SPARE_FRAME_BYTES` at most).
     spare_frames: Vec<Vec<u8>>,
     /// The pipeline's counters, published as its record in the SAB (`queued` and `in_flight` are
@@ -357,6 +362,7 @@ impl JobQueue {
             refused: Vec::new(),
             scheduling: SchedulingPolicy::default(),
             wall_anchor: (Instant::now(), now_ms()),
+            answered_for_clients: Vec::new(),
             spare_frames: Vec::new(),
             stats: sab.pipeline().read().unwrap_or_default(),
             ends,
@@ -414,12 +420,33 @@ impl JobQueue {
             }
             let slot = slot as u32;
             queue.calls.insert(record.job_id, Call::Done { slot, outcome: None });
+            if clients::is_client_id(record.job_id) {
+                queue.answered_for_clients.push(record.job_id);
+            }
         }
         queue
     }
 
     /// Checks and queues a job; it is sent on the next pulse.
     pub fn submit(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
+        if clients::is_client_id(job.id) {
+            return Err(SubmitError::ReservedId(job.id));
+        }
+        self.submit_any(sab, job)
+    }
+
+    /// Whether the job table has room for another job.
+    pub fn has_room(&self) -> bool {
+        !self.free_slots.is_empty()
+    }
+
+    /// Takes the ids of the outside clients' jobs answered since the last call.
+    pub(super) fn take_answered_for_clients(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.answered_for_clients);
+    }
+
+    /// `submit` without the check of the id's range: for the ids of outside clients' jobs.
+    pub(super) fn submit_any(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
         let unit_hash = self.registered(sab, &job.library, &job.method)?;
         let busy = self.unit_in_flight.get(&unit_hash).is_some_and(|&n| n > 0);
         match self.admission.get(&unit_hash) {
@@ -684,6 +711,9 @@ impl JobQueue {
         };
         history.push(record);
         self.stats.resolved += 1;
+        if clients::is_client_id(job.id) {
+            self.answered_for_clients.push(job.id);
+        }
         self.calls.insert(
             job.id,
             Call::Done {

@@ -5,6 +5,7 @@
 //! sharing the SAB) is discovered on the next frame, and nothing is re-read otherwise.
 
 pub mod chunks;
+pub mod clients;
 pub mod evolution;
 pub mod jobs;
 pub mod syscalls;

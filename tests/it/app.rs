@@ -73,7 +73,7 @@ fn no_schedule_has_ambiguities() {
         }
     };
     let flock = HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(inos::FlockPlugins {

@@ -212,7 +212,7 @@ fn the_initial_population_follows_the_golden_angle_with_deterministic_genes() {
 #[test]
 fn matrices_of_tick_n_come_from_birds_of_tick_n() {
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(flock_plugins(500, 2, 1, 180)),
@@ -291,7 +291,7 @@ fn a_headless_snapshot_holds_the_streams_at_their_offsets() {
 fn the_flock_schedule_has_no_ambiguities() {
     use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings};
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(FlockPlugins {
@@ -312,7 +312,7 @@ fn the_flock_schedule_has_no_ambiguities() {
 
 fn evolve_run(threads: usize, seed: u64, every: u32, ticks: usize) -> App {
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(flock_plugins(1000, threads, seed, every)),
@@ -370,7 +370,7 @@ fn flock_requests_respawn_and_switch_the_flock_even_while_paused() {
     use inos::sab::EpochIndex;
 
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(flock_plugins(500, 2, 1, 10)),
@@ -504,7 +504,7 @@ fn the_optimisation_engine_tunes_the_work_split_and_the_unit_follows() {
     use inos::engines::optimisation::OptimisationEngine;
     use inos::sab::engines::Engine;
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(flock_plugins(2000, 2, 1, 0)),

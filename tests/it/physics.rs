@@ -95,7 +95,7 @@ fn obstacle_app(birds: usize, threads: usize) -> App {
 
 fn obstacle_app_with_host(birds: usize, threads: usize, mode: JobHostMode) -> App {
     let config = HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(FlockPlugins {
@@ -214,7 +214,7 @@ fn physics_time_follows_the_pulse_rate() {
 fn birds_inside_pillars(obstacles_on: bool) -> usize {
     let birds = 1000;
     let mut app = build_app(HeadlessConfig {
-        resume: None,
+        sab: None,
         layout: SabLayout::for_tier(Tier::Light),
         pulse_hz: 64.0,
         flock: Some(FlockPlugins {

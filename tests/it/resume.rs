@@ -176,7 +176,7 @@ fn run(dir: &Path) {
         "the job table holds the queued and the sent jobs: {jobs}"
     );
     let mut second = build_app(HeadlessConfig {
-        resume: Some(sab),
+        sab: Some(sab),
         ..config
     });
     assert_eq!(
@@ -270,7 +270,7 @@ fn a_corrupt_job_in_a_resumed_table_is_answered_not_sent() {
     table.write(1, queued(2, 11), &on_the_wire.encode()).unwrap();
     table.set_sequence(2);
     let mut app = build_app(HeadlessConfig {
-        resume: Some(sab.clone()),
+        sab: Some(sab.clone()),
         ..HeadlessConfig::kernel()
     });
     let broken = app

@@ -4,7 +4,7 @@
 // capnp binary version: 0.9.2
 // capnpc crate version: 0.27.0
 
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 pub const SAB_MAGIC: u64 = 4774188748874141257;
 pub const CACHE_LINE: u32 = 64;
 pub const PAGE_SIZE: u32 = 4096;
@@ -348,3 +348,19 @@ pub const DEPENDENCY_FLAG_HAS_ALTERNATIVES: u32 = 2;
 pub const PATTERN_MAGIC: u64 = 5782996164682460496;
 pub const JOB_HISTORY_HEADER_SIZE: u32 = 64;
 pub const JOB_RECORD_SIZE: u32 = 64;
+pub const PROCESS_TABLE_OFFSET: u32 = 0x04C800;
+pub const PROCESS_TABLE_SIZE: u32 = 0x1000;
+pub const PROCESS_HEADER_SIZE: u32 = 64;
+pub const PROCESS_RECORD_SIZE: u32 = 64;
+pub const PROCESS_SLOTS: u32 = 32;
+pub const PROCESS_ROLE_KERNEL: u32 = 1;
+pub const PROCESS_ROLE_CLIENT: u32 = 2;
+pub const PROCESS_ROLE_INSPECTOR: u32 = 3;
+pub const EPOCH_WAITERS_OFFSET: u32 = 0x04D800;
+pub const EPOCH_WAITERS_SIZE: u32 = 0x400;
+pub const CLIENT_LANES_OFFSET: u32 = 0x4AF000;
+pub const CLIENT_LANES_SIZE: u32 = 0x108000;
+pub const CLIENT_LANE_SIZE: u32 = 0x21000;
+pub const CLIENT_LANE_HEADER_SIZE: u32 = 0x1000;
+pub const CLIENT_RING_SIZE: u32 = 0x10000;
+pub const CLIENT_LANES: u32 = 8;

@@ -1,0 +1,438 @@
+//! The process table: which processes share this SAB, and the kernel lock.
+//!
+//! A SAB in a shared mapping (`--sab`, `sab::shared`) is used by several processes at once: one
+//! kernel, outside clients (`inos submit`), live inspectors. Each takes a record here (pid, role,
+//! start time, heartbeat) so that every process, and `inos inspect --live`, can see who is there.
+//!
+//! Only one kernel may own a SAB. The kernel lock is a pid word taken by compare-and-swap; a lock
+//! whose pid is gone (the kernel was killed) is taken over and counted. A pid alone does not prove
+//! that the process is the one that took the lock, since pids are reused: each record also keeps
+//! the process's start time in clock ticks (`/proc/<pid>/stat`, field 22), and a pid whose start
+//! time differs is a different process.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::Sab;
+use super::generated as g;
+use super::layout::regions;
+
+pub const SLOTS: usize = g::PROCESS_SLOTS as usize;
+
+/// What a process does with the SAB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Kernel,
+    Client,
+    Inspector,
+}
+
+impl Role {
+    pub const fn code(self) -> u32 {
+        match self {
+            Role::Kernel => g::PROCESS_ROLE_KERNEL,
+            Role::Client => g::PROCESS_ROLE_CLIENT,
+            Role::Inspector => g::PROCESS_ROLE_INSPECTOR,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<Role> {
+        [Role::Kernel, Role::Client, Role::Inspector]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
+}
+
+/// The table's header: the kernel lock and the counters of what was recovered from dead processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
+#[repr(C)]
+pub struct ProcessHeader {
+    /// The kernel's pid (0: no kernel).
+    pub kernel_pid: u32,
+    #[serde(skip)]
+    pub reserved0: u32,
+    /// The kernel's start time in clock ticks since boot.
+    pub kernel_start_ticks: u64,
+    /// Times a kernel took the lock.
+    pub kernel_claims: u32,
+    /// Times the lock was taken over from a dead kernel.
+    pub locks_recovered: u32,
+    /// Client lanes the kernel reclaimed from dead clients.
+    pub lanes_reclaimed: u32,
+    /// Frames those clients had reserved and not committed.
+    pub frames_abandoned: u32,
+    #[serde(skip)]
+    pub reserved: [u32; 8],
+}
+const _: () = assert!(size_of::<ProcessHeader>() == g::PROCESS_HEADER_SIZE as usize);
+
+/// One process's record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct ProcessRecord {
+    /// 0: a free record.
+    pub pid: u32,
+    pub role: u32,
+    /// When it took the record, in ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Its last sign of life, in ms since the Unix epoch.
+    pub heartbeat_ms: u64,
+    /// Its start time in clock ticks since boot (0: unknown).
+    pub start_ticks: u64,
+    /// The client lane it holds, plus one (0: none).
+    pub lane: u32,
+    pub reserved: u32,
+    /// Its name, UTF-8, zero-padded.
+    pub name: [u8; 24],
+}
+const _: () = assert!(size_of::<ProcessRecord>() == g::PROCESS_RECORD_SIZE as usize);
+
+impl ProcessRecord {
+    pub fn role(&self) -> Option<Role> {
+        Role::from_code(self.role)
+    }
+
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+
+    /// Whether the process this record names is still running.
+    pub fn alive(&self) -> bool {
+        process_alive(self.pid, self.start_ticks)
+    }
+}
+
+/// A process's record, with whether it is alive now.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessEntry {
+    pub slot: usize,
+    pub pid: u32,
+    pub role: Option<Role>,
+    pub name: String,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    #[error("the SAB already has a kernel: pid {pid}, which is running (only one kernel may own a SAB)")]
+    KernelRunning { pid: u32 },
+    #[error("the SAB's process table is full ({SLOTS} processes)")]
+    TableFull,
+}
+
+/// How this process got the kernel lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelClaim {
+    /// It was free (or already this process's).
+    Taken,
+    /// It was held by `dead_pid`, which is gone.
+    Recovered { dead_pid: u32 },
+}
+
+const HEADER_WORDS: usize = g::PROCESS_HEADER_SIZE as usize / 4;
+const RECORD_WORDS: usize = g::PROCESS_RECORD_SIZE as usize / 4;
+const KERNEL_PID: usize = 0;
+const KERNEL_TICKS: usize = 1; // in u64 words
+const KERNEL_CLAIMS: usize = 4;
+const LOCKS_RECOVERED: usize = 5;
+const LANES_RECLAIMED: usize = 6;
+const FRAMES_ABANDONED: usize = 7;
+
+/// The process table of one SAB.
+#[derive(Clone, Copy)]
+pub struct ProcessTable<'a> {
+    sab: &'a Sab,
+    words: &'a [AtomicU32],
+    words64: &'a [AtomicU64],
+}
+
+impl<'a> ProcessTable<'a> {
+    pub(crate) fn new(sab: &'a Sab) -> Self {
+        let region = regions::PROCESS_TABLE;
+        let memory = sab.memory();
+        Self {
+            sab,
+            words: memory
+                .u32_words(region.offset, region.size / 4)
+                .expect("the process table lies inside every SAB"),
+            words64: memory
+                .u64_words(region.offset, region.size / 8)
+                .expect("the process table lies inside every SAB"),
+        }
+    }
+
+    fn record_offset(slot: usize) -> usize {
+        regions::PROCESS_TABLE.offset + g::PROCESS_HEADER_SIZE as usize + slot * g::PROCESS_RECORD_SIZE as usize
+    }
+
+    fn pid_word(&self, slot: usize) -> &'a AtomicU32 {
+        &self.words[HEADER_WORDS + slot * RECORD_WORDS]
+    }
+
+    pub fn header(&self) -> ProcessHeader {
+        self.sab
+            .read(regions::PROCESS_TABLE.offset)
+            .expect("the process table lies inside every SAB")
+    }
+
+    /// Takes the kernel lock for this process: free, already this process's, or held by a process
+    /// that is gone (taken over and counted). Refused while another kernel runs.
+    pub fn claim_kernel(&self) -> Result<KernelClaim, ProcessError> {
+        let me = std::process::id();
+        let lock = &self.words[KERNEL_PID];
+        loop {
+            let held = lock.load(Ordering::Acquire);
+            if held == me {
+                return Ok(KernelClaim::Taken);
+            }
+            let dead = held != 0 && !process_alive(held, self.words64[KERNEL_TICKS].load(Ordering::Acquire));
+            if held != 0 && !dead {
+                return Err(ProcessError::KernelRunning { pid: held });
+            }
+            if lock
+                .compare_exchange(held, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.words64[KERNEL_TICKS].store(start_ticks(me), Ordering::Release);
+                self.words[KERNEL_CLAIMS].fetch_add(1, Ordering::Relaxed);
+                if dead {
+                    self.words[LOCKS_RECOVERED].fetch_add(1, Ordering::Relaxed);
+                    return Ok(KernelClaim::Recovered { dead_pid: held });
+                }
+                return Ok(KernelClaim::Taken);
+            }
+        }
+    }
+
+    /// Gives the kernel lock up, if this process holds it.
+    pub fn release_kernel(&self) {
+        let me = std::process::id();
+        if self.words[KERNEL_PID]
+            .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.words64[KERNEL_TICKS].store(0, Ordering::Release);
+        }
+    }
+
+    /// This process leaves the SAB: gives up the kernel lock if it holds it, and frees its records.
+    pub fn leave(&self) {
+        self.release_kernel();
+        let me = std::process::id();
+        for slot in 0..SLOTS {
+            if self.pid_word(slot).load(Ordering::Acquire) == me {
+                self.unregister(slot);
+            }
+        }
+    }
+
+    /// Takes a record for this process: a free one, or one whose process is gone.
+    pub fn register(&self, role: Role, name: &str, lane: Option<usize>) -> Result<usize, ProcessError> {
+        let me = std::process::id();
+        for slot in 0..SLOTS {
+            let word = self.pid_word(slot);
+            let held = word.load(Ordering::Acquire);
+            let free = held == 0 || !self.record(slot).alive();
+            if free
+                && word
+                    .compare_exchange(held, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let now = super::now_ms();
+                let mut record = ProcessRecord {
+                    pid: me,
+                    role: role.code(),
+                    started_ms: now,
+                    heartbeat_ms: now,
+                    start_ticks: start_ticks(me),
+                    lane: lane.map_or(0, |l| l as u32 + 1),
+                    ..ProcessRecord::default()
+                };
+                let mut len = name.len().min(record.name.len());
+                while !name.is_char_boundary(len) {
+                    len -= 1;
+                }
+                record.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+                self.sab
+                    .write(Self::record_offset(slot), &[record])
+                    .expect("process records lie inside every SAB");
+                return Ok(slot);
+            }
+        }
+        Err(ProcessError::TableFull)
+    }
+
+    /// Marks this process alive now.
+    pub fn beat(&self, slot: usize) {
+        let heartbeat = (Self::record_offset(slot) - regions::PROCESS_TABLE.offset) / 8 + 2;
+        self.words64[heartbeat].store(super::now_ms(), Ordering::Release);
+    }
+
+    /// Frees this process's record (only if it is still this process's).
+    pub fn unregister(&self, slot: usize) {
+        let me = std::process::id();
+        let word = self.pid_word(slot);
+        if word.load(Ordering::Acquire) == me {
+            let zero = ProcessRecord {
+                pid: me,
+                ..ProcessRecord::default()
+            };
+            self.sab
+                .write(Self::record_offset(slot), &[zero])
+                .expect("process records lie inside every SAB");
+            let _ = word.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record(&self, slot: usize) -> ProcessRecord {
+        self.sab
+            .read(Self::record_offset(slot))
+            .expect("process records lie inside every SAB")
+    }
+
+    /// Every record in use, with whether its process is alive.
+    pub fn entries(&self) -> Vec<ProcessEntry> {
+        (0..SLOTS)
+            .map(|slot| (slot, self.record(slot)))
+            .filter(|(_, r)| r.pid != 0)
+            .map(|(slot, r)| ProcessEntry {
+                slot,
+                pid: r.pid,
+                role: r.role(),
+                name: r.name(),
+                started_ms: r.started_ms,
+                heartbeat_ms: r.heartbeat_ms,
+                alive: r.alive(),
+            })
+            .collect()
+    }
+
+    /// Counts a client lane reclaimed from a dead client, and the frames it left half-written.
+    pub(crate) fn count_reclaimed(&self, abandoned_frames: u32) {
+        self.words[LANES_RECLAIMED].fetch_add(1, Ordering::Relaxed);
+        self.words[FRAMES_ABANDONED].fetch_add(abandoned_frames, Ordering::Relaxed);
+    }
+
+    /// Empties the table and frees the kernel lock (a resumed snapshot: its processes are gone).
+    /// The counters stay.
+    pub(crate) fn clear(&self) {
+        self.words[KERNEL_PID].store(0, Ordering::Release);
+        self.words64[KERNEL_TICKS].store(0, Ordering::Release);
+        for word in &self.words[HEADER_WORDS..] {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot, or 0 where it cannot be read.
+pub fn start_ticks(pid: u32) -> u64 {
+    proc_stat(pid).map_or(0, |(_, ticks)| ticks)
+}
+
+/// Whether process `pid` runs and, if `start_ticks` is known (not 0), is the process that started
+/// then. A zombie (killed, not yet reaped) counts as gone.
+pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some((state, ticks)) => !matches!(state, 'Z' | 'X') && (start_ticks == 0 || ticks == start_ticks),
+        None => !cfg!(target_os = "linux") && pid == std::process::id(),
+    }
+}
+
+/// The state letter and start time (clock ticks) of `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 22 of the line is the 20th after the state (field 3).
+    let ticks = fields.nth(18)?.parse().ok()?;
+    Some((state, ticks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sab::Tier;
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_not_it() {
+        let me = std::process::id();
+        let ticks = start_ticks(me);
+        assert!(ticks > 0, "/proc/self/stat gives a start time");
+        assert!(process_alive(me, ticks));
+        assert!(process_alive(me, 0));
+        assert!(!process_alive(me, ticks + 1), "a reused pid is another process");
+        assert!(!process_alive(0, 0));
+        // Above the kernel's pid_max (at most 2^22).
+        assert!(!process_alive(1 << 23, 0));
+    }
+
+    #[test]
+    fn the_kernel_lock_refuses_a_live_kernel_and_recovers_a_dead_ones() {
+        let sab = Sab::for_tier(Tier::Light);
+        let table = sab.processes();
+        assert_eq!(table.claim_kernel(), Ok(KernelClaim::Taken));
+        assert_eq!(
+            table.claim_kernel(),
+            Ok(KernelClaim::Taken),
+            "idempotent for its holder"
+        );
+        // Another live process holds it: pid 1 (init) runs as long as the machine does.
+        table.words[KERNEL_PID].store(1, Ordering::Release);
+        table.words64[KERNEL_TICKS].store(start_ticks(1), Ordering::Release);
+        assert_eq!(table.claim_kernel(), Err(ProcessError::KernelRunning { pid: 1 }));
+        // A pid that is gone.
+        table.words[KERNEL_PID].store(1 << 23, Ordering::Release);
+        assert_eq!(table.claim_kernel(), Ok(KernelClaim::Recovered { dead_pid: 1 << 23 }));
+        let header = table.header();
+        assert_eq!(
+            (header.kernel_pid, header.kernel_claims, header.locks_recovered),
+            (std::process::id(), 2, 1)
+        );
+        table.release_kernel();
+        assert_eq!(table.header().kernel_pid, 0);
+    }
+
+    #[test]
+    fn records_are_taken_listed_and_freed() {
+        let sab = Sab::for_tier(Tier::Light);
+        let table = sab.processes();
+        let slot = table
+            .register(Role::Client, "inos submit, a long name…", Some(3))
+            .unwrap();
+        let entries = table.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (
+                entries[0].pid,
+                entries[0].role,
+                entries[0].name.as_str(),
+                entries[0].alive
+            ),
+            (std::process::id(), Some(Role::Client), "inos submit, a long name", true),
+            "cut at 24 bytes, on a character boundary"
+        );
+        assert_eq!(table.record(slot).lane, 4);
+        // Every other record is a live process's (pid 1) but one, whose process is gone: it is
+        // the one taken.
+        for other in (0..SLOTS).filter(|&s| s != slot) {
+            table.pid_word(other).store(1, Ordering::Release);
+        }
+        table.pid_word(SLOTS - 1).store(1 << 23, Ordering::Release);
+        assert_eq!(table.register(Role::Inspector, "x", None), Ok(SLOTS - 1));
+        assert_eq!(table.register(Role::Inspector, "y", None), Err(ProcessError::TableFull));
+        table.unregister(slot);
+        assert_eq!(table.record(slot), ProcessRecord::default());
+        table.leave();
+        assert_eq!(table.record(SLOTS - 1), ProcessRecord::default());
+    }
+}
