@@ -47,7 +47,7 @@ pub enum Command {
     },
     /// Send jobs to a running kernel from outside it, through a client lane of its SAB: files
     /// (one job each, results printed like `b3sum`), or generated echo load (throughput printed).
-    Submit(SubmitArgs),
+    Submit(crate::submit::SubmitArgs),
     /// List the SAB files in /dev/shm with their kernels; --clean removes those no running
     /// process uses (left by kernels that were killed).
     Shm {
@@ -83,35 +83,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// `inos submit`'s options.
-#[derive(Args, Debug, Clone)]
-pub struct SubmitArgs {
-    /// Files to send, one job each, with --library and --method.
-    #[arg(required_unless_present = "echo", requires_all = ["library", "method"])]
-    pub files: Vec<PathBuf>,
-    /// The unit that runs the files' jobs (e.g. crypto).
-    #[arg(long)]
-    pub library: Option<String>,
-    /// The method of the unit (e.g. hash).
-    #[arg(long)]
-    pub method: Option<String>,
-    /// Instead of files: send N echo jobs of 16 bytes and report the throughput.
-    #[arg(long, value_name = "N", conflicts_with = "files", value_parser = clap::value_parser!(u64).range(1..))]
-    pub echo: Option<u64>,
-    /// Jobs in flight at once.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16_384))]
-    pub in_flight: u64,
-    /// The running kernel's SAB (default: the only one in /dev/shm).
-    #[arg(long, value_name = "PATH")]
-    pub sab: Option<PathBuf>,
-    /// Give up when the kernel answers nothing for this many seconds.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_interval)]
-    pub timeout: f64,
-    /// Print a JSON report: jobs sent, answered, failed, throughput (and each file's result).
-    #[arg(long)]
-    pub json: bool,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {

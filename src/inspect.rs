@@ -573,7 +573,7 @@ pub fn run_live(
 ) -> Result<(), crate::RunError> {
     let path = match path {
         Some(path) => path.to_owned(),
-        None => crate::submit::running_sab()?,
+        None => crate::sab::shared::running(Path::new(crate::sab::shared::SHM_DIR))?,
     };
     let sab = Sab::attach(&path)?;
     let Some(interval) = watch else {
@@ -609,8 +609,8 @@ pub fn run_live(
         if count.is_some_and(|count| refreshes >= count) {
             break Ok(());
         }
-        if let Err(e) = crate::submit::kernel_running(&sab, &path) {
-            break Err(e);
+        if let Err(e) = sab.processes().check_kernel() {
+            break Err(e.into());
         }
     };
     sab.processes().unregister(process);

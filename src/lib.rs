@@ -22,7 +22,6 @@ pub mod render;
 pub mod sab;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod soak;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod submit;
 pub mod supervisors;
 pub mod timing;

@@ -208,6 +208,11 @@ impl Signal<'_> {
         self.word.load(Ordering::Acquire)
     }
 
+    /// Threads parked on the word now, in every process.
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
     /// Bumps the counter and wakes every waiter. Returns the new value.
     pub fn signal(&self) -> u32 {
         let new = self.word.fetch_add(1, Ordering::Release).wrapping_add(1);

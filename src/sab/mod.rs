@@ -426,7 +426,7 @@ impl Plugin for SabPlugin {
             match sab.processes().register(processes::Role::Kernel, "kernel", None) {
                 Ok(slot) => {
                     app.insert_resource(KernelProcess(slot))
-                        .add_systems(First, kernel_heartbeat);
+                        .add_systems(PreUpdate, kernel_heartbeat);
                 }
                 Err(e) => warn!("the kernel is not in the process table: {e}"),
             }

@@ -123,6 +123,10 @@ pub enum ProcessError {
     KernelRunning { pid: u32 },
     #[error("the SAB's process table is full ({SLOTS} processes)")]
     TableFull,
+    #[error("no kernel runs on this SAB")]
+    NoKernel,
+    #[error("the SAB's kernel (pid {pid}) is gone; `inos shm --clean` removes the SABs of dead kernels")]
+    KernelGone { pid: u32 },
 }
 
 /// How this process got the kernel lock.
@@ -206,6 +210,16 @@ impl<'a> ProcessTable<'a> {
                 }
                 return Ok(KernelClaim::Taken);
             }
+        }
+    }
+
+    /// Whether a kernel runs on this SAB: its lock's pid is alive.
+    pub fn check_kernel(&self) -> Result<(), ProcessError> {
+        let header = self.header();
+        match header.kernel_pid {
+            0 => Err(ProcessError::NoKernel),
+            pid if process_alive(pid, header.kernel_start_ticks) => Ok(()),
+            pid => Err(ProcessError::KernelGone { pid }),
         }
     }
 

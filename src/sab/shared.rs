@@ -49,6 +49,12 @@ pub enum SharedError {
     Size { path: PathBuf, header: u64, file: usize },
     #[error("{path}: {source}")]
     Layout { path: PathBuf, source: LayoutError },
+    #[error("no running kernel's SAB in {dir}: start one (`inos --headless --serve 60`) or name one with --sab")]
+    NoneRunning { dir: PathBuf },
+    #[error("{count} kernels run ({paths}); name one with --sab")]
+    ManyRunning { count: usize, paths: String },
+    #[error("cannot list {dir}: {source}")]
+    List { dir: PathBuf, source: std::io::Error },
     #[error("{path}: its bird capacity is {found}, the {tier} tier's is {expected}")]
     BirdCapacity {
         path: PathBuf,
@@ -209,4 +215,29 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ShmFile>> {
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// The SAB of the one kernel running in `dir` (/dev/shm).
+pub fn running(dir: &Path) -> Result<PathBuf, SharedError> {
+    let live: Vec<PathBuf> = list(dir)
+        .map_err(|source| SharedError::List {
+            dir: dir.into(),
+            source,
+        })?
+        .into_iter()
+        .filter(|f| f.error.is_none() && !f.stale())
+        .map(|f| f.path)
+        .collect();
+    match live.len() {
+        1 => Ok(live.into_iter().next().expect("one")),
+        0 => Err(SharedError::NoneRunning { dir: dir.into() }),
+        count => Err(SharedError::ManyRunning {
+            count,
+            paths: live
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }

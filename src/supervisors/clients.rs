@@ -81,7 +81,7 @@ impl Plugin for ClientPlugin {
             FixedUpdate,
             (
                 take_requests.before(JobPipelineSystems::Dispatch),
-                send_results.after(JobPipelineSystems::Resolve),
+                send_results.in_set(JobPipelineSystems::Deliver),
             ),
         );
     }

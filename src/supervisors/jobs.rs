@@ -727,11 +727,13 @@ impl JobQueue {
 pub struct JobPipelinePlugin;
 
 /// The kernel's pipeline stages in `FixedUpdate`: dispatch after the pulse, results after the
-/// units have run.
+/// units have run, then the outside clients' results sent to their lanes (`clients`), before
+/// anything else reads the queue.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JobPipelineSystems {
     Dispatch,
     Resolve,
+    Deliver,
 }
 
 impl Plugin for JobPipelinePlugin {
@@ -749,7 +751,11 @@ impl Plugin for JobPipelinePlugin {
         app.insert_resource(JobQueue::from_sab(&sab, ends, inbox.max_payload()))
             .configure_sets(
                 FixedUpdate,
-                (JobPipelineSystems::Dispatch, JobPipelineSystems::Resolve)
+                (
+                    JobPipelineSystems::Dispatch,
+                    JobPipelineSystems::Resolve,
+                    JobPipelineSystems::Deliver,
+                )
                     .chain()
                     .after(PulseSystems),
             )

@@ -522,7 +522,7 @@ impl Plugin for SupervisorTreePlugin {
             })
             .add_message::<UnitRestarted>()
             .insert_resource(SupervisorTree::from_sab(&sab, &config))
-            .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Resolve))
+            .configure_sets(FixedUpdate, SupervisorTreeSystems.after(JobPipelineSystems::Deliver))
             .add_systems(
                 FixedUpdate,
                 (

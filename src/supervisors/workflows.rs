@@ -391,7 +391,7 @@ impl Plugin for WorkflowPlugin {
         app.init_resource::<WorkflowEngine>().add_systems(
             FixedUpdate,
             advance
-                .after(JobPipelineSystems::Resolve)
+                .after(JobPipelineSystems::Deliver)
                 .before(SupervisorTreeSystems)
                 // Steps end in the job history; a new workflow's first steps wait for nothing.
                 .run_if(epoch_changed(EpochIndex::JOB_HISTORY).or_eager(|engine: Res<WorkflowEngine>| engine.started)),

@@ -219,6 +219,8 @@ fn inos_within(args: &[&str], limit: std::time::Duration) -> std::process::Outpu
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
+            // Its SAB file, which a killed run leaves.
+            let _ = std::fs::remove_file(format!("/dev/shm/inos-{}.sab", child.id()));
             panic!("inos {args:?} ran past {limit:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -419,6 +421,7 @@ fn inspect_shows_modules_supervisors_arena_and_patterns() {
 
 #[test]
 fn bench_json_reports_every_measurement_consistently() {
+    let _cores = crate::exclusive_cores();
     let out = inos(&["bench", "--quick", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

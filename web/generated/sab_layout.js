@@ -3,7 +3,7 @@
 // The same names and values as the Rust constants in src/sab/generated/sab_layout_capnp.rs.
 // u64 values beyond Number.MAX_SAFE_INTEGER are BigInts.
 
-export const LAYOUT_VERSION = 6;
+export const LAYOUT_VERSION = 7;
 export const SAB_MAGIC = 0x4241535f534f4e49n;
 export const CACHE_LINE = 64;
 export const PAGE_SIZE = 4096;
@@ -90,6 +90,16 @@ export const ADMISSION_LIMIT_SIZE = 16;
 export const ADMISSION_LIMITS = 64;
 export const ADMISSION_BUCKET_SIZE = 32;
 export const ADMISSION_BUCKETS = 1024;
+export const PROCESS_TABLE_OFFSET = 313344;
+export const PROCESS_TABLE_SIZE = 4096;
+export const PROCESS_HEADER_SIZE = 64;
+export const PROCESS_RECORD_SIZE = 64;
+export const PROCESS_SLOTS = 32;
+export const PROCESS_ROLE_KERNEL = 1;
+export const PROCESS_ROLE_CLIENT = 2;
+export const PROCESS_ROLE_INSPECTOR = 3;
+export const EPOCH_WAITERS_OFFSET = 317440;
+export const EPOCH_WAITERS_SIZE = 1024;
 export const AUDIT_LOG_OFFSET = 264192;
 export const AUDIT_LOG_SIZE = 8192;
 export const AUDIT_RECORD_SIZE = 64;
@@ -167,8 +177,14 @@ export const HEALTH_STATE_SIZE = 16384;
 export const OPTIMISATION_STATE_OFFSET = 4902912;
 export const OPTIMISATION_STATE_SIZE = 4096;
 export const SCHEDULING_STATE_OFFSET = 4907008;
-/** 0x4AF000 .. 0x600000: free for the kernel state of later layouts. */
 export const SCHEDULING_STATE_SIZE = 4096;
+export const CLIENT_LANES_OFFSET = 4911104;
+export const CLIENT_LANES_SIZE = 1081344;
+export const CLIENT_LANE_SIZE = 135168;
+export const CLIENT_LANE_HEADER_SIZE = 4096;
+export const CLIENT_RING_SIZE = 65536;
+/** 0x5B7000 .. 0x600000: free for the kernel state of later layouts. */
+export const CLIENT_LANES = 8;
 export const TIER_COUNT = 4;
 export const TIER_LIGHT = 0;
 export const TIER_MODERATE = 1;
@@ -282,7 +298,7 @@ export const EPOCH_OUTBOX_KERNEL_DIRTY = 30;
 export const EPOCH_CONTEXT_ID_HASH = 31;
 /** mesh (reserved) */
 export const EPOCH_DELEGATED_JOB = 32;
-/** job submission -> scheduling engine */
+/** outside clients after pushing into their lanes -> kernel */
 export const EPOCH_USER_JOB = 33;
 /** mesh (reserved) */
 export const EPOCH_DELEGATED_CHUNK = 34;
