@@ -14,7 +14,7 @@ use crate::sab::kernel_state::{AreaSummary, JobTableSummary};
 use crate::sab::layout::RegionNode;
 use crate::sab::patterns::JobHistoryHeader;
 use crate::sab::pipeline::PipelineRecord;
-use crate::sab::processes::{ProcessEntry, ProcessHeader, Role};
+use crate::sab::processes::{ProcessEntry, ProcessHeader};
 use crate::sab::registry::ModuleRecord;
 use crate::sab::ring::RingStats;
 use crate::sab::snapshot::SnapshotHeader;
@@ -587,7 +587,7 @@ pub fn run_live(
     };
     let process = sab
         .processes()
-        .register(Role::Inspector, "inos inspect --watch", None)?;
+        .register(crate::sab::processes::Role::Inspector, "inos inspect --watch", None)?;
     let interval = std::time::Duration::from_secs_f64(interval);
     let mut before = (std::time::Instant::now(), epoch_values(&sab));
     let mut refreshes = 0u64;

@@ -141,7 +141,7 @@ impl SabMemory {
     }
 
     /// The file behind a shared mapping.
-    pub(crate) fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
         match &self.backing {
             Backing::Heap => None,
             #[cfg(not(target_arch = "wasm32"))]
