@@ -617,6 +617,7 @@ pub fn run_live(
     result
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn epoch_values(sab: &Sab) -> Vec<u32> {
     let epochs = sab.epochs();
     (0..EpochIndex::COUNT as u32)
@@ -634,6 +635,7 @@ pub struct EpochRate {
     pub per_second: f64,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn epoch_rates(
     (t0, before): &(std::time::Instant, Vec<u32>),
     (t1, now): &(std::time::Instant, Vec<u32>),
@@ -658,6 +660,7 @@ fn epoch_rates(
     rates
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The `--watch` screen: what moves, the pipeline, the processes and the rings.
 fn watch_text(path: &Path, r: &SabReport, rates: &[EpochRate]) -> String {
     let mut out = String::new();
