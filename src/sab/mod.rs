@@ -436,10 +436,12 @@ impl Plugin for SabPlugin {
 }
 
 /// The kernel's record in the process table.
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Resource)]
 struct KernelProcess(usize);
 
 /// The kernel's heartbeat in its process record, once per frame.
+#[cfg(not(target_arch = "wasm32"))]
 fn kernel_heartbeat(sab: Res<Sab>, process: Res<KernelProcess>) {
     sab.processes().beat(process.0);
 }
