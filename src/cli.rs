@@ -70,6 +70,18 @@ pub enum Command {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTIONS")]
         only: Vec<crate::bench::Section>,
     },
+    /// The other process of `inos bench`'s cross-process measurements.
+    #[command(hide = true)]
+    BenchPeer {
+        #[arg(long, value_enum)]
+        role: crate::bench::processes::PeerRole,
+        #[arg(long)]
+        sab: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 0)]
+        spins: u32,
+    },
     /// Run the flock, a steady job load, workflows and evolution together in real time, report
     /// resident memory every minute, and fail if a job is lost or memory grows by more than 5 %.
     Soak {
@@ -325,6 +337,12 @@ pub fn main() -> ExitCode {
         },
         Some(Command::Submit(args)) => crate::submit::run(&args),
         Some(Command::Shm { clean, json }) => crate::inspect::run_shm(clean, json),
+        Some(Command::BenchPeer {
+            role,
+            sab,
+            count,
+            spins,
+        }) => crate::bench::processes::run_peer(&sab, role, count, spins),
         Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
         Some(Command::Soak { minutes, birds, json }) => crate::soak::run(minutes, usize::from(birds), json),
         None => cli.run.config().and_then(|config| {

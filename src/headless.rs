@@ -158,21 +158,22 @@ pub fn serve(app: &mut App, length: Duration, hz: f64) -> (Duration, u64) {
         length.as_secs_f64(),
         std::process::id()
     );
+    let end = Instant::now() + length;
+    serve_while(app, hz, |next| (next < end).then_some(next.min(end)))
+}
+
+/// Ticks `app` at `hz`, and at once whenever a client signals `USER_JOB`, while `until` gives the
+/// instant to wait for the next signal until (it is given the next pulse tick's; `None` ends).
+pub fn serve_while(app: &mut App, hz: f64, mut until: impl FnMut(Instant) -> Option<Instant>) -> (Duration, u64) {
+    let sab = app.world().resource::<Sab>().clone();
     let period = Duration::from_secs_f64(1.0 / hz);
     let start = Instant::now();
-    let end = start + length;
     let mut next = start + period;
     let mut seen = sab.epochs().load(EpochIndex::USER_JOB);
     let mut ticks = 0;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        match sab
-            .epochs()
-            .wait(EpochIndex::USER_JOB, seen, next.min(end).saturating_duration_since(now))
-        {
+    while let Some(wait_until) = until(next) {
+        let left = wait_until.saturating_duration_since(Instant::now());
+        match sab.epochs().wait(EpochIndex::USER_JOB, seen, left) {
             Wake::Changed(value) => seen = value,
             // A pulse tick; after a busy stretch, the next one is a period from now, not a burst.
             Wake::TimedOut => next = (next + period).max(Instant::now()),

@@ -294,15 +294,22 @@ pub(super) fn echo_jobs(jobs: u64, samples: usize, window: u64) -> Jobs {
 }
 
 /// A kernel app whose admission table lets one source flood the pipeline: the benchmark measures
-/// the pipeline, not the rate limit that a deployment keeps (`protocol::DEFAULT_BURST`).
-fn flood_app(setup: impl FnOnce(&mut bevy::app::App)) -> bevy::app::App {
-    let app = build_app_with(HeadlessConfig::kernel(), setup);
+/// the pipeline, not the rate limit that a deployment keeps (`protocol::DEFAULT_BURST`). On `sab`
+/// if given, else a private SAB.
+pub(super) fn flood_app(sab: Option<Sab>, setup: impl FnOnce(&mut bevy::app::App)) -> bevy::app::App {
+    let app = build_app_with(
+        HeadlessConfig {
+            sab,
+            ..HeadlessConfig::kernel()
+        },
+        setup,
+    );
     app.world().resource::<Sab>().admission().configure(u32::MAX, u32::MAX);
     app
 }
 
-fn echo_run(mode: JobHostMode, jobs: u64, samples: usize, window: u64) -> EchoRun {
-    let mut app = flood_app(|app| {
+pub(super) fn echo_run(mode: JobHostMode, jobs: u64, samples: usize, window: u64) -> EchoRun {
+    let mut app = flood_app(None, |app| {
         app.insert_resource(mode);
     });
     let sab = app.world().resource::<Sab>().clone();
@@ -388,7 +395,7 @@ fn echo_run(mode: JobHostMode, jobs: u64, samples: usize, window: u64) -> EchoRu
 /// `workflows` chains of `length` echo steps, each step taking the previous step's output by SAB
 /// offset, all started at once.
 pub(super) fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
-    let mut app = flood_app(|_| {});
+    let mut app = flood_app(None, |_| {});
     let sab = app.world().resource::<Sab>().clone();
     let start = Instant::now();
     for id in 0..workflows {
@@ -430,7 +437,7 @@ pub(super) fn workflow_chains(workflows: u64, length: usize) -> WorkflowTiming {
 /// then the learning and scheduling engines' own figures. The ticks are paced at the pulse rate
 /// (64 Hz of wall time), so the deadlines are met or missed in real time.
 pub(super) fn engine_targets(jobs: u64) -> EngineTargets {
-    let mut app = flood_app(|_| {});
+    let mut app = flood_app(None, |_| {});
     let sab = app.world().resource::<Sab>().clone();
     let data = vec![0x5a; 64 << 10];
     let tick = Duration::from_secs_f64(1.0 / crate::pulse::DEFAULT_PULSE_HZ);

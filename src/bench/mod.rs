@@ -1,8 +1,8 @@
 //! `inos bench`: the benchmark suite, every comparison measured side by side in one run.
 //!
 //! - Epoch signal-to-wake latency, one way, with a waiter present: on the spin path (the waiter is
-//!   still spinning when the signal lands) and on the parked path (the waiter sleeps in the parking
-//!   lot), next to a crossbeam channel whose receiver is blocked the same way.
+//!   still spinning when the signal lands) and on the parked path (the waiter sleeps on the
+//!   epoch's futex), next to a crossbeam channel whose receiver is blocked the same way.
 //! - Epoch round trip (signal, the other thread answers on a second epoch) next to a crossbeam
 //!   channel round trip.
 //! - Ring throughput with 64-byte frames between two threads, next to crossbeam's `ArrayQueue`.
@@ -14,6 +14,8 @@
 //!   count, layout and thread count, alternating tick by tick.
 //! - The job pipeline (echo jobs), workflows (chains of echo steps), and the learning and
 //!   scheduling engines' own figures after hash jobs at an admissible load.
+//! - Across processes (`processes`): epoch wake, ring transfer and echo jobs from an outside
+//!   client, each beside the same between threads.
 
 //!
 //! The measurements live by subject (`kernel`: signals, rings, bookkeeping, jobs, workflows,
@@ -22,6 +24,8 @@
 
 mod flock;
 mod kernel;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod processes;
 mod report;
 
 use std::time::Instant;
@@ -76,6 +80,8 @@ pub enum Section {
     Workflows,
     /// The learning and scheduling engines' figures after hash jobs.
     Engines,
+    /// Epoch wake, ring transfer and echo jobs across processes, beside the same between threads.
+    Processes,
 }
 
 /// Every section that ran; the JSON keys are flat, and a section left out has none of its keys.
@@ -95,6 +101,9 @@ pub struct BenchReport {
     pub workflows: Option<WorkflowTiming>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engines: Option<EngineTargets>,
+    #[cfg(not(target_arch = "wasm32"))]
+    #[serde(flatten)]
+    pub processes: Option<processes::CrossProcess>,
 }
 
 #[derive(Debug, Serialize)]
@@ -303,6 +312,9 @@ pub fn measure(quick: bool, sections: &[Section]) -> BenchReport {
             .map(|()| kernel::echo_jobs(if quick { 20_000 } else { 200_000 }, samples / 4, 4096)),
         workflows: wanted(Section::Workflows).map(|()| kernel::workflow_chains(if quick { 100 } else { 1000 }, 10)),
         engines: wanted(Section::Engines).map(|()| kernel::engine_targets(if quick { 2_000 } else { 20_000 })),
+        #[cfg(not(target_arch = "wasm32"))]
+        processes: wanted(Section::Processes)
+            .map(|()| processes::cross_process(samples, frames, if quick { 20_000 } else { 200_000 })),
     }
 }
 

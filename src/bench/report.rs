@@ -140,4 +140,30 @@ pub(super) fn print(r: &BenchReport) {
             100.0 * e.deadline_hit_rate
         );
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(p) = &r.processes {
+        println!("across processes (each beside the same between two threads of one process, in this run)");
+        lat("epoch wake, waiter spinning, threads", &p.epoch_wake_spin_threads);
+        lat("epoch wake, waiter spinning, processes", &p.epoch_wake_spin_processes);
+        lat("epoch wake, waiter parked, threads", &p.epoch_wake_parked_threads);
+        lat("epoch wake, waiter parked, processes", &p.epoch_wake_parked_processes);
+        thr("64-byte frames, inbox ring, threads", &p.ring_64b_threads);
+        thr("64-byte frames, inbox ring, processes", &p.ring_64b_processes);
+        println!(
+            "  processes / threads: {:.2}x (target ≥ 0.5x)",
+            p.ring_processes_vs_threads
+        );
+        for (name, t) in [
+            ("echo jobs submitted in the kernel", &p.echo_in_kernel),
+            ("echo jobs from an inos submit process", &p.echo_from_client),
+        ] {
+            println!(
+                "  {name:<40} {:>8.3} M jobs/s   ({} jobs, {} in flight, host in the tick, in {:.3} s)",
+                t.per_second / 1e6,
+                t.items,
+                p.echo_window,
+                t.seconds
+            );
+        }
+    }
 }
