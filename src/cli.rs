@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// `unlimited`. Default: a burst of 4 096, then 1 000 a second.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate_limit)]
     pub rate_limit: Option<RateLimit>,
+    /// Open the window and the inspector on a running kernel's SAB instead of running one:
+    /// read-only, the kernel's flock drawn from its streams.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["headless", "resume", "sab", "tier", "sab_mib", "birds", "snapshot"])]
+    pub attach: Option<PathBuf>,
     /// Serve outside clients for SECONDS of wall time: a headless run whose ticks come at the
     /// pulse rate, and at once when a client submits jobs (--ticks is ignored).
     #[arg(long, value_name = "SECONDS", requires = "headless", value_parser = parse_interval)]
@@ -345,6 +349,9 @@ pub fn main() -> ExitCode {
         }) => crate::bench::processes::run_peer(&sab, role, count, spins),
         Some(Command::Bench { json, quick, only }) => crate::bench::run(json, quick, &only),
         Some(Command::Soak { minutes, birds, json }) => crate::soak::run(minutes, usize::from(birds), json),
+        None if let Some(path) = &cli.run.attach => {
+            run_attached(path, cli.run.screenshot.clone().map(|p| (p, cli.run.frames)))
+        }
         None => cli.run.config().and_then(|config| {
             let sab = config.sab.clone();
             let run = if cli.run.headless {
@@ -383,10 +390,11 @@ pub fn main() -> ExitCode {
                 || cli.run.screenshot.is_some()
                 || cli.run.snapshot.is_some()
                 || cli.run.resume.is_some()
-                || cli.run.sab.is_some() =>
+                || cli.run.sab.is_some()
+                || cli.run.attach.is_some() =>
             {
                 Err(RunError::Usage(
-                    "--headless, --screenshot, --snapshot, --resume and --sab need the native build".into(),
+                    "--headless, --screenshot, --snapshot, --resume, --sab and --attach need the native build".into(),
                 ))
             }
             None if !crate::web::has_webgl2() => Err(RunError::NoWebGl2),
@@ -451,6 +459,16 @@ fn run_visual(config: RunConfig) -> Result<(), RunError> {
 
 #[cfg(not(feature = "render"))]
 fn run_visual(_config: RunConfig) -> Result<(), RunError> {
+    Err(RunError::NoRenderer)
+}
+
+#[cfg(all(feature = "render", not(target_arch = "wasm32")))]
+fn run_attached(path: &std::path::Path, screenshot: Option<(PathBuf, u32)>) -> Result<(), RunError> {
+    crate::window::run_attached(path, screenshot)
+}
+
+#[cfg(all(not(feature = "render"), not(target_arch = "wasm32")))]
+fn run_attached(_path: &std::path::Path, _screenshot: Option<(PathBuf, u32)>) -> Result<(), RunError> {
     Err(RunError::NoRenderer)
 }
 

@@ -46,6 +46,15 @@ impl Plugin for InspectorPlugin {
     }
 }
 
+/// The inspector runs on another process's SAB (`inos --attach PATH`), read-only: no controls,
+/// and its own record in the SAB's process table, kept alive.
+#[derive(Resource, Debug)]
+pub struct Attached {
+    pub path: PathBuf,
+    /// Its record in the process table.
+    pub process: usize,
+}
+
 /// What the panels show and the controls' pending values.
 #[derive(Resource)]
 pub struct InspectorState {
@@ -77,7 +86,7 @@ impl Default for InspectorState {
     }
 }
 
-fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, mut state: ResMut<InspectorState>) {
+fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, mut state: ResMut<InspectorState>, attached: Option<Res<Attached>>) {
     if state.birds == 0 {
         state.birds = sab.flock_state().info().birds as usize;
     }
@@ -99,6 +108,9 @@ fn refresh(sab: Res<Sab>, time: Res<Time<Real>>, mut state: ResMut<InspectorStat
     };
     state.last_epochs = values;
     state.refreshed_at = now;
+    if let Some(attached) = attached {
+        sab.processes().beat(attached.process);
+    }
     state.report = Some(SabReport::new(&sab, None));
 }
 
@@ -171,6 +183,7 @@ fn inspector(
     mut state: ResMut<InspectorState>,
     mut pulse: ResMut<PulseControl>,
     times: Res<StageTimes>,
+    attached: Option<Res<Attached>>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
     let state = &mut *state;
@@ -180,7 +193,10 @@ fn inspector(
         .default_height(ctx.content_rect().height() - 30.0)
         .vscroll(true)
         .show(ctx, |ui| {
-            controls(ui, &sab, state, &mut pulse);
+            match &attached {
+                Some(attached) => attachment(ui, &sab, attached),
+                None => controls(ui, &sab, state, &mut pulse),
+            }
             let Some(report) = &state.report else {
                 return;
             };
@@ -262,7 +278,7 @@ fn inspector(
                         h.health_score,
                         now.saturating_sub(h.last_heartbeat_ms)
                     ));
-                    if s.name == "root" || s.name.starts_with("wf/") {
+                    if s.name == "root" || s.name.starts_with("wf/") || attached.is_some() {
                         continue;
                     }
                     ui.horizontal(|ui| {
@@ -336,7 +352,7 @@ fn inspector(
                 ));
             });
             egui::CollapsingHeader::new("Tick times (ms)")
-                .default_open(true)
+                .default_open(attached.is_none())
                 .show(ui, |ui| {
                     let lines = times
                         .series()
@@ -361,6 +377,18 @@ fn inspector(
                 });
         });
     Ok(())
+}
+
+/// In place of the controls when attached: whose SAB this is, and whether its kernel still runs.
+fn attachment(ui: &mut egui::Ui, sab: &Sab, attached: &Attached) {
+    ui.strong(format!("attached to {} (read-only)", attached.path.display()));
+    let header = sab.processes().header();
+    match sab.processes().check_kernel() {
+        Ok(()) => ui.label(format!("kernel pid {}", header.kernel_pid)),
+        Err(e) => ui.colored_label(egui::Color32::from_rgb(240, 180, 40), e.to_string()),
+    };
+    ui.label("tick times are the kernel's own: they are not in the SAB");
+    ui.separator();
 }
 
 /// The controls: each writes a request into the SAB (`sab::flock_state`), which the boids unit

@@ -431,6 +431,10 @@ fn bench_json_reports_every_measurement_consistently() {
         "crossbeam_wake_parked",
         "epoch_round_trip",
         "crossbeam_round_trip",
+        "epoch_wake_spin_threads",
+        "epoch_wake_spin_processes",
+        "epoch_wake_parked_threads",
+        "epoch_wake_parked_processes",
     ] {
         let l = &r[key];
         let (p50, p99, max) = (
@@ -445,6 +449,19 @@ fn bench_json_reports_every_measurement_consistently() {
     let queue = r["array_queue_64b"]["per_second"].as_f64().unwrap();
     assert!(ring > 0.0 && queue > 0.0);
     assert!((r["ring_vs_array_queue"].as_f64().unwrap() - ring / queue).abs() < 1e-9);
+    // Across processes: the same ring transfer and the same echo load as between threads.
+    let (threads, processes) = (&r["ring_64b_threads"], &r["ring_64b_processes"]);
+    assert_eq!(
+        (&threads["items"], &processes["items"]),
+        (&200_000.into(), &200_000.into())
+    );
+    let ratio = processes["per_second"].as_f64().unwrap() / threads["per_second"].as_f64().unwrap();
+    assert!((r["ring_processes_vs_threads"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    for key in ["echo_in_kernel", "echo_from_client"] {
+        assert_eq!(r[key]["items"], 20_000, "{key}");
+        assert!(r[key]["per_second"].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_eq!(r["echo_window"], 4096);
     assert!(r["registry_lookup_ns"].as_f64().unwrap() > 0.0);
     // Every flock figure comes with its neighbour count, in both layouts: the dense start disk
     // and the world's even density (about 11 within the perception radius at any bird count).

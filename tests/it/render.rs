@@ -27,15 +27,14 @@ fn is_panel(p: [u8; 3]) -> bool {
     p.iter().all(|&c| (10..=60).contains(&c)) && p.iter().max().unwrap() - p.iter().min().unwrap() < 8
 }
 
-#[test]
-fn the_simulator_draws_the_flock_and_the_inspector() {
-    let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("shot.png");
+/// `inos ARGS --frames 90 --screenshot PNG` under Xvfb; the PNG written.
+fn screenshot(args: &[&str], png: &std::path::Path) {
     let output = Command::new("xvfb-run")
         .args(["-a", "-s", "-screen 0 1280x720x24"])
         .arg(env!("CARGO_BIN_EXE_inos"))
-        .args(["--birds", "1000", "--frames", "90", "--screenshot"])
-        .arg(&png)
+        .args(args)
+        .args(["--frames", "90", "--screenshot"])
+        .arg(png)
         .output()
         .expect("xvfb-run runs (install xvfb, mesa-vulkan-drivers and libvulkan1, or run `bash .ci/run`)");
     assert!(
@@ -43,7 +42,30 @@ fn the_simulator_draws_the_flock_and_the_inspector() {
         "the simulator failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let image = image::open(&png).expect("a PNG was written").to_rgb8();
+}
+
+#[test]
+fn the_simulator_draws_the_flock_and_the_inspector() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("shot.png");
+    screenshot(&["--birds", "1000"], &png);
+    assert_flock_and_inspector(&png);
+}
+
+/// `inos --attach` draws another process's flock from its SAB, with the inspector beside it.
+#[test]
+fn an_attached_window_draws_a_running_kernels_flock() {
+    let file = crate::shared::ShmFile::new("attach");
+    let (_kernel, _sab) = crate::shared::kernel(&file, &["--birds", "1000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("attached.png");
+    screenshot(&["--attach", file.arg()], &png);
+    assert_flock_and_inspector(&png);
+}
+
+/// Birds in the middle of the view, the inspector's panel on the right, and not one flat colour.
+fn assert_flock_and_inspector(png: &std::path::Path) {
+    let image = image::open(png).expect("a PNG was written").to_rgb8();
     assert_eq!(image.dimensions(), (1280, 720));
     let pixel = |x: u32, y: u32| image.get_pixel(x, y).0;
 

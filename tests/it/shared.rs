@@ -18,10 +18,10 @@ use inos::sab::shared::SharedError;
 use inos::sab::{BirdRecord, EpochIndex, Owner, RingId, Sab, SabHeader, SabLayout, StreamId, Tier, Wake};
 
 /// A SAB file of this test, removed on drop.
-struct ShmFile(PathBuf);
+pub(crate) struct ShmFile(PathBuf);
 
 impl ShmFile {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let path = PathBuf::from(format!("/dev/shm/inos-test-{}-{tag}.sab", std::process::id()));
         let _ = std::fs::remove_file(&path);
         Self(path)
@@ -29,7 +29,7 @@ impl ShmFile {
     fn path(&self) -> &Path {
         &self.0
     }
-    fn arg(&self) -> &str {
+    pub(crate) fn arg(&self) -> &str {
         self.0.to_str().expect("a UTF-8 path")
     }
 }
@@ -41,7 +41,7 @@ impl Drop for ShmFile {
 }
 
 /// A child process, killed (SIGKILL) and reaped on drop.
-struct ChildGuard(Option<std::process::Child>);
+pub(crate) struct ChildGuard(Option<std::process::Child>);
 
 impl ChildGuard {
     fn pid(&self) -> u32 {
@@ -119,8 +119,14 @@ fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A headless kernel serving clients on `shm` for at most a minute, once it is ready.
-fn kernel(shm: &ShmFile) -> (ChildGuard, Sab) {
+/// A headless kernel serving clients on `shm` for at most a minute (with `flock` options; 50
+/// birds without obstacles when empty), once it is ready.
+pub(crate) fn kernel(shm: &ShmFile, flock: &[&str]) -> (ChildGuard, Sab) {
+    let flock: &[&str] = if flock.is_empty() {
+        &["--birds", "50", "--no-obstacles"]
+    } else {
+        flock
+    };
     let child = ChildGuard(Some(
         Command::new(env!("CARGO_BIN_EXE_inos"))
             .args([
@@ -129,12 +135,10 @@ fn kernel(shm: &ShmFile) -> (ChildGuard, Sab) {
                 "60",
                 "--sab",
                 shm.arg(),
-                "--birds",
-                "50",
-                "--no-obstacles",
                 "--rate-limit",
                 "unlimited",
             ])
+            .args(flock)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -407,7 +411,7 @@ fn two_producer_processes_and_one_consumer_lose_duplicate_and_reorder_nothing() 
 #[test]
 fn a_second_kernel_is_refused_and_a_dead_kernels_lock_and_file_are_recovered() {
     let file = ShmFile::new("kernel-lock");
-    let (mut kernel, sab) = kernel(&file);
+    let (mut kernel, sab) = kernel(&file, &[]);
     let pid = kernel.pid();
     // A second kernel on the same file, and a claim of its lock, are refused.
     let out = inos(&["--headless", "--ticks", "1", "--sab", file.arg()]).finish(Duration::from_secs(60));
@@ -442,7 +446,7 @@ fn a_second_kernel_is_refused_and_a_dead_kernels_lock_and_file_are_recovered() {
 fn four_client_processes_each_get_every_answer_once() {
     let _cores = crate::exclusive_cores();
     let file = ShmFile::new("clients");
-    let (_kernel, sab) = kernel(&file);
+    let (_kernel, sab) = kernel(&file, &[]);
     let clients: Vec<ChildGuard> = (0..4)
         .map(|_| {
             inos(&[
@@ -531,7 +535,7 @@ fn child_client_stalls_mid_frame() {
 fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
     let _cores = crate::exclusive_cores();
     let file = ShmFile::new("mid-frame");
-    let (_kernel, sab) = kernel(&file);
+    let (_kernel, sab) = kernel(&file, &[]);
     let mut stalled = child("client_stalls_mid_frame", file.path(), &[]);
     until("the child reserves its frame", Duration::from_secs(20), || {
         sab.clients()
@@ -570,7 +574,7 @@ fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
 #[test]
 fn live_inspect_shows_the_epochs_of_a_running_kernel_moving() {
     let file = ShmFile::new("inspect");
-    let (_kernel, _sab) = kernel(&file);
+    let (_kernel, _sab) = kernel(&file, &[]);
     let out = inos(&[
         "inspect",
         "--live",
