@@ -173,13 +173,13 @@ const admissionBucketSize :UInt32 = 32;
 const admissionBuckets :UInt32 = 1024;
 
 # DEVIATION (new, layout 7): the process table, after the admission table: the processes that share
-# this SAB (it lives in a shared mapping, `/dev/shm/inos-<pid>.sab`). A 64-byte header holds the
-# kernel lock ([0] pid u32, [8] the pid's start time in clock ticks u64, [16] claims u32, [20] locks
-# recovered from a dead pid u32, [24] client lanes reclaimed from dead clients u32, [28] frames those
-# clients left half-written u32); then 32 records of 64 bytes: [0] pid u32 (0: free) | [4] role u32
-# | [8] start time u64 (ms since the Unix epoch) | [16] heartbeat u64 (ms) | [24] the pid's start
-# time in clock ticks u64 (a reused pid is not taken for the process) | [32] client lane u32
-# (+1; 0: none) | [36] reserved | [40] name, 24 bytes of UTF-8. The original ran one process.
+# this SAB (it lives in a shared mapping, `/dev/shm/inos-<pid>.sab`). Every field is a u64, read and
+# written only as one. A 64-byte header: [0] the kernel lock's pid, [8] that pid's start time in
+# clock ticks (a reused pid is not taken for the kernel), [16] claims, [24] locks taken over from a
+# dead kernel, [32] client lanes reclaimed from dead clients, [40] frames those clients left
+# half-written; then 32 records of 64 bytes: [0] pid (0: free) | [8] role | [16] start time (ms since
+# the Unix epoch) | [24] heartbeat (ms) | [32] the pid's start time in clock ticks | [40] client lane
+# + 1 (0: none) | [48] name, 16 bytes of UTF-8. The original ran one process.
 const processTableOffset :UInt32 = 0x04C800;
 const processTableSize :UInt32 = 0x1000;
 const processHeaderSize :UInt32 = 64;
@@ -348,16 +348,15 @@ const schedulingStateOffset :UInt32 = 0x4AE000;
 const schedulingStateSize :UInt32 = 0x1000;
 
 # DEVIATION (new, layout 7): the client lanes, through which processes outside the kernel (`inos
-# submit`) send jobs and get their results. 8 lanes of 132 KiB: a 4 KiB header ([0] owner pid u32,
-# [4] generation u32, [8] the owner's start time in clock ticks u64, [16] results epoch u32 (a futex
-# the kernel bumps after pushing results), [20] waiters on it u32, [24] frames taken u64, [32]
-# results sent u64, [40] closing u32 (the client is done), [48] when it took the lane u64 (ms),
-# then at 0x100 the request ring's 128-byte control block and at 0x180 the result
-# ring's), then the request ring's data (64 KiB; the client is its only producer, the kernel its
-# consumer) and the result ring's (64 KiB; the other way round). One lane per client, so a client
-# that dies mid-frame wedges only its own lane, which the kernel reclaims; and a client's results go
-# to its own lane only (the process table's header counts reclaimed lanes and abandoned frames). The
-# original had no outside clients.
+# submit`) send jobs and get their results. 8 lanes of 132 KiB: a 4 KiB header of u64 words ([0]
+# owner pid, [8] generation, [16] the owner's start time in clock ticks, [24] results epoch u32 (a
+# futex the kernel bumps after pushing results) and its waiter count u32, [32] frames taken, [40]
+# results sent, [48] closing (the client is done), [56] when it took the lane (ms), then at 0x100 the
+# request ring's 128-byte control block and at 0x180 the result ring's), then the request ring's data
+# (64 KiB; the client is its only producer, the kernel its consumer) and the result ring's (64 KiB;
+# the other way round). One lane per client, so a client that dies mid-frame wedges only its own
+# lane, which the kernel reclaims; and a client's results go to its own lane only (the process
+# table's header counts reclaimed lanes and abandoned frames). The original had no outside clients.
 const clientLanesOffset :UInt32 = 0x4AF000;
 const clientLanesSize :UInt32 = 0x108000;
 const clientLaneSize :UInt32 = 0x21000;

@@ -14,7 +14,7 @@
 //! client job with its lane's generation and drops results whose generation is past).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -33,16 +33,16 @@ const REQUEST_CONTROL: usize = 0x100;
 const RESULT_CONTROL: usize = 0x180;
 const CONTROL_WORDS: usize = g::RING_CONTROL_SIZE as usize / 8;
 
-// Header words (u32 indices, u64 indices where noted).
+// The header's u64 words; word 3 is the results futex and its waiter count, two u32s (and only
+// ever read and written as those).
 const OWNER: usize = 0;
 const GENERATION: usize = 1;
-const OWNER_TICKS: usize = 1; // u64
-const RESULTS: usize = 4;
-const RESULT_WAITERS: usize = 5;
-const FRAMES_TAKEN: usize = 3; // u64
-const RESULTS_SENT: usize = 4; // u64
-const CLOSING: usize = 10;
-const CLAIMED_MS: usize = 6; // u64
+const OWNER_TICKS: usize = 2;
+const SIGNAL_WORD: usize = 3;
+const FRAMES_TAKEN: usize = 4;
+const RESULTS_SENT: usize = 5;
+const CLOSING: usize = 6;
+const CLAIMED_MS: usize = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -87,14 +87,8 @@ impl<'a> ClientLanes<'a> {
         self.base + lane * LANE_SIZE
     }
 
-    fn words(&self, lane: usize) -> &'a [AtomicU32] {
-        self.sab
-            .memory()
-            .u32_words(self.offset(lane), REQUEST_CONTROL / 4)
-            .expect("client lanes lie inside every SAB")
-    }
-
-    fn words64(&self, lane: usize) -> &'a [AtomicU64] {
+    /// The header's u64 words (all but `SIGNAL_WORD`).
+    fn words(&self, lane: usize) -> &'a [AtomicU64] {
         self.sab
             .memory()
             .u64_words(self.offset(lane), REQUEST_CONTROL / 8)
@@ -126,25 +120,30 @@ impl<'a> ClientLanes<'a> {
 
     /// The word the kernel bumps after sending results, which the client waits on.
     pub fn results_signal(&self, lane: usize) -> Signal<'a> {
-        let words = self.words(lane);
+        let pair = self
+            .sab
+            .memory()
+            .u32_words(self.offset(lane) + SIGNAL_WORD * 8, 2)
+            .expect("client lanes lie inside every SAB");
         Signal {
-            word: &words[RESULTS],
-            waiters: &words[RESULT_WAITERS],
+            word: &pair[0],
+            waiters: &pair[1],
         }
     }
 
     pub fn state(&self, lane: usize) -> LaneState {
-        let (words, words64) = (self.words(lane), self.words64(lane));
-        let owner = words[OWNER].load(Ordering::Acquire);
+        let words = self.words(lane);
+        let load = |word: usize| words[word].load(Ordering::Acquire);
+        let owner = load(OWNER) as u32;
         LaneState {
             lane,
             owner,
-            owner_alive: process_alive(owner, words64[OWNER_TICKS].load(Ordering::Acquire)),
-            generation: words[GENERATION].load(Ordering::Acquire),
-            closing: words[CLOSING].load(Ordering::Acquire) != 0,
-            frames_taken: words64[FRAMES_TAKEN].load(Ordering::Relaxed),
-            results_sent: words64[RESULTS_SENT].load(Ordering::Relaxed),
-            claimed_ms: words64[CLAIMED_MS].load(Ordering::Relaxed),
+            owner_alive: process_alive(owner, load(OWNER_TICKS)),
+            generation: load(GENERATION) as u32,
+            closing: load(CLOSING) != 0,
+            frames_taken: load(FRAMES_TAKEN),
+            results_sent: load(RESULTS_SENT),
+            claimed_ms: load(CLAIMED_MS),
         }
     }
 
@@ -159,12 +158,11 @@ impl<'a> ClientLanes<'a> {
         for lane in 0..LANES {
             let words = self.words(lane);
             if words[OWNER]
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(0, u64::from(me), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                let words64 = self.words64(lane);
-                words64[OWNER_TICKS].store(start_ticks(me), Ordering::Release);
-                words64[CLAIMED_MS].store(now_ms(), Ordering::Relaxed);
+                words[OWNER_TICKS].store(start_ticks(me), Ordering::Release);
+                words[CLAIMED_MS].store(now_ms(), Ordering::Relaxed);
                 return Ok(lane);
             }
         }
@@ -179,9 +177,9 @@ impl<'a> ClientLanes<'a> {
 
     /// Counts a request frame the kernel took and a result it sent.
     pub(crate) fn count(&self, lane: usize, frames_taken: u64, results_sent: u64) {
-        let words64 = self.words64(lane);
-        words64[FRAMES_TAKEN].fetch_add(frames_taken, Ordering::Relaxed);
-        words64[RESULTS_SENT].fetch_add(results_sent, Ordering::Relaxed);
+        let words = self.words(lane);
+        words[FRAMES_TAKEN].fetch_add(frames_taken, Ordering::Relaxed);
+        words[RESULTS_SENT].fetch_add(results_sent, Ordering::Relaxed);
     }
 
     /// Marks a lane done: the kernel reclaims it.
@@ -190,13 +188,17 @@ impl<'a> ClientLanes<'a> {
     }
 
     /// Frees a lane (the kernel's part): empties both rings, zeroes the counters, bumps the
-    /// generation, and clears the owner last.
+    /// generation, and clears the owner last. The results word keeps counting (a waiter compares
+    /// it with `!=`).
     pub fn reset(&self, lane: usize) {
+        let words = self.words(lane);
+        for word in [OWNER_TICKS, FRAMES_TAKEN, RESULTS_SENT, CLOSING, CLAIMED_MS] {
+            words[word].store(0, Ordering::Relaxed);
+        }
         let at = self.offset(lane);
         let memory = self.sab.memory();
-        let generation = self.words(lane)[GENERATION].load(Ordering::Acquire);
         for word in memory
-            .u64_words(at + 8, (LANE_SIZE - 8) / 8)
+            .u64_words(at + REQUEST_CONTROL, (LANE_SIZE - REQUEST_CONTROL) / 8)
             .expect("client lanes lie inside every SAB")
         {
             word.store(0, Ordering::Relaxed);
@@ -207,8 +209,7 @@ impl<'a> ClientLanes<'a> {
                 .expect("client lanes lie inside every SAB")[ring::CAPACITY]
                 .store(RING_SIZE as u64, Ordering::Relaxed);
         }
-        let words = self.words(lane);
-        words[GENERATION].store(generation.wrapping_add(1), Ordering::Release);
+        words[GENERATION].fetch_add(1, Ordering::Release);
         words[OWNER].store(0, Ordering::Release);
     }
 }

@@ -10,7 +10,7 @@
 //! the process's start time in clock ticks (`/proc/<pid>/stat`, field 22), and a pid whose start
 //! time differs is a different process.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -46,31 +46,25 @@ impl Role {
 }
 
 /// The table's header: the kernel lock and the counters of what was recovered from dead processes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable, Serialize)]
-#[repr(C)]
+/// Every field is a 64-bit word, read and written only as one (one access size per word).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessHeader {
     /// The kernel's pid (0: no kernel).
     pub kernel_pid: u32,
-    #[serde(skip)]
-    pub reserved0: u32,
     /// The kernel's start time in clock ticks since boot.
     pub kernel_start_ticks: u64,
     /// Times a kernel took the lock.
-    pub kernel_claims: u32,
+    pub kernel_claims: u64,
     /// Times the lock was taken over from a dead kernel.
-    pub locks_recovered: u32,
+    pub locks_recovered: u64,
     /// Client lanes the kernel reclaimed from dead clients.
-    pub lanes_reclaimed: u32,
+    pub lanes_reclaimed: u64,
     /// Frames those clients had reserved and not committed.
-    pub frames_abandoned: u32,
-    #[serde(skip)]
-    pub reserved: [u32; 8],
+    pub frames_abandoned: u64,
 }
-const _: () = assert!(size_of::<ProcessHeader>() == g::PROCESS_HEADER_SIZE as usize);
 
-/// One process's record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
+/// One process's record: eight 64-bit words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessRecord {
     /// 0: a free record.
     pub pid: u32,
@@ -83,11 +77,11 @@ pub struct ProcessRecord {
     pub start_ticks: u64,
     /// The client lane it holds, plus one (0: none).
     pub lane: u32,
-    pub reserved: u32,
     /// Its name, UTF-8, zero-padded.
-    pub name: [u8; 24],
+    pub name: [u8; NAME_BYTES],
 }
-const _: () = assert!(size_of::<ProcessRecord>() == g::PROCESS_RECORD_SIZE as usize);
+
+const NAME_BYTES: usize = 16;
 
 impl ProcessRecord {
     pub fn role(&self) -> Option<Role> {
@@ -138,75 +132,87 @@ pub enum KernelClaim {
     Recovered { dead_pid: u32 },
 }
 
-const HEADER_WORDS: usize = g::PROCESS_HEADER_SIZE as usize / 4;
-const RECORD_WORDS: usize = g::PROCESS_RECORD_SIZE as usize / 4;
+// The header's words, and each record's (64-bit word indices).
 const KERNEL_PID: usize = 0;
-const KERNEL_TICKS: usize = 1; // in u64 words
-const KERNEL_CLAIMS: usize = 4;
-const LOCKS_RECOVERED: usize = 5;
-const LANES_RECLAIMED: usize = 6;
-const FRAMES_ABANDONED: usize = 7;
+const KERNEL_TICKS: usize = 1;
+const KERNEL_CLAIMS: usize = 2;
+const LOCKS_RECOVERED: usize = 3;
+const LANES_RECLAIMED: usize = 4;
+const FRAMES_ABANDONED: usize = 5;
+const HEADER_WORDS: usize = g::PROCESS_HEADER_SIZE as usize / 8;
+const RECORD_WORDS: usize = g::PROCESS_RECORD_SIZE as usize / 8;
+const PID: usize = 0;
+const ROLE: usize = 1;
+const STARTED: usize = 2;
+const HEARTBEAT: usize = 3;
+const START_TICKS: usize = 4;
+const LANE: usize = 5;
+const NAME: usize = 6;
 
 /// The process table of one SAB.
 #[derive(Clone, Copy)]
 pub struct ProcessTable<'a> {
-    sab: &'a Sab,
-    words: &'a [AtomicU32],
-    words64: &'a [AtomicU64],
+    words: &'a [AtomicU64],
 }
 
 impl<'a> ProcessTable<'a> {
     pub(crate) fn new(sab: &'a Sab) -> Self {
         let region = regions::PROCESS_TABLE;
-        let memory = sab.memory();
         Self {
-            sab,
-            words: memory
-                .u32_words(region.offset, region.size / 4)
-                .expect("the process table lies inside every SAB"),
-            words64: memory
+            words: sab
+                .memory()
                 .u64_words(region.offset, region.size / 8)
                 .expect("the process table lies inside every SAB"),
         }
     }
 
-    fn record_offset(slot: usize) -> usize {
-        regions::PROCESS_TABLE.offset + g::PROCESS_HEADER_SIZE as usize + slot * g::PROCESS_RECORD_SIZE as usize
+    fn load(&self, word: usize) -> u64 {
+        self.words[word].load(Ordering::Acquire)
     }
 
-    fn pid_word(&self, slot: usize) -> &'a AtomicU32 {
-        &self.words[HEADER_WORDS + slot * RECORD_WORDS]
+    fn store(&self, word: usize, value: u64) {
+        self.words[word].store(value, Ordering::Release);
+    }
+
+    /// Word `field` of record `slot`.
+    fn field(slot: usize, field: usize) -> usize {
+        HEADER_WORDS + slot * RECORD_WORDS + field
     }
 
     pub fn header(&self) -> ProcessHeader {
-        self.sab
-            .read(regions::PROCESS_TABLE.offset)
-            .expect("the process table lies inside every SAB")
+        ProcessHeader {
+            kernel_pid: self.load(KERNEL_PID) as u32,
+            kernel_start_ticks: self.load(KERNEL_TICKS),
+            kernel_claims: self.load(KERNEL_CLAIMS),
+            locks_recovered: self.load(LOCKS_RECOVERED),
+            lanes_reclaimed: self.load(LANES_RECLAIMED),
+            frames_abandoned: self.load(FRAMES_ABANDONED),
+        }
     }
 
     /// Takes the kernel lock for this process: free, already this process's, or held by a process
     /// that is gone (taken over and counted). Refused while another kernel runs.
     pub fn claim_kernel(&self) -> Result<KernelClaim, ProcessError> {
-        let me = std::process::id();
+        let me = u64::from(std::process::id());
         let lock = &self.words[KERNEL_PID];
         loop {
             let held = lock.load(Ordering::Acquire);
             if held == me {
                 return Ok(KernelClaim::Taken);
             }
-            let dead = held != 0 && !process_alive(held, self.words64[KERNEL_TICKS].load(Ordering::Acquire));
+            let dead = held != 0 && !process_alive(held as u32, self.load(KERNEL_TICKS));
             if held != 0 && !dead {
-                return Err(ProcessError::KernelRunning { pid: held });
+                return Err(ProcessError::KernelRunning { pid: held as u32 });
             }
             if lock
                 .compare_exchange(held, me, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                self.words64[KERNEL_TICKS].store(start_ticks(me), Ordering::Release);
+                self.store(KERNEL_TICKS, start_ticks(me as u32));
                 self.words[KERNEL_CLAIMS].fetch_add(1, Ordering::Relaxed);
                 if dead {
                     self.words[LOCKS_RECOVERED].fetch_add(1, Ordering::Relaxed);
-                    return Ok(KernelClaim::Recovered { dead_pid: held });
+                    return Ok(KernelClaim::Recovered { dead_pid: held as u32 });
                 }
                 return Ok(KernelClaim::Taken);
             }
@@ -225,21 +231,21 @@ impl<'a> ProcessTable<'a> {
 
     /// Gives the kernel lock up, if this process holds it.
     pub fn release_kernel(&self) {
-        let me = std::process::id();
+        let me = u64::from(std::process::id());
         if self.words[KERNEL_PID]
             .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            self.words64[KERNEL_TICKS].store(0, Ordering::Release);
+            self.store(KERNEL_TICKS, 0);
         }
     }
 
     /// This process leaves the SAB: gives up the kernel lock if it holds it, and frees its records.
     pub fn leave(&self) {
         self.release_kernel();
-        let me = std::process::id();
+        let me = u64::from(std::process::id());
         for slot in 0..SLOTS {
-            if self.pid_word(slot).load(Ordering::Acquire) == me {
+            if self.load(Self::field(slot, PID)) == me {
                 self.unregister(slot);
             }
         }
@@ -249,32 +255,30 @@ impl<'a> ProcessTable<'a> {
     pub fn register(&self, role: Role, name: &str, lane: Option<usize>) -> Result<usize, ProcessError> {
         let me = std::process::id();
         for slot in 0..SLOTS {
-            let word = self.pid_word(slot);
+            let word = &self.words[Self::field(slot, PID)];
             let held = word.load(Ordering::Acquire);
             let free = held == 0 || !self.record(slot).alive();
             if free
                 && word
-                    .compare_exchange(held, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(held, u64::from(me), Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
                 let now = super::now_ms();
-                let mut record = ProcessRecord {
-                    pid: me,
-                    role: role.code(),
-                    started_ms: now,
-                    heartbeat_ms: now,
-                    start_ticks: start_ticks(me),
-                    lane: lane.map_or(0, |l| l as u32 + 1),
-                    ..ProcessRecord::default()
-                };
-                let mut len = name.len().min(record.name.len());
+                self.store(Self::field(slot, ROLE), u64::from(role.code()));
+                self.store(Self::field(slot, STARTED), now);
+                self.store(Self::field(slot, HEARTBEAT), now);
+                self.store(Self::field(slot, START_TICKS), start_ticks(me));
+                self.store(Self::field(slot, LANE), lane.map_or(0, |l| l as u64 + 1));
+                let mut len = name.len().min(NAME_BYTES);
                 while !name.is_char_boundary(len) {
                     len -= 1;
                 }
-                record.name[..len].copy_from_slice(&name.as_bytes()[..len]);
-                self.sab
-                    .write(Self::record_offset(slot), &[record])
-                    .expect("process records lie inside every SAB");
+                let mut bytes = [0u8; NAME_BYTES];
+                bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+                for (k, chunk) in bytes.chunks_exact(8).enumerate() {
+                    let value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                    self.store(Self::field(slot, NAME + k), value);
+                }
                 return Ok(slot);
             }
         }
@@ -283,30 +287,35 @@ impl<'a> ProcessTable<'a> {
 
     /// Marks this process alive now.
     pub fn beat(&self, slot: usize) {
-        let heartbeat = (Self::record_offset(slot) - regions::PROCESS_TABLE.offset) / 8 + 2;
-        self.words64[heartbeat].store(super::now_ms(), Ordering::Release);
+        self.store(Self::field(slot, HEARTBEAT), super::now_ms());
     }
 
     /// Frees this process's record (only if it is still this process's).
     pub fn unregister(&self, slot: usize) {
-        let me = std::process::id();
-        let word = self.pid_word(slot);
-        if word.load(Ordering::Acquire) == me {
-            let zero = ProcessRecord {
-                pid: me,
-                ..ProcessRecord::default()
-            };
-            self.sab
-                .write(Self::record_offset(slot), &[zero])
-                .expect("process records lie inside every SAB");
-            let _ = word.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let me = u64::from(std::process::id());
+        if self.load(Self::field(slot, PID)) == me {
+            for field in 1..RECORD_WORDS {
+                self.store(Self::field(slot, field), 0);
+            }
+            let _ = self.words[Self::field(slot, PID)].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
     pub fn record(&self, slot: usize) -> ProcessRecord {
-        self.sab
-            .read(Self::record_offset(slot))
-            .expect("process records lie inside every SAB")
+        let word = |field| self.load(Self::field(slot, field));
+        let mut name = [0u8; NAME_BYTES];
+        for (k, chunk) in name.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&word(NAME + k).to_le_bytes());
+        }
+        ProcessRecord {
+            pid: word(PID) as u32,
+            role: word(ROLE) as u32,
+            started_ms: word(STARTED),
+            heartbeat_ms: word(HEARTBEAT),
+            start_ticks: word(START_TICKS),
+            lane: word(LANE) as u32,
+            name,
+        }
     }
 
     /// Every record in use, with whether its process is alive.
@@ -329,14 +338,14 @@ impl<'a> ProcessTable<'a> {
     /// Counts a client lane reclaimed from a dead client, and the frames it left half-written.
     pub(crate) fn count_reclaimed(&self, abandoned_frames: u32) {
         self.words[LANES_RECLAIMED].fetch_add(1, Ordering::Relaxed);
-        self.words[FRAMES_ABANDONED].fetch_add(abandoned_frames, Ordering::Relaxed);
+        self.words[FRAMES_ABANDONED].fetch_add(u64::from(abandoned_frames), Ordering::Relaxed);
     }
 
     /// Empties the table and frees the kernel lock (a resumed snapshot: its processes are gone).
     /// The counters stay.
     pub(crate) fn clear(&self) {
-        self.words[KERNEL_PID].store(0, Ordering::Release);
-        self.words64[KERNEL_TICKS].store(0, Ordering::Release);
+        self.store(KERNEL_PID, 0);
+        self.store(KERNEL_TICKS, 0);
         for word in &self.words[HEADER_WORDS..] {
             word.store(0, Ordering::Relaxed);
         }
@@ -401,11 +410,11 @@ mod tests {
             "idempotent for its holder"
         );
         // Another live process holds it: pid 1 (init) runs as long as the machine does.
-        table.words[KERNEL_PID].store(1, Ordering::Release);
-        table.words64[KERNEL_TICKS].store(start_ticks(1), Ordering::Release);
+        table.store(KERNEL_PID, 1);
+        table.store(KERNEL_TICKS, start_ticks(1));
         assert_eq!(table.claim_kernel(), Err(ProcessError::KernelRunning { pid: 1 }));
         // A pid that is gone.
-        table.words[KERNEL_PID].store(1 << 23, Ordering::Release);
+        table.store(KERNEL_PID, 1 << 23);
         assert_eq!(table.claim_kernel(), Ok(KernelClaim::Recovered { dead_pid: 1 << 23 }));
         let header = table.header();
         assert_eq!(
@@ -421,7 +430,7 @@ mod tests {
         let sab = Sab::for_tier(Tier::Light);
         let table = sab.processes();
         let slot = table
-            .register(Role::Client, "inos submit, a long name…", Some(3))
+            .register(Role::Client, "inos submit, hhé", Some(3))
             .unwrap();
         let entries = table.entries();
         assert_eq!(entries.len(), 1);
@@ -432,16 +441,16 @@ mod tests {
                 entries[0].name.as_str(),
                 entries[0].alive
             ),
-            (std::process::id(), Some(Role::Client), "inos submit, a long name", true),
-            "cut at 24 bytes, on a character boundary"
+            (std::process::id(), Some(Role::Client), "inos submit, hh", true),
+            "cut at 16 bytes, on a character boundary"
         );
         assert_eq!(table.record(slot).lane, 4);
         // Every other record is a live process's (pid 1) but one, whose process is gone: it is
         // the one taken.
         for other in (0..SLOTS).filter(|&s| s != slot) {
-            table.pid_word(other).store(1, Ordering::Release);
+            table.store(ProcessTable::field(other, PID), 1);
         }
-        table.pid_word(SLOTS - 1).store(1 << 23, Ordering::Release);
+        table.store(ProcessTable::field(SLOTS - 1, PID), 1 << 23);
         assert_eq!(table.register(Role::Inspector, "x", None), Ok(SLOTS - 1));
         assert_eq!(table.register(Role::Inspector, "y", None), Err(ProcessError::TableFull));
         table.unregister(slot);
