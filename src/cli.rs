@@ -74,7 +74,7 @@ pub enum Command {
     #[command(hide = true)]
     BenchPeer {
         #[arg(long, value_enum)]
-        role: crate::bench::processes::PeerRole,
+        role: crate::bench::PeerRole,
         #[arg(long)]
         sab: PathBuf,
         #[arg(long)]

@@ -3,8 +3,8 @@
 //! the whole pipeline, workflows of echo steps, and the engines' own figures.
 
 use std::hint::black_box;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Bookkeeping, EchoRun, EngineTargets, Jobs, Latency, Rings, Signals, Throughput, WorkflowTiming, mean_ns};
@@ -80,47 +80,11 @@ fn since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-fn busy_wait(d: Duration) {
+pub(super) fn busy_wait(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         std::hint::spin_loop();
     }
-}
-
-/// One-way signal-to-wake latency. The waiter announces on PONG that it is about to wait, the
-/// signaller lets `settle` pass (so the waiter is spinning or parked), stamps the time and signals.
-fn epoch_wake(sab: &Sab, samples: usize, waiter_spins: u32, settle: Duration) -> Latency {
-    let base = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
-    // Read before the waiter starts, or its first announcement could be taken for the baseline.
-    let mut seen = sab.epochs().load(PONG);
-    let waiter = {
-        let (sab, sent) = (sab.clone(), Arc::clone(&sent));
-        std::thread::spawn(move || {
-            let epochs = sab.epochs();
-            (0..samples)
-                .map(|_| {
-                    let last = epochs.load(PING);
-                    epochs.signal(PONG);
-                    match epochs.wait_with(PING, last, TIMEOUT, waiter_spins) {
-                        Wake::Changed(_) => since(base).saturating_sub(sent.load(Ordering::Acquire)),
-                        Wake::TimedOut => panic!("benchmark waiter timed out"),
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-    };
-    let epochs = sab.epochs();
-    for _ in 0..samples {
-        match epochs.wait_with(PONG, seen, TIMEOUT, u32::MAX) {
-            Wake::Changed(v) => seen = v,
-            Wake::TimedOut => panic!("benchmark signaller timed out"),
-        }
-        busy_wait(settle);
-        sent.store(since(base), Ordering::Release);
-        epochs.signal(PING);
-    }
-    Latency::from_samples(waiter.join().expect("waiter thread"))
 }
 
 /// The same measurement through a crossbeam channel whose receiver is blocked in `recv`.
@@ -198,48 +162,6 @@ fn crossbeam_round_trip(samples: usize) -> Latency {
         .collect();
     echo.join().expect("echo thread");
     Latency::from_samples(ns)
-}
-
-/// Frames of 64 bytes from a producer thread to this thread through the SAB inbox ring.
-fn ring_throughput(frames: u64) -> Throughput {
-    let sab = Sab::for_tier(Tier::Light);
-    let ring = sab.ring(RingId::Inbox);
-    let mut consumer = ring.consumer().expect("fresh ring has no consumer");
-    let producer = ring.producer(Owner::Kernel).expect("kernel may write the inbox");
-    let start = Instant::now();
-    let thread = std::thread::spawn(move || {
-        let mut frame = [0u8; 64];
-        for i in 0..frames {
-            frame[..8].copy_from_slice(&i.to_le_bytes());
-            loop {
-                match producer.push(&frame) {
-                    Ok(()) => break,
-                    Err(RingError::Full { .. }) => std::hint::spin_loop(),
-                    Err(e) => panic!("ring push failed: {e}"),
-                }
-            }
-        }
-    });
-    let mut buf = [0u8; 64];
-    let mut received = 0;
-    while received < frames {
-        match consumer.read_into(&mut buf) {
-            Ok(Some(_)) => {
-                debug_assert_eq!(u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")), received);
-                received += 1;
-            }
-            Ok(None) => std::hint::spin_loop(),
-            Err(e) => panic!("ring read failed: {e}"),
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    thread.join().expect("producer thread");
-    black_box(buf);
-    Throughput {
-        items: frames,
-        seconds,
-        per_second: frames as f64 / seconds,
-    }
 }
 
 /// The same transfer through crossbeam's bounded `ArrayQueue` of 64-byte items.
@@ -493,8 +415,8 @@ pub(super) fn signals(samples: usize) -> Signals {
     let spin_settle = Duration::from_micros(2);
     let park_settle = Duration::from_micros(300);
     Signals {
-        epoch_wake_spin: epoch_wake(&sab, samples, u32::MAX, spin_settle),
-        epoch_wake_parked: epoch_wake(&sab, samples, 0, park_settle),
+        epoch_wake_spin: wake(&sab, samples, u32::MAX, spin_settle),
+        epoch_wake_parked: wake(&sab, samples, 0, park_settle),
         crossbeam_wake_parked: crossbeam_wake(samples, park_settle),
         epoch_round_trip: epoch_round_trip(&sab, samples),
         crossbeam_round_trip: crossbeam_round_trip(samples),
@@ -502,7 +424,7 @@ pub(super) fn signals(samples: usize) -> Signals {
 }
 
 pub(super) fn rings(frames: u64) -> Rings {
-    let ring_64b = ring_throughput(frames);
+    let ring_64b = ring(&Sab::for_tier(Tier::Light), frames);
     let array_queue_64b = array_queue_throughput(frames);
     Rings {
         ring_vs_array_queue: ring_64b.per_second / array_queue_64b.per_second,
@@ -517,5 +439,222 @@ pub(super) fn bookkeeping(quick: bool) -> Bookkeeping {
         registry_lookup_ns,
         registry_register_us,
         arena_alloc_free_ns: arena_cost(quick),
+    }
+}
+
+/// What the peer of a `wake` or `ring` measurement does: in a thread of this process when the SAB
+/// is private, in `inos bench-peer` when it is shared. Both sides stamp times with the wall clock (the
+/// one clock two processes share; read through the vDSO like the monotonic one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerRole {
+    /// Waits on PEER_PING (spinning `spins` times first), stamps its wake time, announces on PEER_PONG.
+    Waiter,
+    /// Waits for PEER_PING, then pushes `count` 64-byte frames into the inbox ring.
+    Producer,
+}
+
+/// A peer's go and ready signals.
+const PEER_PING: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST + 2).expect("in range");
+const PEER_PONG: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST + 3).expect("in range");
+/// The waiter's wake time (ns since the Unix epoch), low and high words.
+const WAKE_LO: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST + 4).expect("in range");
+const WAKE_HI: EpochIndex = EpochIndex::new(g::EPOCH_RESERVED_FIRST + 5).expect("in range");
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The peer's side of a measurement, in a thread of this process or in `inos bench-peer`.
+pub fn peer(sab: &Sab, role: PeerRole, count: u64, spins: u32) -> Result<(), String> {
+    let epochs = sab.epochs();
+    let mut ping = epochs.load(PEER_PING);
+    match role {
+        PeerRole::Waiter => {
+            for _ in 0..count {
+                epochs.signal(PEER_PONG);
+                match epochs.wait_with(PEER_PING, ping, TIMEOUT, spins) {
+                    Wake::Changed(value) => ping = value,
+                    Wake::TimedOut => return Err("the signaller stopped".into()),
+                }
+                let woke = now_ns();
+                epochs.store(WAKE_LO, woke as u32);
+                epochs.store(WAKE_HI, (woke >> 32) as u32);
+            }
+            epochs.signal(PEER_PONG);
+        }
+        PeerRole::Producer => {
+            let producer = sab
+                .ring(RingId::Inbox)
+                .producer(Owner::Kernel)
+                .map_err(|e| e.to_string())?;
+            epochs.signal(PEER_PONG);
+            if epochs.wait(PEER_PING, ping, TIMEOUT) == Wake::TimedOut {
+                return Err("the consumer did not start".into());
+            }
+            let mut frame = [0u8; 64];
+            for i in 0..count {
+                frame[..8].copy_from_slice(&i.to_le_bytes());
+                loop {
+                    match producer.push(&frame) {
+                        Ok(()) => break,
+                        Err(RingError::Full { .. }) => std::hint::spin_loop(),
+                        Err(e) => return Err(format!("ring push failed: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a peer runs.
+enum Peer {
+    Thread(std::thread::JoinHandle<Result<(), String>>),
+    Process(ChildGuard),
+}
+
+/// A child process, killed if it is still running when this drops.
+pub(super) struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub(super) fn spawn(command: &mut Command) -> ChildGuard {
+        ChildGuard(Some(command.spawn().expect("start the bench's peer process")))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn running(&mut self) -> bool {
+        let child = self.0.as_mut().expect("not waited for yet");
+        child.try_wait().expect("wait for the peer process").is_none()
+    }
+
+    /// Waits for it to end; its output.
+    pub(super) fn wait(mut self) -> std::process::Output {
+        let child = self.0.take().expect("not waited for yet");
+        child.wait_with_output().expect("wait for the peer process")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Peer {
+    fn start(sab: &Sab, role: PeerRole, count: u64, spins: u32) -> Peer {
+        match sab.path() {
+            None => {
+                let sab = sab.clone();
+                Peer::Thread(std::thread::spawn(move || peer(&sab, role, count, spins)))
+            }
+            Some(path) => Peer::Process(ChildGuard::spawn(
+                Command::new(std::env::current_exe().expect("this binary"))
+                    .args(["bench-peer", "--role", role_name(role), "--sab"])
+                    .arg(path)
+                    .args(["--count", &count.to_string(), "--spins", &spins.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            )),
+        }
+    }
+
+    fn finish(self) {
+        match self {
+            Peer::Thread(thread) => thread
+                .join()
+                .expect("the peer thread")
+                .expect("the peer thread's measurement"),
+            Peer::Process(child) => {
+                let out = child.wait();
+                assert!(
+                    out.status.success(),
+                    "the bench's peer process failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+fn role_name(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Waiter => "waiter",
+        PeerRole::Producer => "producer",
+    }
+}
+
+fn wait_pong(sab: &Sab, seen: &mut u32) {
+    match sab.epochs().wait_with(PEER_PONG, *seen, TIMEOUT, u32::MAX) {
+        Wake::Changed(value) => *seen = value,
+        Wake::TimedOut => panic!("the bench's peer did not answer within {TIMEOUT:?}"),
+    }
+}
+
+/// One-way signal-to-wake latency: the peer announces on PEER_PONG that it is about to wait, this side
+/// lets `settle` pass (the peer is then spinning or parked), stamps the time and signals PEER_PING; the
+/// peer stamps its wake.
+pub(super) fn wake(sab: &Sab, samples: usize, waiter_spins: u32, settle: Duration) -> Latency {
+    let epochs = sab.epochs();
+    let mut pong = epochs.load(PEER_PONG);
+    let peer = Peer::start(sab, PeerRole::Waiter, samples as u64, waiter_spins);
+    let mut ns = Vec::with_capacity(samples);
+    let mut sent = 0;
+    for sample in 0..=samples {
+        wait_pong(sab, &mut pong);
+        if sample > 0 {
+            let woke = u64::from(epochs.load(WAKE_LO)) | u64::from(epochs.load(WAKE_HI)) << 32;
+            ns.push(woke.saturating_sub(sent));
+        }
+        if sample == samples {
+            break;
+        }
+        busy_wait(settle);
+        sent = now_ns();
+        epochs.signal(PEER_PING);
+    }
+    peer.finish();
+    Latency::from_samples(ns)
+}
+
+/// `frames` frames of 64 bytes from the peer to this side through the inbox ring.
+pub(super) fn ring(sab: &Sab, frames: u64) -> Throughput {
+    let mut consumer = sab
+        .ring(RingId::Inbox)
+        .consumer()
+        .expect("a fresh ring has no consumer");
+    let mut pong = sab.epochs().load(PEER_PONG);
+    let peer = Peer::start(sab, PeerRole::Producer, frames, 0);
+    wait_pong(sab, &mut pong);
+    let start = Instant::now();
+    sab.epochs().signal(PEER_PING);
+    let mut buf = [0u8; 64];
+    let mut received = 0;
+    while received < frames {
+        match consumer.read_into(&mut buf) {
+            Ok(Some(_)) => {
+                debug_assert_eq!(u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")), received);
+                received += 1;
+            }
+            Ok(None) => {
+                assert!(
+                    start.elapsed() < TIMEOUT * 6,
+                    "the producer stopped at frame {received}"
+                );
+                std::hint::spin_loop();
+            }
+            Err(e) => panic!("ring read failed: {e}"),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    peer.finish();
+    Throughput {
+        items: frames,
+        seconds,
+        per_second: frames as f64 / seconds,
     }
 }

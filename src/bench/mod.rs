@@ -24,6 +24,7 @@
 
 mod flock;
 mod kernel;
+pub use kernel::PeerRole;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod processes;
 mod report;

@@ -429,9 +429,7 @@ mod tests {
     fn records_are_taken_listed_and_freed() {
         let sab = Sab::for_tier(Tier::Light);
         let table = sab.processes();
-        let slot = table
-            .register(Role::Client, "inos submit, hhé", Some(3))
-            .unwrap();
+        let slot = table.register(Role::Client, "inos submit, hhé", Some(3)).unwrap();
         let entries = table.entries();
         assert_eq!(entries.len(), 1);
         assert_eq!(
