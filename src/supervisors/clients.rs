@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use bevy::prelude::*;
 
-use crate::protocol::{Job, JobOutcome, JobStatus, Payload, SOURCE_KEY};
+use crate::protocol::{Job, JobOutcome, JobStatus, Payload};
 use crate::sab::clients::LANES;
 use crate::sab::{EpochIndex, RingError, Sab};
 use crate::supervisors::jobs::{JobPipelineSystems, JobQueue};
@@ -62,15 +62,33 @@ enum Pending {
 
 /// What the kernel keeps about the lanes between ticks: only what is on its way (the requests and
 /// results themselves are in the SAB).
-#[derive(Resource, Default)]
+#[derive(Resource)]
 struct ClientRouter {
     pending: [VecDeque<Pending>; LANES],
     answered: Vec<u64>,
+    /// Scratch, kept for their allocations: a request's frame, its job, a result's frame.
     frame: Vec<u8>,
+    job: Job,
+    out: Vec<u8>,
     /// A lane still had requests when the job table filled up.
     requests_left: bool,
     ticks: u32,
     user_job_seen: u32,
+}
+
+impl Default for ClientRouter {
+    fn default() -> Self {
+        Self {
+            pending: Default::default(),
+            answered: Vec::new(),
+            frame: Vec::new(),
+            job: Job::new(0, "", "", Payload::Inline(Vec::new())),
+            out: Vec::new(),
+            requests_left: false,
+            ticks: 0,
+            user_job_seen: 0,
+        }
+    }
 }
 
 pub struct ClientPlugin;
@@ -123,6 +141,7 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
         let ring = lanes.requests(lane);
         let cursor = ring.cursor();
         router.frame.resize(ring.max_payload(), 0);
+        let source = format!("client-{}", state.owner);
         let mut taken = 0;
         loop {
             if !queue.has_room() {
@@ -132,9 +151,10 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
             match ring.pop_into(&mut router.frame, &cursor) {
                 Ok(Some(len)) => {
                     taken += 1;
-                    match Job::decode(&router.frame[..len]) {
-                        Ok(job) => {
-                            if let Some(refused) = submit(&sab, &mut queue, lane, state.generation, state.owner, job) {
+                    match Job::decode_into(&router.frame[..len], &mut router.job) {
+                        Ok(()) => {
+                            let tag = |id| tag(lane, state.generation, id);
+                            if let Some(refused) = submit(&sab, &mut queue, &mut router.job, tag, &source) {
                                 router.pending[lane].push_back(Pending::Frame(refused.encode()));
                             }
                         }
@@ -158,8 +178,15 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
     }
 }
 
-/// Submits a client's job under its tagged id; the outcome to send back if it is refused.
-fn submit(sab: &Sab, queue: &mut JobQueue, lane: usize, generation: u32, pid: u32, mut job: Job) -> Option<JobOutcome> {
+/// Submits a client's job under its tagged id, for `source`; the outcome to send back if it is
+/// refused.
+fn submit(
+    sab: &Sab,
+    queue: &mut JobQueue,
+    job: &mut Job,
+    tag: impl Fn(u64) -> u64,
+    source: &str,
+) -> Option<JobOutcome> {
     let id = job.id;
     let refuse = |why: String| Some(JobOutcome::failed(id, JobStatus::Rejected, why));
     if id >= CLIENT_ID_LIMIT {
@@ -168,10 +195,11 @@ fn submit(sab: &Sab, queue: &mut JobQueue, lane: usize, generation: u32, pid: u3
     if matches!(job.input, Payload::Sab(_)) {
         return refuse("a client's job carries its input in its frame, not as a SAB range".into());
     }
-    job.metadata.retain(|(key, _)| key != SOURCE_KEY);
-    job.metadata.push((SOURCE_KEY.into(), format!("client-{pid}")));
-    job.id = tag(lane, generation, id);
-    queue.submit_any(sab, &job).err().and_then(|e| refuse(e.to_string()))
+    job.id = tag(id);
+    queue
+        .submit_from(sab, job, source)
+        .err()
+        .and_then(|e| refuse(e.to_string()))
 }
 
 /// Sends the answered jobs' results to their clients' lanes.
@@ -204,11 +232,15 @@ fn send_results(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<C
                     if let Payload::Sab(_) = outcome.output {
                         outcome.output = Payload::Inline(outcome.output.bytes(&sab).unwrap_or_default());
                     }
-                    outcome.encode()
+                    outcome.encode_into(&mut router.out);
+                    std::mem::take(&mut router.out)
                 }
             };
             match ring.push(&frame, &head, true) {
-                Ok(_) => sent += 1,
+                Ok(_) => {
+                    sent += 1;
+                    router.out = frame;
+                }
                 Err(RingError::Full { .. }) => {
                     pending.push_front(Pending::Frame(frame));
                     break;

@@ -432,7 +432,7 @@ impl JobQueue {
         if clients::is_client_id(job.id) {
             return Err(SubmitError::ReservedId(job.id));
         }
-        self.submit_any(sab, job)
+        self.submit_from(sab, job, source_of(job))
     }
 
     /// Whether the job table has room for another job.
@@ -445,8 +445,10 @@ impl JobQueue {
         out.append(&mut self.answered_for_clients);
     }
 
-    /// `submit` without the check of the id's range: for the ids of outside clients' jobs.
-    pub(super) fn submit_any(&mut self, sab: &Sab, job: &Job) -> Result<(), SubmitError> {
+    /// `submit` for `source` (rate-limited and recorded as it, whatever the job's metadata says),
+    /// without the check of the id's range: for outside clients' jobs, whose ids the kernel tags
+    /// and whose source it names.
+    pub(super) fn submit_from(&mut self, sab: &Sab, job: &Job, source: &str) -> Result<(), SubmitError> {
         let unit_hash = self.registered(sab, &job.library, &job.method)?;
         let busy = self.unit_in_flight.get(&unit_hash).is_some_and(|&n| n > 0);
         match self.admission.get(&unit_hash) {
@@ -465,7 +467,6 @@ impl JobQueue {
         // which another process (or a resumed snapshot) shares.
         let now_ns = anchor_ms * 1_000_000 + submitted.saturating_duration_since(anchor).as_nanos() as u64;
         let submitted_ms = now_ns / 1_000_000;
-        let source = source_of(job);
         let source_hash = crc32c::crc32c(source.as_bytes());
         if let Err(e) = job.check() {
             sab.admission().count_malformed();
