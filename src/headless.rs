@@ -127,21 +127,45 @@ pub fn nonzero_epochs(sab: &Sab) -> Vec<EpochValue> {
         .collect()
 }
 
-/// Runs `ticks` fixed ticks; shows a progress bar on a terminal for runs longer than a moment.
-pub fn run_ticks(app: &mut App, ticks: u64) -> Duration {
+/// Set by Ctrl-C during a headless run (`stop_on_ctrl_c`): the run ends after the tick in
+/// progress, prints its report and removes its SAB file, as at its planned end.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Makes Ctrl-C end a headless run cleanly (a second Ctrl-C ends the process at once).
+#[cfg(not(target_arch = "wasm32"))]
+fn stop_on_ctrl_c() {
+    let installed = bevy::app::ctrlc::try_set_handler(|| {
+        if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        warn!("Ctrl-C will not end the run cleanly: {e}");
+    }
+}
+
+/// Runs `ticks` fixed ticks (fewer if Ctrl-C ends the run); shows a progress bar on a terminal for
+/// runs longer than a moment. Returns the time taken and the ticks run.
+pub fn run_ticks(app: &mut App, ticks: u64) -> (Duration, u64) {
     let bar = indicatif::ProgressBar::new(ticks).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ticks {per_sec} eta {eta}")
             .expect("the progress template is valid"),
     );
     let start = Instant::now();
-    for tick in 0..ticks {
+    let mut done = 0;
+    while done < ticks && !interrupted() {
         app.update();
-        if tick % 64 == 0 && start.elapsed() > Duration::from_millis(500) {
-            bar.set_position(tick + 1);
+        done += 1;
+        if done % 64 == 1 && start.elapsed() > Duration::from_millis(500) {
+            bar.set_position(done);
         }
     }
     bar.finish_and_clear();
-    start.elapsed()
+    (start.elapsed(), done)
 }
 
 /// Serves outside clients (`--serve`) for `length` of wall time: a tick every pulse period, and one
@@ -171,7 +195,7 @@ pub fn serve_while(app: &mut App, hz: f64, mut until: impl FnMut(Instant) -> Opt
     let mut next = start + period;
     let mut seen = sab.epochs().load(EpochIndex::USER_JOB);
     let mut ticks = 0;
-    while let Some(wait_until) = until(next) {
+    while let Some(wait_until) = until(next).filter(|_| !interrupted()) {
         let left = wait_until.saturating_duration_since(Instant::now());
         match sab.epochs().wait(EpochIndex::USER_JOB, seen, left) {
             Wake::Changed(value) => seen = value,
@@ -190,8 +214,11 @@ pub fn bird_stream_hash(sab: &Sab) -> String {
     blake3::hash(bytemuck::cast_slice(&birds)).to_hex().to_string()
 }
 
-/// `inos --headless`: runs `config.ticks` fixed ticks as fast as possible and prints a report.
+/// `inos --headless`: runs `config.ticks` fixed ticks as fast as possible (or serves clients,
+/// `--serve`) and prints a report; Ctrl-C ends it early, with the report.
 pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    stop_on_ctrl_c();
     let (layout, flock) = (config.layout, config.flock);
     let (birds, params) = (flock.birds, flock.params);
     let headless = HeadlessConfig {
@@ -205,7 +232,7 @@ pub fn run(config: &RunConfig) -> Result<(), crate::RunError> {
     });
     let (wall, ticks) = match config.serve {
         Some(length) => serve(&mut app, length, config.pulse_hz),
-        None => (run_ticks(&mut app, config.ticks), config.ticks),
+        None => run_ticks(&mut app, config.ticks),
     };
     let sab = app.world().resource::<Sab>().clone();
     let flock = app.world().resource::<Flock>();

@@ -183,14 +183,15 @@ impl<'a> ClientLanes<'a> {
     }
 
     /// Marks a lane done: the kernel reclaims it.
-    pub(crate) fn close(&self, lane: usize) {
+    fn close(&self, lane: usize) {
         self.words(lane)[CLOSING].store(1, Ordering::Release);
     }
 
-    /// Frees a lane (the kernel's part): empties both rings, zeroes the counters, bumps the
-    /// generation, and clears the owner last. The results word keeps counting (a waiter compares
-    /// it with `!=`).
+    /// Frees a lane (the kernel's part): empties both rings, zeroes the counters and the waiter
+    /// count (a client killed while it waited never took itself off), bumps the generation, and
+    /// clears the owner last. The results word keeps counting (a waiter compares it with `!=`).
     pub fn reset(&self, lane: usize) {
+        self.results_signal(lane).waiters.store(0, Ordering::Relaxed);
         let words = self.words(lane);
         for word in [OWNER_TICKS, FRAMES_TAKEN, RESULTS_SENT, CLOSING, CLAIMED_MS] {
             words[word].store(0, Ordering::Relaxed);

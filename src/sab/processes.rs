@@ -132,6 +132,17 @@ pub enum KernelClaim {
     Recovered { dead_pid: u32 },
 }
 
+/// Set in a pid word while its process fills in the rest (its start time): a reader judges such a
+/// claim by the pid alone, so that nobody takes a record, or the lock, from a process that is
+/// still writing its start time into it.
+const CLAIMING: u64 = 1 << 32;
+
+/// Whether the process a pid word (with its start-time word) names is running.
+fn holder_alive(word: u64, start_ticks: u64) -> bool {
+    let ticks = if word & CLAIMING != 0 { 0 } else { start_ticks };
+    process_alive(word as u32, ticks)
+}
+
 // The header's words, and each record's (64-bit word indices).
 const KERNEL_PID: usize = 0;
 const KERNEL_TICKS: usize = 1;
@@ -182,7 +193,12 @@ impl<'a> ProcessTable<'a> {
     pub fn header(&self) -> ProcessHeader {
         ProcessHeader {
             kernel_pid: self.load(KERNEL_PID) as u32,
-            kernel_start_ticks: self.load(KERNEL_TICKS),
+            // While a kernel claims the lock, its start time is not there yet: judged by pid.
+            kernel_start_ticks: if self.load(KERNEL_PID) & CLAIMING != 0 {
+                0
+            } else {
+                self.load(KERNEL_TICKS)
+            },
             kernel_claims: self.load(KERNEL_CLAIMS),
             locks_recovered: self.load(LOCKS_RECOVERED),
             lanes_reclaimed: self.load(LANES_RECLAIMED),
@@ -200,15 +216,16 @@ impl<'a> ProcessTable<'a> {
             if held == me {
                 return Ok(KernelClaim::Taken);
             }
-            let dead = held != 0 && !process_alive(held as u32, self.load(KERNEL_TICKS));
+            let dead = held != 0 && !holder_alive(held, self.load(KERNEL_TICKS));
             if held != 0 && !dead {
                 return Err(ProcessError::KernelRunning { pid: held as u32 });
             }
             if lock
-                .compare_exchange(held, me, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(held, me | CLAIMING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 self.store(KERNEL_TICKS, start_ticks(me as u32));
+                self.store(KERNEL_PID, me);
                 self.words[KERNEL_CLAIMS].fetch_add(1, Ordering::Relaxed);
                 if dead {
                     self.words[LOCKS_RECOVERED].fetch_add(1, Ordering::Relaxed);
@@ -224,7 +241,7 @@ impl<'a> ProcessTable<'a> {
         let header = self.header();
         match header.kernel_pid {
             0 => Err(ProcessError::NoKernel),
-            pid if process_alive(pid, header.kernel_start_ticks) => Ok(()),
+            _ if holder_alive(self.load(KERNEL_PID), header.kernel_start_ticks) => Ok(()),
             pid => Err(ProcessError::KernelGone { pid }),
         }
     }
@@ -257,10 +274,10 @@ impl<'a> ProcessTable<'a> {
         for slot in 0..SLOTS {
             let word = &self.words[Self::field(slot, PID)];
             let held = word.load(Ordering::Acquire);
-            let free = held == 0 || !self.record(slot).alive();
+            let free = held == 0 || !holder_alive(held, self.load(Self::field(slot, START_TICKS)));
             if free
                 && word
-                    .compare_exchange(held, u64::from(me), Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(held, u64::from(me) | CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
                 let now = super::now_ms();
@@ -279,6 +296,7 @@ impl<'a> ProcessTable<'a> {
                     let value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
                     self.store(Self::field(slot, NAME + k), value);
                 }
+                self.store(Self::field(slot, PID), u64::from(me));
                 return Ok(slot);
             }
         }
@@ -308,11 +326,16 @@ impl<'a> ProcessTable<'a> {
             chunk.copy_from_slice(&word(NAME + k).to_le_bytes());
         }
         ProcessRecord {
+            // While a process claims the record, its start time is not there yet: judged by pid.
+            start_ticks: if word(PID) & CLAIMING != 0 {
+                0
+            } else {
+                word(START_TICKS)
+            },
             pid: word(PID) as u32,
             role: word(ROLE) as u32,
             started_ms: word(STARTED),
             heartbeat_ms: word(HEARTBEAT),
-            start_ticks: word(START_TICKS),
             lane: word(LANE) as u32,
             name,
         }

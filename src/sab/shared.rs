@@ -164,16 +164,24 @@ pub struct ShmFile {
     pub bytes: u64,
     /// The kernel lock's pid (0: none), if the file is a SAB of this build.
     pub kernel_pid: Option<u32>,
+    /// Whether that kernel runs.
+    pub kernel_alive: bool,
+    /// Seconds since the file was last modified.
+    pub age_seconds: u64,
     /// Processes of its table that are running.
     pub live_processes: usize,
     /// Why it could not be read as a SAB of this build.
     pub error: Option<String>,
 }
 
+/// A file younger than this is never stale: its kernel may be starting (between creating the
+/// file and taking its lock, or copying a snapshot into it).
+const STARTING_SECONDS: u64 = 10;
+
 impl ShmFile {
     /// A SAB of this build that no running process uses: left by a kernel that was killed.
     pub fn stale(&self) -> bool {
-        self.error.is_none() && self.live_processes == 0
+        self.error.is_none() && self.live_processes == 0 && self.age_seconds >= STARTING_SECONDS
     }
 }
 
@@ -188,18 +196,26 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ShmFile>> {
             continue;
         }
         let path = entry.path();
-        let bytes = entry.metadata().map_or(0, |m| m.len());
+        let metadata = entry.metadata();
+        let bytes = metadata.as_ref().map_or(0, std::fs::Metadata::len);
+        let age_seconds = metadata
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |age| age.as_secs());
         files.push(match Sab::attach(&path) {
             Ok(sab) => {
                 let header = sab.processes().header();
                 let entries = sab.processes().entries();
+                let kernel_alive = process_alive(header.kernel_pid, header.kernel_start_ticks);
                 // The kernel has a record too, once it has started.
-                let unlisted_kernel = process_alive(header.kernel_pid, header.kernel_start_ticks)
-                    && !entries.iter().any(|e| e.pid == header.kernel_pid);
+                let unlisted_kernel = kernel_alive && !entries.iter().any(|e| e.pid == header.kernel_pid);
                 ShmFile {
                     path,
                     bytes,
                     kernel_pid: Some(header.kernel_pid),
+                    kernel_alive,
+                    age_seconds,
                     live_processes: entries.iter().filter(|e| e.alive).count() + usize::from(unlisted_kernel),
                     error: None,
                 }
@@ -208,6 +224,8 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ShmFile>> {
                 path,
                 bytes,
                 kernel_pid: None,
+                kernel_alive: false,
+                age_seconds,
                 live_processes: 0,
                 error: Some(e.to_string()),
             },
@@ -217,7 +235,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ShmFile>> {
     Ok(files)
 }
 
-/// The SAB of the one kernel running in `dir` (/dev/shm).
+/// The SAB of the one kernel running in `dir` (/dev/shm): its kernel lock's pid is alive.
 pub fn running(dir: &Path) -> Result<PathBuf, SharedError> {
     let live: Vec<PathBuf> = list(dir)
         .map_err(|source| SharedError::List {
@@ -225,7 +243,7 @@ pub fn running(dir: &Path) -> Result<PathBuf, SharedError> {
             source,
         })?
         .into_iter()
-        .filter(|f| f.error.is_none() && !f.stale())
+        .filter(|f| f.kernel_alive)
         .map(|f| f.path)
         .collect();
     match live.len() {

@@ -38,16 +38,21 @@ pub fn is_client_id(id: u64) -> bool {
     id >> 62 == 1
 }
 
+/// The low bits of a lane's generation that a tagged id carries (bits 52 to 61): a result is
+/// delivered only while its lane is in the generation it was submitted in, and a job would have to
+/// stay in flight through 1 024 reclaims of its lane to be mistaken for a new client's.
+const GENERATION_MASK: u32 = 0x3FF;
+
 /// The kernel's id for job `id` of the client in `lane` at `generation`.
 fn tag(lane: usize, generation: u32, id: u64) -> u64 {
-    CLIENT_ID_BIT | u64::from(generation & 0xFF) << 52 | (lane as u64) << 48 | id
+    CLIENT_ID_BIT | u64::from(generation & GENERATION_MASK) << 52 | (lane as u64) << 48 | id
 }
 
-/// The lane, generation (low 8 bits) and client id of a tagged id.
+/// The lane, generation (low bits) and client id of a tagged id.
 fn untag(id: u64) -> (usize, u32, u64) {
     (
         ((id >> 48) & 0xF) as usize,
-        ((id >> 52) & 0xFF) as u32,
+        ((id >> 52) as u32) & GENERATION_MASK,
         id & (CLIENT_ID_LIMIT - 1),
     )
 }
@@ -72,6 +77,9 @@ struct ClientRouter {
     out: Vec<u8>,
     /// A lane still had requests when the job table filled up.
     requests_left: bool,
+    /// Lanes whose client sent a corrupt ring (by generation): no more requests are taken from
+    /// them until the client is gone or done; the lane is not reset under a live client.
+    refused: [Option<u32>; LANES],
     ticks: u32,
     user_job_seen: u32,
 }
@@ -85,6 +93,7 @@ impl Default for ClientRouter {
             job: Job::new(0, "", "", Payload::Inline(Vec::new())),
             out: Vec::new(),
             requests_left: false,
+            refused: [None; LANES],
             ticks: 0,
             user_job_seen: 0,
         }
@@ -117,9 +126,15 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
             let abandoned = lanes.abandoned_frames(lane);
             lanes.reset(lane);
             sab.processes().count_reclaimed(abandoned);
-            // Their results are dropped as they come (the generation moved on).
+            // Results waiting for room are taken from the job table and dropped; those still to
+            // come are dropped as they come (the generation moved on).
             let dropped = router.pending[lane].len();
-            router.pending[lane].clear();
+            for pending in router.pending[lane].drain(..) {
+                if let Pending::Answered(id) = pending {
+                    queue.take_result(id);
+                }
+            }
+            router.refused[lane] = None;
             info!(
                 "client lane {lane} reclaimed from pid {} ({}; {abandoned} frame(s) left half-written, {dropped} result(s) not delivered)",
                 state.owner,
@@ -135,7 +150,7 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
     router.requests_left = false;
     for lane in 0..LANES {
         let state = lanes.state(lane);
-        if state.owner == 0 || state.closing {
+        if state.owner == 0 || state.closing || router.refused[lane] == Some(state.generation) {
             continue;
         }
         let ring = lanes.requests(lane);
@@ -166,9 +181,12 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // Only the client writes its lane: its own lane is all it can break.
-                    error!("client lane {lane} (pid {}) is corrupt: {e}; it is closed", state.owner);
-                    lanes.close(lane);
+                    // Only the client writes its requests: its own lane is all it can break.
+                    error!(
+                        "client lane {lane} (pid {}) is corrupt: {e}; no more of its requests are taken",
+                        state.owner
+                    );
+                    router.refused[lane] = Some(state.generation);
                     break;
                 }
             }
@@ -224,7 +242,7 @@ fn send_results(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<C
                 Pending::Answered(id) => {
                     let (_, generation, client_id) = untag(id);
                     let outcome = queue.take_result(id);
-                    if state.owner == 0 || generation != state.generation & 0xFF {
+                    if state.owner == 0 || generation != state.generation & GENERATION_MASK {
                         continue; // its client is gone
                     }
                     let Some(mut outcome) = outcome else { continue };
@@ -268,7 +286,8 @@ mod tests {
     fn tags_round_trip_and_stay_apart_from_workflow_steps() {
         let id = tag(7, 0x1_23, CLIENT_ID_LIMIT - 1);
         assert!(is_client_id(id));
-        assert_eq!(untag(id), (7, 0x23, CLIENT_ID_LIMIT - 1));
+        assert_eq!(untag(id), (7, 0x123, CLIENT_ID_LIMIT - 1));
+        assert_eq!(untag(tag(2, 0x7_0005, 9)).1, 5, "the generation's low 10 bits");
         assert!(!is_client_id(1 << 63 | 5), "a workflow step's id");
         assert!(!is_client_id(42));
     }

@@ -55,6 +55,7 @@ fn the_simulator_draws_the_flock_and_the_inspector() {
 /// `inos --attach` draws another process's flock from its SAB, with the inspector beside it.
 #[test]
 fn an_attached_window_draws_a_running_kernels_flock() {
+    let _cores = crate::exclusive_cores();
     let file = crate::shared::ShmFile::new("attach");
     let (_kernel, _sab) = crate::shared::kernel(&file, &["--birds", "1000"]);
     let dir = tempfile::tempdir().unwrap();

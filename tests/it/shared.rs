@@ -119,7 +119,7 @@ fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A headless kernel serving clients on `shm` for at most a minute (with `flock` options; 50
+/// A headless kernel serving clients on `shm` for at most five minutes (with `flock` options; 50
 /// birds without obstacles when empty), once it is ready.
 pub(crate) fn kernel(shm: &ShmFile, flock: &[&str]) -> (ChildGuard, Sab) {
     let flock: &[&str] = if flock.is_empty() {
@@ -132,7 +132,7 @@ pub(crate) fn kernel(shm: &ShmFile, flock: &[&str]) -> (ChildGuard, Sab) {
             .args([
                 "--headless",
                 "--serve",
-                "60",
+                "300",
                 "--sab",
                 shm.arg(),
                 "--rate-limit",
@@ -251,6 +251,7 @@ fn child_epoch_waiter() {
 
 #[test]
 fn a_signal_wakes_a_waiter_parked_in_another_process() {
+    let _cores = crate::exclusive_cores();
     let file = ShmFile::new("epochs");
     let sab = shared_sab(&file);
     let waiter = child("epoch_waiter", file.path(), &[]);
@@ -419,8 +420,15 @@ fn a_second_kernel_is_refused_and_a_dead_kernels_lock_and_file_are_recovered() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     let refusal = sab.processes().claim_kernel().unwrap_err().to_string();
     assert!(refusal.contains(&format!("pid {pid}, which is running")), "{refusal}");
-    // Killed: its file stays, stale; its lock is taken over.
+    // Killed: its file stays, stale once it is older than a starting kernel's; its lock is taken
+    // over.
     kernel.kill();
+    let a_minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .and_then(|f| f.set_modified(a_minute_ago))
+        .unwrap();
     let listed = inos(&["shm", "--json"]).finish(Duration::from_secs(30));
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let entry = listed["files"]
@@ -514,16 +522,29 @@ fn four_client_processes_each_get_every_answer_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no method \"nope\""));
 }
 
-/// Takes a client lane, sends one committed echo job, reserves a frame it never commits, prints
-/// "stalled" and sleeps until it is killed (at most 60 s).
+/// Jobs the stalling child sends: more than its result ring holds, so that the kernel keeps some
+/// answered results waiting for room when the child is killed.
+const STALLED_JOBS: u64 = 3_000;
+
+/// Takes a client lane, sends `STALLED_JOBS` echo jobs and never reads a result, reserves a frame
+/// it never commits, and sleeps until it is killed (at most 60 s).
 #[test]
 #[ignore = "a child process of the shared-SAB tests"]
 fn child_client_stalls_mid_frame() {
     let sab = child_sab();
     let client = Client::connect(&sab).unwrap();
-    client
-        .push(&Job::new(1, "echo", "echo", Payload::Inline(vec![1; 8])).encode())
-        .unwrap();
+    let start = Instant::now();
+    for id in 1..=STALLED_JOBS {
+        let frame = Job::new(id, "echo", "echo", Payload::Inline(vec![1; 8])).encode();
+        while client.push(&frame).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the kernel stopped taking jobs"
+            );
+            client.notify();
+            std::thread::yield_now();
+        }
+    }
     client.reserve_without_commit(100).unwrap();
     client.notify();
     println!("stalled in lane {}", client.lane());
@@ -537,12 +558,18 @@ fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
     let file = ShmFile::new("mid-frame");
     let (_kernel, sab) = kernel(&file, &[]);
     let mut stalled = child("client_stalls_mid_frame", file.path(), &[]);
-    until("the child reserves its frame", Duration::from_secs(20), || {
+    until("the child's jobs are all taken", Duration::from_secs(60), || {
         sab.clients()
             .states()
             .iter()
-            .any(|l| l.owner == stalled.pid() && l.frames_taken == 1)
+            .any(|l| l.owner == stalled.pid() && l.frames_taken == STALLED_JOBS)
     });
+    // Its result ring is full: the kernel holds answered jobs for it in the job table.
+    until(
+        "the kernel holds results for the child",
+        Duration::from_secs(20),
+        || sab.kernel_summary().0.answered > 0,
+    );
     let others: Vec<ChildGuard> = (0..2)
         .map(|_| {
             inos(&[
@@ -568,11 +595,17 @@ fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
         let header = sab.processes().header();
         header.lanes_reclaimed >= 3 && header.frames_abandoned == 1
     });
+    // Nothing of the dead client's stays in the job table: the results it never took are dropped.
+    until("the job table empties", Duration::from_secs(20), || {
+        let (jobs, _) = sab.kernel_summary();
+        (jobs.queued, jobs.sent, jobs.answered) == (0, 0, 0)
+    });
     assert!(sab.clients().states().iter().all(|l| l.owner == 0));
 }
 
 #[test]
 fn live_inspect_shows_the_epochs_of_a_running_kernel_moving() {
+    let _cores = crate::exclusive_cores();
     let file = ShmFile::new("inspect");
     let (_kernel, _sab) = kernel(&file, &[]);
     let out = inos(&[
