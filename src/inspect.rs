@@ -298,29 +298,7 @@ impl SabReport {
                 n.parent.unwrap_or("-")
             );
         }
-        let _ = writeln!(
-            w,
-            "\nRINGS\n  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}",
-            "ring", "capacity", "used", "frames", "consumed", "rejected", "consumer"
-        );
-        for r in &self.rings {
-            let _ = writeln!(
-                w,
-                "  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}{}",
-                format!("{:?}", r.ring),
-                r.control.capacity,
-                r.used_bytes,
-                r.pending_frames,
-                r.control.consumed,
-                r.control.rejected_full,
-                if r.control.consumer != 0 { "held" } else { "free" },
-                if r.uncommitted_frame {
-                    "  (a reserved frame is uncommitted)"
-                } else {
-                    ""
-                }
-            );
-        }
+        self.rings_text(w);
         let _ = writeln!(
             w,
             "\nSTREAMS\n  {:<9} {:>10} {:>6} {:>8} {:>12} {:>12}",
@@ -500,6 +478,33 @@ impl SabReport {
 }
 
 impl SabReport {
+    /// The RINGS section.
+    fn rings_text(&self, w: &mut String) {
+        let _ = writeln!(
+            w,
+            "\nRINGS\n  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}",
+            "ring", "capacity", "used", "frames", "consumed", "rejected", "consumer"
+        );
+        for r in &self.rings {
+            let _ = writeln!(
+                w,
+                "  {:<14} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}{}",
+                format!("{:?}", r.ring),
+                r.control.capacity,
+                r.used_bytes,
+                r.pending_frames,
+                r.control.consumed,
+                r.control.rejected_full,
+                if r.control.consumer != 0 { "held" } else { "free" },
+                if r.uncommitted_frame {
+                    "  (a reserved frame is uncommitted)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
     /// The PROCESSES section: the kernel lock, the process table and the client lanes.
     fn processes_text(&self, w: &mut String) {
         let t = &self.process_table;
@@ -697,17 +702,7 @@ fn watch_text(path: &Path, r: &SabReport, rates: &[EpochRate]) -> String {
         );
     }
     r.processes_text(w);
-    let _ = writeln!(w, "\nRINGS");
-    for ring in &r.rings {
-        let _ = writeln!(
-            w,
-            "  {:<14} {:>10} frames consumed, {:>8} bytes used, {:>6} refused full",
-            format!("{:?}", ring.ring),
-            ring.control.consumed,
-            ring.used_bytes,
-            ring.control.rejected_full
-        );
-    }
+    r.rings_text(w);
     out
 }
 
