@@ -78,6 +78,14 @@ pub struct StreamReport {
     pub sample_bird: Option<BirdRecord>,
 }
 
+/// A client lane in use, and whether its client runs.
+#[derive(Debug, Serialize)]
+pub struct LaneReport {
+    #[serde(flatten)]
+    pub state: LaneState,
+    pub owner_alive: bool,
+}
+
 /// Everything `inos inspect` reports about one SAB.
 #[derive(Debug, Serialize)]
 pub struct SabReport {
@@ -112,7 +120,7 @@ pub struct SabReport {
     pub process_table: ProcessHeader,
     pub processes: Vec<ProcessEntry>,
     /// The client lanes in use.
-    pub client_lanes: Vec<LaneState>,
+    pub client_lanes: Vec<LaneReport>,
     /// Records left out above because they are being written.
     pub being_written: Vec<BeingWrittenReport>,
 }
@@ -245,7 +253,16 @@ impl SabReport {
             kernel_state,
             process_table: sab.processes().header(),
             processes: sab.processes().entries(),
-            client_lanes: sab.clients().states().into_iter().filter(|l| l.owner != 0).collect(),
+            client_lanes: sab
+                .clients()
+                .states()
+                .into_iter()
+                .filter(|l| l.owner != 0)
+                .map(|state| LaneReport {
+                    owner_alive: sab.clients().owner_alive(state.lane),
+                    state,
+                })
+                .collect(),
             being_written,
         }
     }
@@ -529,13 +546,13 @@ impl SabReport {
                 p.slot, p.pid, role, p.name, alive, age
             );
         }
-        for l in &self.client_lanes {
+        for LaneReport { state: l, owner_alive } in &self.client_lanes {
             let _ = writeln!(
                 w,
                 "  lane {}: pid {}{}, generation {}, {} requests taken, {} results sent{}",
                 l.lane,
                 l.owner,
-                if l.owner_alive { "" } else { " (gone)" },
+                if *owner_alive { "" } else { " (gone)" },
                 l.generation,
                 l.frames_taken,
                 l.results_sent,

@@ -56,7 +56,6 @@ pub struct LaneState {
     pub lane: usize,
     /// The client's pid (0: free).
     pub owner: u32,
-    pub owner_alive: bool,
     pub generation: u32,
     pub closing: bool,
     /// Request frames the kernel took.
@@ -134,17 +133,24 @@ impl<'a> ClientLanes<'a> {
     pub fn state(&self, lane: usize) -> LaneState {
         let words = self.words(lane);
         let load = |word: usize| words[word].load(Ordering::Acquire);
-        let owner = load(OWNER) as u32;
         LaneState {
             lane,
-            owner,
-            owner_alive: process_alive(owner, load(OWNER_TICKS)),
+            owner: load(OWNER) as u32,
             generation: load(GENERATION) as u32,
             closing: load(CLOSING) != 0,
             frames_taken: load(FRAMES_TAKEN),
             results_sent: load(RESULTS_SENT),
             claimed_ms: load(CLAIMED_MS),
         }
+    }
+
+    /// Whether the lane's client runs (reads `/proc`: not for every tick).
+    pub fn owner_alive(&self, lane: usize) -> bool {
+        let words = self.words(lane);
+        process_alive(
+            words[OWNER].load(Ordering::Acquire) as u32,
+            words[OWNER_TICKS].load(Ordering::Acquire),
+        )
     }
 
     /// Every lane's state.
@@ -328,7 +334,7 @@ mod tests {
         lanes.results(lane).push(b"result", &head, true).unwrap();
         lanes.results_signal(lane).signal();
         assert_eq!(client.pop(&mut buf).unwrap(), Some(6));
-        assert!(lanes.state(lane).owner_alive && !lanes.state(lane).closing);
+        assert!(lanes.owner_alive(lane) && !lanes.state(lane).closing);
         let generation = client.generation();
         drop(client);
         assert!(lanes.state(lane).closing, "a dropped client closes its lane");

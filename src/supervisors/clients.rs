@@ -122,7 +122,7 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
     let look_for_dead = router.ticks.is_multiple_of(RECLAIM_EVERY);
     for lane in 0..LANES {
         let state = lanes.state(lane);
-        if state.owner != 0 && (state.closing || look_for_dead && !state.owner_alive) {
+        if state.owner != 0 && (state.closing || look_for_dead && !lanes.owner_alive(lane)) {
             let abandoned = lanes.abandoned_frames(lane);
             lanes.reset(lane);
             sab.processes().count_reclaimed(abandoned);
