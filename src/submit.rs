@@ -268,7 +268,12 @@ mod native {
                 continue;
             }
             if let Wake::TimedOut = client.wait(seen, HEARTBEAT, WAIT_SPINS) {
-                sab.processes().check_kernel()?;
+                if let Err(e) = sab.processes().check_kernel() {
+                    return Err(RunError::Usage(format!(
+                        "the kernel stopped during the run ({e}): {answered} of {total} jobs answered, {} sent and not answered",
+                        sent - answered
+                    )));
+                }
                 if last_answer.elapsed() > patience {
                     return Err(RunError::Usage(format!(
                         "the kernel answered nothing for {} s ({answered} of {total} jobs answered)",

@@ -231,7 +231,8 @@ struct EchoRun {
 pub struct EngineTargets {
     pub jobs: u64,
     /// The learning engine's mean absolute error of its latency predictions, and the share of
-    /// predictions within 20 % (the seed's target).
+    /// predictions within 20 % (the seed's target): the engine's running figures (over about its
+    /// last 50 jobs) averaged over every tick after its first 100 jobs.
     pub learning_mean_abs_error_pct: f64,
     pub learning_within_20pct: f64,
     /// The scheduling engine's share of jobs done by their deadline (target ≥ 95 %).

@@ -554,9 +554,10 @@ fn bench_json_reports_every_measurement_consistently() {
     assert!(w["updates"].as_u64().unwrap() >= 11, "{w}");
     // The engines at an admissible load paced in real time: at least 95 % of deadlines met (the
     // README's target). The learning engine's target, a mean prediction error within 20 %, is
-    // met only on a quiet machine (15-21 % measured beside another busy process, once 43 %: the
-    // CPU time of a 4 KiB hash moves with what the other core does); here, among the other
-    // tests, the bound is one that a model which has learnt nothing breaks by far.
+    // met only on a quiet machine (the CPU time of a 4 KiB hash moves with what the other core
+    // does; the figure is the engine's running error averaged over the run, since its value at
+    // the end, over the last 50 jobs, once read 60 % here); among the other tests, the bound is
+    // one that a model which has learnt nothing breaks by far.
     let e = &r["engines"];
     assert_eq!(e["jobs"].as_u64(), Some(2000));
     let error = e["learning_mean_abs_error_pct"].as_f64().unwrap();

@@ -522,6 +522,35 @@ fn four_client_processes_each_get_every_answer_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no method \"nope\""));
 }
 
+/// A client whose kernel is killed under it stops within seconds, and says how far it got.
+#[test]
+fn a_client_whose_kernel_dies_stops_and_says_how_far_it_got() {
+    let file = ShmFile::new("kernel-dies");
+    let (mut kernel, sab) = kernel(&file, &[]);
+    let client = inos(&[
+        "submit",
+        "--sab",
+        file.arg(),
+        "--echo",
+        "100000000",
+        "--in-flight",
+        "64",
+    ]);
+    until("the client's first results", Duration::from_secs(30), || {
+        sab.clients().states().iter().any(|l| l.results_sent > 0)
+    });
+    kernel.kill();
+    let out = client.finish(Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the kernel stopped during the run")
+            && stderr.contains("of 100000000 jobs answered")
+            && stderr.contains("is gone"),
+        "{stderr}"
+    );
+}
+
 /// Jobs the stalling child sends: more than its result ring holds, so that the kernel keeps some
 /// answered results waiting for room when the child is killed.
 const STALLED_JOBS: u64 = 3_000;
