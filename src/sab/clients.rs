@@ -301,6 +301,13 @@ impl Client {
             .requests(self.lane)
             .reserve_without_commit(len, &self.head_cache)
     }
+
+    /// Fault injection for tests: writes a result-ring head past the ring's tail, as a client
+    /// with a bug in its reading end would.
+    #[doc(hidden)]
+    pub fn corrupt_result_head(&self) {
+        self.sab.clients().results(self.lane).force_head(u64::MAX / 2);
+    }
 }
 
 impl Drop for Client {

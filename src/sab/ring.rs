@@ -305,6 +305,13 @@ impl<'a, W: RingWords + ?Sized> RingCore<'a, W> {
         Ok(())
     }
 
+    /// Fault injection for tests: publishes `head` as the consumer's position, whatever the ring
+    /// holds, as a consumer with a bug would.
+    #[doc(hidden)]
+    pub fn force_head(&self, head: u64) {
+        self.control.store(HEAD, head, Ordering::Release);
+    }
+
     /// The consumer's cursor, starting at the published head.
     pub fn cursor(&self) -> ConsumerCursor {
         let head = self.control.load(HEAD, Ordering::Acquire);

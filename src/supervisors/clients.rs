@@ -15,7 +15,9 @@
 //! in the lanes (the clients see their lanes fill up). Lanes of clients that said they are done
 //! are reclaimed at once; lanes of clients whose process is gone are found every
 //! `RECLAIM_EVERY` ticks, and the frame such a client left half-written is counted (the process
-//! table's header).
+//! table's header). A client that breaks one of its rings (positions or frames the kernel cannot
+//! read or write) loses its lane: nothing more is taken from it or sent to it, its results leave
+//! the job table, and the lane is reclaimed when the client is done or gone.
 
 use std::collections::VecDeque;
 
@@ -129,11 +131,7 @@ fn take_requests(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<
             // Results waiting for room are taken from the job table and dropped; those still to
             // come are dropped as they come (the generation moved on).
             let dropped = router.pending[lane].len();
-            for pending in router.pending[lane].drain(..) {
-                if let Pending::Answered(id) = pending {
-                    queue.take_result(id);
-                }
-            }
+            drop_pending(&mut queue, &mut router.pending[lane]);
             router.refused[lane] = None;
             info!(
                 "client lane {lane} reclaimed from pid {} ({}; {abandoned} frame(s) left half-written, {dropped} result(s) not delivered)",
@@ -220,6 +218,15 @@ fn submit(
         .and_then(|e| refuse(e.to_string()))
 }
 
+/// Drops the results waiting for a lane, taking those still in the job table out of it.
+fn drop_pending(queue: &mut JobQueue, pending: &mut VecDeque<Pending>) {
+    for pending in pending.drain(..) {
+        if let Pending::Answered(id) = pending {
+            queue.take_result(id);
+        }
+    }
+}
+
 /// Sends the answered jobs' results to their clients' lanes.
 fn send_results(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<ClientRouter>) {
     let router = &mut *router;
@@ -233,6 +240,11 @@ fn send_results(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<C
             continue;
         }
         let state = lanes.state(lane);
+        if router.refused[lane] == Some(state.generation) {
+            // Its results cannot be written: they leave the job table, and no more are kept.
+            drop_pending(&mut queue, pending);
+            continue;
+        }
         let ring = lanes.results(lane);
         let head = std::cell::Cell::new(0);
         let mut sent = 0;
@@ -263,11 +275,24 @@ fn send_results(sab: Res<Sab>, mut queue: ResMut<JobQueue>, mut router: ResMut<C
                     pending.push_front(Pending::Frame(frame));
                     break;
                 }
-                Err(e) => {
+                Err(e @ RingError::FrameTooLarge { .. }) => {
+                    // A small frame in its place, which fits any lane.
                     let outcome = JobOutcome::decode(&frame).map_or(0, |o| o.id);
                     let failed =
                         JobOutcome::failed(outcome, JobStatus::Failed, format!("its result cannot be sent: {e}"));
                     pending.push_front(Pending::Frame(failed.encode()));
+                }
+                Err(e) => {
+                    // The client wrote its result ring's positions wrong: its own lane is all it
+                    // breaks. Nothing more is sent to it or taken from it; it is reclaimed when
+                    // it is done or gone.
+                    error!(
+                        "client lane {lane} (pid {}) cannot take results: {e}; its requests and results are dropped",
+                        state.owner
+                    );
+                    router.refused[lane] = Some(state.generation);
+                    drop_pending(&mut queue, pending);
+                    break;
                 }
             }
         }

@@ -632,6 +632,84 @@ fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
     assert!(sab.clients().states().iter().all(|l| l.owner == 0));
 }
 
+/// Jobs the child with a broken result ring sends: enough results to pass the ring's end, where
+/// the kernel reads the head it broke.
+const BROKEN_RING_JOBS: u64 = 2_000;
+
+/// Takes a client lane, writes its result ring's head past the tail, sends `BROKEN_RING_JOBS`
+/// echo jobs and sleeps until it is killed (at most 60 s).
+#[test]
+#[ignore = "a child process of the shared-SAB tests"]
+fn child_client_breaks_its_result_ring() {
+    let sab = child_sab();
+    let client = Client::connect(&sab).unwrap();
+    client.corrupt_result_head();
+    let start = Instant::now();
+    for id in 1..=BROKEN_RING_JOBS {
+        let frame = Job::new(id, "echo", "echo", Payload::Inline(vec![1; 8])).encode();
+        while client.push(&frame).is_err() {
+            if start.elapsed() > Duration::from_secs(60) {
+                return; // the kernel stopped taking jobs: the test fails on the count
+            }
+            client.notify();
+            std::thread::yield_now();
+        }
+    }
+    client.notify();
+    std::thread::sleep(Duration::from_secs(60));
+    std::mem::forget(client);
+}
+
+/// A client that breaks its own result ring loses its lane, and nothing else: the kernel neither
+/// stalls on it nor keeps its results.
+#[test]
+fn a_client_that_breaks_its_result_ring_breaks_only_its_lane() {
+    let _cores = crate::exclusive_cores();
+    let file = ShmFile::new("broken-results");
+    let (_kernel, sab) = kernel(&file, &[]);
+    let mut broken = child("client_breaks_its_result_ring", file.path(), &[]);
+    until(
+        "the broken client's requests are taken",
+        Duration::from_secs(60),
+        || {
+            sab.clients()
+                .states()
+                .iter()
+                .any(|l| l.owner == broken.pid() && l.frames_taken > 0)
+        },
+    );
+    let out = inos(&[
+        "submit",
+        "--sab",
+        file.arg(),
+        "--echo",
+        "1000",
+        "--in-flight",
+        "64",
+        "--json",
+    ])
+    .finish(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["answered"], 1000, "{report}");
+    // The broken lane was refused: none of its results waits in the job table.
+    let lane = sab
+        .clients()
+        .states()
+        .into_iter()
+        .find(|l| l.owner == broken.pid())
+        .unwrap();
+    assert!(lane.frames_taken < BROKEN_RING_JOBS, "{lane:?}");
+    until("the job table empties", Duration::from_secs(20), || {
+        let (jobs, _) = sab.kernel_summary();
+        (jobs.queued, jobs.sent, jobs.answered) == (0, 0, 0)
+    });
+    broken.kill();
+    until("the broken lane is reclaimed", Duration::from_secs(20), || {
+        sab.clients().states().iter().all(|l| l.owner == 0)
+    });
+}
+
 #[test]
 fn live_inspect_shows_the_epochs_of_a_running_kernel_moving() {
     let _cores = crate::exclusive_cores();
