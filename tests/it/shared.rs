@@ -551,6 +551,23 @@ fn a_client_whose_kernel_dies_stops_and_says_how_far_it_got() {
     );
 }
 
+/// Pushes echo jobs 1 to `count` through `client`'s lane as room allows; whether all went within
+/// 60 s.
+fn send_echo_jobs(client: &Client, count: u64) -> bool {
+    let start = Instant::now();
+    for id in 1..=count {
+        let frame = Job::new(id, "echo", "echo", Payload::Inline(vec![1; 8])).encode();
+        while client.push(&frame).is_err() {
+            if start.elapsed() > Duration::from_secs(60) {
+                return false;
+            }
+            client.notify();
+            std::thread::yield_now();
+        }
+    }
+    true
+}
+
 /// Jobs the stalling child sends: more than its result ring holds, so that the kernel keeps some
 /// answered results waiting for room when the child is killed.
 const STALLED_JOBS: u64 = 3_000;
@@ -562,18 +579,7 @@ const STALLED_JOBS: u64 = 3_000;
 fn child_client_stalls_mid_frame() {
     let sab = child_sab();
     let client = Client::connect(&sab).unwrap();
-    let start = Instant::now();
-    for id in 1..=STALLED_JOBS {
-        let frame = Job::new(id, "echo", "echo", Payload::Inline(vec![1; 8])).encode();
-        while client.push(&frame).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the kernel stopped taking jobs"
-            );
-            client.notify();
-            std::thread::yield_now();
-        }
-    }
+    assert!(send_echo_jobs(&client, STALLED_JOBS), "the kernel stopped taking jobs");
     client.reserve_without_commit(100).unwrap();
     client.notify();
     println!("stalled in lane {}", client.lane());
@@ -632,9 +638,9 @@ fn a_client_killed_mid_frame_wedges_nothing_and_its_lane_is_reclaimed() {
     assert!(sab.clients().states().iter().all(|l| l.owner == 0));
 }
 
-/// Jobs the child with a broken result ring sends: enough results to pass the ring's end, where
-/// the kernel reads the head it broke.
-const BROKEN_RING_JOBS: u64 = 2_000;
+/// Jobs the child with a broken result ring tries to send: far more than the kernel takes before
+/// its results pass the ring's end, where it reads the head the child broke.
+const BROKEN_RING_JOBS: u64 = 20_000;
 
 /// Takes a client lane, writes its result ring's head past the tail, sends `BROKEN_RING_JOBS`
 /// echo jobs and sleeps until it is killed (at most 60 s).
@@ -644,17 +650,8 @@ fn child_client_breaks_its_result_ring() {
     let sab = child_sab();
     let client = Client::connect(&sab).unwrap();
     client.corrupt_result_head();
-    let start = Instant::now();
-    for id in 1..=BROKEN_RING_JOBS {
-        let frame = Job::new(id, "echo", "echo", Payload::Inline(vec![1; 8])).encode();
-        while client.push(&frame).is_err() {
-            if start.elapsed() > Duration::from_secs(60) {
-                return; // the kernel stopped taking jobs: the test fails on the count
-            }
-            client.notify();
-            std::thread::yield_now();
-        }
-    }
+    // The kernel stops taking them once it finds the ring broken.
+    send_echo_jobs(&client, BROKEN_RING_JOBS);
     client.notify();
     std::thread::sleep(Duration::from_secs(60));
     std::mem::forget(client);
@@ -692,14 +689,16 @@ fn a_client_that_breaks_its_result_ring_breaks_only_its_lane() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["answered"], 1000, "{report}");
-    // The broken lane was refused: none of its results waits in the job table.
-    let lane = sab
-        .clients()
-        .states()
-        .into_iter()
-        .find(|l| l.owner == broken.pid())
-        .unwrap();
-    assert!(lane.frames_taken < BROKEN_RING_JOBS, "{lane:?}");
+    // The broken lane was refused: nothing more is taken from it, and none of its results waits
+    // in the job table.
+    let taken = || {
+        let lanes = sab.clients().states();
+        lanes.iter().find(|l| l.owner == broken.pid()).unwrap().frames_taken
+    };
+    let before = taken();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(taken(), before);
+    assert!(before < BROKEN_RING_JOBS, "{before}");
     until("the job table empties", Duration::from_secs(20), || {
         let (jobs, _) = sab.kernel_summary();
         (jobs.queued, jobs.sent, jobs.answered) == (0, 0, 0)
